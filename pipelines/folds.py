@@ -16,8 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     meta = make_folds(cfg, train, data_dir, force=args.force)
     csv_path, _ = folds_paths(cfg)
     verb = "reused" if meta["reused"] else "wrote"
-    print(f"{verb} {csv_path}: k={meta['k']} seed={meta['seed']} sha256={meta['sha256'][:12]} "
-          f"({meta['rows']} rows, {meta['positives']} positives, {meta['groups']} patients)")
+    print(
+        f"{verb} {csv_path}: k={meta['k']} seed={meta['seed']} sha256={meta['sha256'][:12]} "
+        f"({meta['rows']} rows, {meta['positives']} positives, {meta['groups']} patients)"
+    )
     for f in meta["per_fold"]:
         print(f"  fold {f['fold']}: {f['rows']} rows, {f['positives']} positives, {f['groups']} patients")
     return 0

@@ -233,9 +233,7 @@ def _check_key(cls: type[BaseModel], key: str) -> None:
         assert model is not None
         field = model.model_fields.get(part)
         if field is None:
-            raise ConfigError(
-                f"unknown config key {key!r}. Valid keys: {', '.join(valid_keys(cls))}"
-            )
+            raise ConfigError(f"unknown config key {key!r}. Valid keys: {', '.join(valid_keys(cls))}")
         if _is_mapping(field.annotation) and _model_of(field.annotation) is None:
             return  # free-form mapping: any sub-key is allowed
         model = _model_of(field.annotation)

@@ -32,12 +32,20 @@ def assign_folds(ids: pd.Series, groups: pd.Series, target: pd.Series, k: int, s
     fold = np.full(len(ids), -1, dtype=np.int64)
     for f, (_, val) in enumerate(splitter.split(np.zeros(len(ids)), target, groups)):
         fold[val] = f
-    out = pd.DataFrame({"id": ids.astype(str).to_numpy(), "group": groups.astype(str).to_numpy(),
-                        "target": target.astype(np.int64).to_numpy(), "fold": fold})
+    out = pd.DataFrame(
+        {
+            "id": ids.astype(str).to_numpy(),
+            "group": groups.astype(str).to_numpy(),
+            "target": target.astype(np.int64).to_numpy(),
+            "fold": fold,
+        }
+    )
     empty = [f for f in range(k) if out.loc[out["fold"] == f, "target"].sum() == 0]
     if empty:
-        raise DataError(f"folds {empty} have no positive rows with k={k}, seed={seed}: lower folds.k "
-                        f"or try another folds.seed")
+        raise DataError(
+            f"folds {empty} have no positive rows with k={k}, seed={seed}: lower folds.k "
+            f"or try another folds.seed"
+        )
     return out
 
 
@@ -74,10 +82,15 @@ def make_folds(cfg: CompetitionConfig, train: pd.DataFrame, data_dir: Path, forc
     c = cfg.columns
     folds = assign_folds(train[c.id], train[c.group], train[c.target], cfg.folds.k, cfg.folds.seed)
     meta = wanted | {
-        "sha256": folds_sha256(folds), "rows": len(folds), "positives": int(folds["target"].sum()),
-        "groups": int(folds["group"].nunique()), "data_dir": str(data_dir),
-        "per_fold": folds.groupby("fold").agg(rows=("id", "size"), positives=("target", "sum"),
-                                              groups=("group", "nunique")).reset_index().to_dict("records"),
+        "sha256": folds_sha256(folds),
+        "rows": len(folds),
+        "positives": int(folds["target"].sum()),
+        "groups": int(folds["group"].nunique()),
+        "data_dir": str(data_dir),
+        "per_fold": folds.groupby("fold")
+        .agg(rows=("id", "size"), positives=("target", "sum"), groups=("group", "nunique"))
+        .reset_index()
+        .to_dict("records"),
         "git_commit": artifacts.git_commit(),
     }
     artifacts.write_csv(csv_path, folds)
@@ -94,8 +107,10 @@ def load_folds(cfg: CompetitionConfig) -> tuple[pd.DataFrame, dict]:
     folds = pd.read_csv(csv_path, dtype={"id": str, "group": str})
     sha = folds_sha256(folds)
     if sha != meta["sha256"]:
-        raise DataError(f"{csv_path} does not match the sha256 in {json_path} ({sha[:12]} vs "
-                        f"{meta['sha256'][:12]}): the folds file was edited; rerun `make folds FORCE=1`")
+        raise DataError(
+            f"{csv_path} does not match the sha256 in {json_path} ({sha[:12]} vs "
+            f"{meta['sha256'][:12]}): the folds file was edited; rerun `make folds FORCE=1`"
+        )
     return folds, meta
 
 
@@ -103,5 +118,7 @@ def check_fold_sha(cfg: CompetitionConfig, sha: str, what: str) -> None:
     """Refuse an artifact made on other folds than the current folds.json."""
     _, meta = load_folds(cfg)
     if sha != meta["sha256"]:
-        raise DataError(f"{what} was made on folds {sha[:12]}, but the current folds are "
-                        f"{meta['sha256'][:12]} ({folds_paths(cfg)[1]}): rerun it on the current folds")
+        raise DataError(
+            f"{what} was made on folds {sha[:12]}, but the current folds are "
+            f"{meta['sha256'][:12]} ({folds_paths(cfg)[1]}): rerun it on the current folds"
+        )

@@ -27,10 +27,12 @@ LAYOUTS: dict[str, Callable[..., pd.DataFrame]] = {
 
 def write_hdf5(path: Path, ids: list[str], blobs: list[bytes]) -> None:
     """One scalar |S<n> dataset of JPEG bytes per id, as in the real ISIC 2024 files."""
+
     def _write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
             for i, b in zip(ids, blobs, strict=True):
                 f.create_dataset(i, data=np.bytes_(b))
+
     artifacts.write_atomic(path, _write)
 
 
@@ -49,8 +51,14 @@ def write_jpeg_dir(folder: Path, ids: list[str], blobs: list[bytes], suffix: str
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _split(cfg: CompetitionConfig, rng: np.random.Generator, n_patients: int, taken: set[str],
-           split: str, workers: int) -> tuple[pd.DataFrame, list[bytes]]:
+def _split(
+    cfg: CompetitionConfig,
+    rng: np.random.Generator,
+    n_patients: int,
+    taken: set[str],
+    split: str,
+    workers: int,
+) -> tuple[pd.DataFrame, list[bytes]]:
     s = cfg.synthetic
     les = make_lesions(s, rng, make_patients(s, rng, n_patients, taken))
     ids = _ids(rng, len(les), "ISIC", taken)
@@ -90,8 +98,11 @@ def generate(cfg: CompetitionConfig, out_dir: str | Path, workers: int | None = 
             artifacts.write_csv(out / cfg.files.test_labels, meta[[idc, gc, tc]])
             sample = pd.DataFrame({idc: ids, tc: 0.3 if cfg.name == "isic2024" else 0.0})
             artifacts.write_csv(out / cfg.files.sample_submission, sample)
-        summary[split] = {"rows": len(meta), "positives": int(meta[tc].sum()),
-                          "patients": int(meta[gc].nunique())}
+        summary[split] = {
+            "rows": len(meta),
+            "positives": int(meta[tc].sum()),
+            "patients": int(meta[gc].nunique()),
+        }
     summary["seconds"] = round(time.time() - t0, 1)
     summary["git_commit"] = artifacts.git_commit()
     artifacts.write_json(out / "synthetic.json", summary)

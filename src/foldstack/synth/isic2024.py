@@ -20,9 +20,16 @@ BENIGN_IDDX = [
     ("Indeterminate::Indeterminate melanocytic proliferations::Atypical melanocytic neoplasm", 0.15),
 ]
 # the 3-D body position of each location: (x, y, z) centre; x left/right, y height, z front/back
-_XYZ = {"Torso Back": (0, 1300, -90), "Torso Front": (0, 1250, 110), "Left Leg": (-120, 550, 0),
-        "Right Leg": (120, 550, 0), "Left Arm": (-280, 1150, 0), "Right Arm": (280, 1150, 0),
-        "Head & Neck": (0, 1620, 20), "Unknown": (0, 1000, 0)}
+_XYZ = {
+    "Torso Back": (0, 1300, -90),
+    "Torso Front": (0, 1250, 110),
+    "Left Leg": (-120, 550, 0),
+    "Right Leg": (120, 550, 0),
+    "Left Arm": (-280, 1150, 0),
+    "Right Arm": (280, 1150, 0),
+    "Head & Neck": (0, 1620, 20),
+    "Unknown": (0, 1000, 0),
+}
 
 
 def _nan_where(values: np.ndarray | pd.Series, mask: np.ndarray) -> pd.Series:
@@ -39,12 +46,21 @@ def _colour_columns(les: pd.DataFrame, rng: np.random.Generator) -> dict[str, np
     B = Bext + les["dB"].to_numpy() + rng.normal(0, 0.5, n)
     dLB = np.hypot(L - Lext, B - Bext)
     return {
-        "tbp_lv_A": A, "tbp_lv_Aext": Aext, "tbp_lv_B": B, "tbp_lv_Bext": Bext,
-        "tbp_lv_C": np.hypot(A, B), "tbp_lv_Cext": np.hypot(Aext, Bext),
-        "tbp_lv_H": np.degrees(np.arctan2(B, A)), "tbp_lv_Hext": np.degrees(np.arctan2(Bext, Aext)),
-        "tbp_lv_L": L, "tbp_lv_Lext": Lext,
-        "tbp_lv_deltaA": A - Aext, "tbp_lv_deltaB": B - Bext, "tbp_lv_deltaL": L - Lext,
-        "tbp_lv_deltaLB": dLB, "tbp_lv_deltaLBnorm": dLB * rng.uniform(0.8, 1.15, n),
+        "tbp_lv_A": A,
+        "tbp_lv_Aext": Aext,
+        "tbp_lv_B": B,
+        "tbp_lv_Bext": Bext,
+        "tbp_lv_C": np.hypot(A, B),
+        "tbp_lv_Cext": np.hypot(Aext, Bext),
+        "tbp_lv_H": np.degrees(np.arctan2(B, A)),
+        "tbp_lv_Hext": np.degrees(np.arctan2(Bext, Aext)),
+        "tbp_lv_L": L,
+        "tbp_lv_Lext": Lext,
+        "tbp_lv_deltaA": A - Aext,
+        "tbp_lv_deltaB": B - Bext,
+        "tbp_lv_deltaL": L - Lext,
+        "tbp_lv_deltaLB": dLB,
+        "tbp_lv_deltaLBnorm": dLB * rng.uniform(0.8, 1.15, n),
     }
 
 
@@ -60,9 +76,11 @@ def _shape_columns(les: pd.DataFrame, rng: np.random.Generator) -> dict[str, np.
     cvar = les["color_var"].to_numpy()
     return {
         "clin_size_long_diam_mm": np.round(2 * a * rng.normal(1.05, 0.08, n), 2),
-        "tbp_lv_areaMM2": area, "tbp_lv_perimeterMM": perim,
+        "tbp_lv_areaMM2": area,
+        "tbp_lv_perimeterMM": perim,
         "tbp_lv_area_perim_ratio": perim**2 / area,
-        "tbp_lv_eccentricity": ecc, "tbp_lv_minorAxisMM": 2 * b * rng.normal(1, 0.03, n),
+        "tbp_lv_eccentricity": ecc,
+        "tbp_lv_minorAxisMM": 2 * b * rng.normal(1, 0.03, n),
         "tbp_lv_color_std_mean": np.abs(0.8 * cvar + rng.normal(0, 0.12, n)),
         "tbp_lv_norm_color": np.clip(2.5 * cvar + rng.normal(0, 0.4, n), 0, 10),
         "tbp_lv_radial_color_std_max": np.abs(0.6 * cvar + rng.normal(0, 0.1, n)),
@@ -77,8 +95,11 @@ def _shape_columns(les: pd.DataFrame, rng: np.random.Generator) -> dict[str, np.
 def _position_columns(simple: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     centre = np.array([_XYZ[s] for s in simple], dtype=float)
     n = len(simple)
-    return {"tbp_lv_x": centre[:, 0] + rng.normal(0, 60, n), "tbp_lv_y": centre[:, 1] + rng.normal(0, 120, n),
-            "tbp_lv_z": centre[:, 2] + rng.normal(0, 40, n)}
+    return {
+        "tbp_lv_x": centre[:, 0] + rng.normal(0, 60, n),
+        "tbp_lv_y": centre[:, 1] + rng.normal(0, 120, n),
+        "tbp_lv_z": centre[:, 2] + rng.normal(0, 40, n),
+    }
 
 
 def _diagnosis_columns(target: np.ndarray, rng: np.random.Generator, taken: set[str]) -> dict:
@@ -97,8 +118,9 @@ def _diagnosis_columns(target: np.ndarray, rng: np.random.Generator, taken: set[
     parts = [str(f).split("::") for f in full]
     out: dict = {"lesion_id": lesion_ids, "iddx_full": full}
     for level in range(1, 6):
-        out[f"iddx_{level}"] = np.array([p[level - 1] if len(p) >= level else np.nan for p in parts],
-                                        dtype=object)
+        out[f"iddx_{level}"] = np.array(
+            [p[level - 1] if len(p) >= level else np.nan for p in parts], dtype=object
+        )
     invasive = np.array(["Invasive" in str(f) for f in full])
     mitotic = rng.choice(["<1/mm^2", "1/mm^2", "2/mm^2", "3/mm^2"], n, p=[0.6, 0.2, 0.12, 0.08])
     out["mel_mitotic_index"] = _nan_where(mitotic, ~invasive).to_numpy()
@@ -107,8 +129,9 @@ def _diagnosis_columns(target: np.ndarray, rng: np.random.Generator, taken: set[
     return out
 
 
-def metadata_frame(cfg: CompetitionConfig, les: pd.DataFrame, ids: list[str],
-                   rng: np.random.Generator, taken: set[str]) -> pd.DataFrame:
+def metadata_frame(
+    cfg: CompetitionConfig, les: pd.DataFrame, ids: list[str], rng: np.random.Generator, taken: set[str]
+) -> pd.DataFrame:
     """The 55 train columns, in the config's order, for the latent lesions `les`."""
     n = len(les)
     loc = les["location"].to_numpy()
@@ -119,14 +142,16 @@ def metadata_frame(cfg: CompetitionConfig, les: pd.DataFrame, ids: list[str],
     no_sex = les["patient_id"].isin(patients[rng.random(len(patients)) < 0.03]).to_numpy()
     inst = les["institution"].to_numpy()
     cols: dict = {
-        "isic_id": ids, "target": les["target"].to_numpy().astype(np.int64),
+        "isic_id": ids,
+        "target": les["target"].to_numpy().astype(np.int64),
         "patient_id": les["patient_id"].to_numpy(),
         "age_approx": np.where(no_age, np.nan, les["age"].to_numpy()),
         "sex": _nan_where(les["sex"].to_numpy(), no_sex),
         "anatom_site_general": _nan_where(site, rng.random(n) < 0.01),
         "image_type": np.full(n, "TBP tile: close-up", dtype=object),
         "tbp_tile_type": np.where(les["tile_xp"].to_numpy(), "3D: XP", "3D: white"),
-        "tbp_lv_location": np.array([LOCATIONS[i][0] for i in loc]), "tbp_lv_location_simple": simple,
+        "tbp_lv_location": np.array([LOCATIONS[i][0] for i in loc]),
+        "tbp_lv_location_simple": simple,
         "attribution": np.array([INSTITUTIONS[i][0] for i in inst]),
         "copyright_license": np.array([INSTITUTIONS[i][1] for i in inst]),
     }

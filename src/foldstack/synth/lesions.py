@@ -68,22 +68,24 @@ def make_patients(cfg: Synthetic, rng: np.random.Generator, n: int, taken: set[s
     n_lesions = np.maximum(1, np.round(rng.lognormal(mu, sigma, n))).astype(int)
     age = np.clip(5 * np.round(rng.normal(57, 14, n) / 5), 20, 85).astype(float)
     inst = rng.choice(len(INSTITUTIONS), size=n, p=[w for *_, w in INSTITUTIONS])
-    return pd.DataFrame({
-        "patient_id": _ids(rng, n, "IP", taken),
-        "n_lesions": n_lesions,
-        "age": age,
-        "sex": rng.choice(["male", "female"], size=n, p=[0.53, 0.47]),
-        "skin_L": rng.normal(62, 7, n),
-        "skin_A": rng.normal(17, 3, n),
-        "skin_B": rng.normal(25, 3, n),
-        # the patient's typical lesion, relative to the skin: differs a lot between patients
-        "typ_dL": rng.normal(-13, 5, n),
-        "typ_dA": rng.normal(5, 2.0, n),
-        "typ_dB": rng.normal(3, 2.0, n),
-        "typ_logsize": rng.normal(np.log(3.2), 0.25, n),
-        "risk": rng.normal(0, 0.8, n),
-        "institution": inst,
-    })
+    return pd.DataFrame(
+        {
+            "patient_id": _ids(rng, n, "IP", taken),
+            "n_lesions": n_lesions,
+            "age": age,
+            "sex": rng.choice(["male", "female"], size=n, p=[0.53, 0.47]),
+            "skin_L": rng.normal(62, 7, n),
+            "skin_A": rng.normal(17, 3, n),
+            "skin_B": rng.normal(25, 3, n),
+            # the patient's typical lesion, relative to the skin: differs a lot between patients
+            "typ_dL": rng.normal(-13, 5, n),
+            "typ_dA": rng.normal(5, 2.0, n),
+            "typ_dB": rng.normal(3, 2.0, n),
+            "typ_logsize": rng.normal(np.log(3.2), 0.25, n),
+            "risk": rng.normal(0, 0.8, n),
+            "institution": inst,
+        }
+    )
 
 
 def _calibrate(logit: np.ndarray, rate: float) -> float:
@@ -114,15 +116,23 @@ def make_lesions(cfg: Synthetic, rng: np.random.Generator, patients: pd.DataFram
 
     cue_image, cue_table, cue_patient = cue(0.75, 0.015), cue(0.7, 0.04), cue(0.7, 0.02)
     ud_sign = rng.choice([-1.0, 1.0], size=n, p=[0.75, 0.25])  # ugly ducklings mostly darker
-    les = pd.DataFrame({
-        "patient_id": p["patient_id"], "age": p["age"], "sex": p["sex"], "institution": p["institution"],
-        "skin_L": p["skin_L"] + rng.normal(0, 1.5, n),
-        "skin_A": p["skin_A"] + rng.normal(0, 0.8, n),
-        "skin_B": p["skin_B"] + rng.normal(0, 0.8, n),
-        "location": loc, "target": target,
-        "cue_image": cue_image, "cue_table": cue_table, "cue_patient": cue_patient,
-        "tile_xp": rng.random(n) < 0.7,
-    })
+    les = pd.DataFrame(
+        {
+            "patient_id": p["patient_id"],
+            "age": p["age"],
+            "sex": p["sex"],
+            "institution": p["institution"],
+            "skin_L": p["skin_L"] + rng.normal(0, 1.5, n),
+            "skin_A": p["skin_A"] + rng.normal(0, 0.8, n),
+            "skin_B": p["skin_B"] + rng.normal(0, 0.8, n),
+            "location": loc,
+            "target": target,
+            "cue_image": cue_image,
+            "cue_table": cue_table,
+            "cue_patient": cue_patient,
+            "tile_xp": rng.random(n) < 0.7,
+        }
+    )
     les["dL"] = p["typ_dL"] + rng.normal(0, 2.0, n) + cue_patient * ud_sign * rng.normal(10, 2, n)
     les["dA"] = p["typ_dA"] + rng.normal(0, 1.0, n) + cue_patient * rng.normal(4, 1, n)
     les["dB"] = p["typ_dB"] + rng.normal(0, 1.0, n) - cue_patient * rng.normal(2, 1, n)

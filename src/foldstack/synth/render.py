@@ -57,8 +57,9 @@ def render_lesion(row: dict, size: int, rng: np.random.Generator) -> np.ndarray:
     return lab_to_rgb(lab)
 
 
-def _draw_veil_and_dots(les: np.ndarray, r: np.ndarray, u: np.ndarray, v: np.ndarray, a: float,
-                        rng: np.random.Generator) -> None:
+def _draw_veil_and_dots(
+    les: np.ndarray, r: np.ndarray, u: np.ndarray, v: np.ndarray, a: float, rng: np.random.Generator
+) -> None:
     """The image-only malignancy cue: an off-centre blue-grey veil and dark peripheral dots."""
     ang = rng.uniform(0, 2 * np.pi)
     cu, cv_ = 0.35 * a * np.cos(ang), 0.35 * a * np.sin(ang)
@@ -101,16 +102,24 @@ def _render_chunk(args: tuple[list[dict], list[int], list[tuple[int, ...]], int]
     return [render_jpeg(r, s, sd, quality) for r, s, sd in zip(rows, sizes, seeds, strict=True)]
 
 
-def render_many(rows: list[dict], sizes: list[int], seeds: list[tuple[int, ...]], quality: int,
-                workers: int, desc: str = "render") -> list[bytes]:
+def render_many(
+    rows: list[dict],
+    sizes: list[int],
+    seeds: list[tuple[int, ...]],
+    quality: int,
+    workers: int,
+    desc: str = "render",
+) -> list[bytes]:
     """JPEG bytes for every row, in order, rendered on `workers` processes with a progress bar."""
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm.auto import tqdm
 
     chunk = 256
-    jobs = [(rows[i:i + chunk], sizes[i:i + chunk], seeds[i:i + chunk], quality)
-            for i in range(0, len(rows), chunk)]
+    jobs = [
+        (rows[i : i + chunk], sizes[i : i + chunk], seeds[i : i + chunk], quality)
+        for i in range(0, len(rows), chunk)
+    ]
     out: list[bytes] = []
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     try:

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny synthetic competitions generated once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from foldstack.config import CompetitionConfig, load_competition
+from foldstack.synth.generate import generate
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures" / "isic2024-public-test"
+TINY = {
+    "isic2024": (
+        "synthetic.n_train_patients=24 synthetic.n_test_patients=6 synthetic.lesions_per_patient=12 "
+        "synthetic.pos_rate=0.06 synthetic.img_min=48 synthetic.img_max=64 folds.k=3"
+    ),
+    "isic2020": (
+        "synthetic.n_train_patients=18 synthetic.n_test_patients=5 synthetic.lesions_per_patient=8 "
+        "synthetic.pos_rate=0.08 synthetic.img_min=48 synthetic.img_max=64 folds.k=3"
+    ),
+}
+
+
+def tiny_config(comp: str, runs_dir: Path, extra: str = "") -> CompetitionConfig:
+    return load_competition(comp, f"{TINY[comp]} runs_dir={runs_dir} {extra}")
+
+
+@pytest.fixture(scope="session")
+def tiny_isic2024(tmp_path_factory) -> tuple[CompetitionConfig, Path]:
+    """(config, data dir) of a tiny synthetic ISIC 2024 competition; treat the files as read-only."""
+    root = tmp_path_factory.mktemp("isic2024")
+    cfg = tiny_config("isic2024", root / "runs")
+    generate(cfg, root / "data", workers=1)
+    return cfg, root / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_isic2020(tmp_path_factory) -> tuple[CompetitionConfig, Path]:
+    root = tmp_path_factory.mktemp("isic2020")
+    cfg = tiny_config("isic2020", root / "runs")
+    generate(cfg, root / "data", workers=1)
+    return cfg, root / "data"
+
+
+@pytest.fixture
+def fixture_dir() -> Path:
+    """The real ISIC 2024 public test files, read-only."""
+    if not FIXTURES.is_dir():
+        pytest.fail(f"the real fixtures are missing: expected {FIXTURES} (shared/ beside the repo)")
+    return FIXTURES

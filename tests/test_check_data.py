@@ -1,0 +1,177 @@
+"""check_data and pipelines/check_data.py on the real fixture folder and tiny complete folders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from foldstack.config import load_competition
+from foldstack.data.check import check_data
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = Path("/work/shared/fixtures/isic2024-public-test")
+if not FIXTURE.is_dir():
+    FIXTURE = ROOT.parent / "shared" / "fixtures" / "isic2024-public-test"
+CFG = load_competition("isic2024")
+CFG20 = load_competition("isic2020")
+
+
+def jpeg(h: int, w: int, seed: int = 0) -> bytes:
+    img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return cv2.imencode(".jpg", img)[1].tobytes()
+
+
+def write_hdf5(path: Path, ids: list[str], bad: tuple[str, ...] = ()) -> None:
+    """Like the real file: a root-level scalar |S<n> dataset of JPEG bytes per id."""
+    with h5py.File(path, "w") as f:
+        for i, image_id in enumerate(ids):
+            data = b"garbage" if image_id in bad else jpeg(20 + i, 30 - i, seed=i)
+            f.create_dataset(image_id, data=np.bytes_(data))
+
+
+def isic2024_folder(folder: Path, n_train: int = 10) -> Path:
+    """A complete tiny ISIC 2024 folder built from the fixture's real test rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    test = pd.read_csv(FIXTURE / "test-metadata.csv", dtype=str, keep_default_na=False)
+    train = test.iloc[[i % 3 for i in range(n_train)]].reset_index(drop=True)
+    train["isic_id"] = [f"ISIC_{9000000 + i}" for i in range(n_train)]
+    train["patient_id"] = [f"IP_{i // 3:07d}" for i in range(n_train)]
+    train["target"] = ["1" if i == 4 else "0" for i in range(n_train)]
+    for col in CFG.table.train_only[1:]:
+        train[col] = {"iddx_full": "Benign", "iddx_1": "Benign", "tbp_lv_dnn_lesion_confidence": "97.5"}.get(
+            col, ""
+        )
+    train[CFG.table.train_columns].to_csv(folder / CFG.files.train, index=False)
+    test.to_csv(folder / CFG.files.test, index=False)
+    (folder / CFG.files.sample_submission).write_text(
+        "isic_id,target\n" + "".join(f"{i},0.3\n" for i in test["isic_id"])
+    )
+    write_hdf5(folder / CFG.images.train, train["isic_id"].tolist())
+    write_hdf5(folder / CFG.images.test, test["isic_id"].tolist())
+    return folder
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / "check_data.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+
+# ----------------------------------------------------------------------------- the real fixture
+def test_fixture_folder_is_ok_and_train_side_missing() -> None:
+    report = check_data(CFG, FIXTURE, sample=16)
+    text = report.format()
+    assert report.ok, text
+    assert "train metadata: missing" in text and "train images: missing" in text
+    assert "test metadata: test-metadata.csv: 3 rows, 3 patients" in text
+    assert "test images: test-image.hdf5: 3 images" in text
+    assert text.rstrip().endswith("OK")
+
+
+# ----------------------------------------------------------------------------- tiny folders
+def test_complete_folder(tmp_path: Path) -> None:
+    report = check_data(CFG, isic2024_folder(tmp_path), sample=4)
+    text = report.format()
+    assert report.ok, text
+    assert "train metadata: train-metadata.csv: 10 rows, 1 positives (10.000%), 4 patients" in text
+    assert "missing values: lesion_id=10, iddx_2=10," in text
+    assert "4 sampled decode to H " in text
+    assert "missing" not in text.replace("missing values", "")
+
+
+def test_id_without_image_is_a_problem(tmp_path: Path) -> None:
+    folder = isic2024_folder(tmp_path)
+    write_hdf5(folder / CFG.images.train, [f"ISIC_{9000000 + i}" for i in range(9)])
+    report = check_data(CFG, folder)
+    assert not report.ok
+    assert any("ISIC_9000009" in p and "1 id(s) have no image" in p for p in report.problems)
+
+
+def test_corrupt_image_is_a_problem(tmp_path: Path) -> None:
+    folder = isic2024_folder(tmp_path)
+    test_ids = ["ISIC_0015657", "ISIC_0015729", "ISIC_0015740"]
+    write_hdf5(folder / CFG.images.test, test_ids, bad=("ISIC_0015729",))
+    report = check_data(CFG, folder, sample=16)
+    assert not report.ok
+    assert any("ISIC_0015729" in p and "cannot be decoded" in p for p in report.problems)
+
+
+def test_submission_ids_must_match_test(tmp_path: Path) -> None:
+    folder = isic2024_folder(tmp_path)
+    (folder / CFG.files.sample_submission).write_text("isic_id,target\nISIC_0015657,0.3\nISIC_X,0.3\n")
+    report = check_data(CFG, folder)
+    assert not report.ok
+    assert any("ISIC_X" in p and "ISIC_0015729" in p for p in report.problems)
+
+
+def test_bad_metadata_is_a_problem_and_the_rest_is_still_checked(tmp_path: Path) -> None:
+    folder = isic2024_folder(tmp_path)
+    train = pd.read_csv(folder / CFG.files.train, dtype=str, keep_default_na=False)
+    train.loc[2, "age_approx"] = "forty"
+    train.to_csv(folder / CFG.files.train, index=False)
+    report = check_data(CFG, folder)
+    assert len(report.problems) == 1 and "age_approx" in report.problems[0]
+    assert "ISIC_9000002" in report.problems[0]
+    assert any(line.startswith("train images: ") for line in report.lines)
+
+
+def test_missing_or_empty_folder_is_a_problem(tmp_path: Path) -> None:
+    assert not check_data(CFG, tmp_path / "nope").ok
+    report = check_data(CFG, tmp_path)
+    assert not report.ok and "holds none of the isic2024 files" in report.problems[0]
+
+
+def test_isic2020_jpeg_layout(tmp_path: Path) -> None:
+    rows = [
+        ["ISIC_0000001", "IP_1", "male", "45.0", "torso", "nevus", "benign", "0"],
+        ["ISIC_0000002", "IP_1", "male", "45.0", "head/neck", "melanoma", "malignant", "1"],
+        ["ISIC_0000003", "IP_2", "", "", "", "unknown", "benign", "0"],
+    ]
+    pd.DataFrame(rows, columns=CFG20.table.train_columns).to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "jpeg" / "train").mkdir(parents=True)
+    for i, row in enumerate(rows):
+        (tmp_path / "jpeg" / "train" / f"{row[0]}.jpg").write_bytes(jpeg(16 + i, 16, seed=i))
+    report = check_data(CFG20, tmp_path)
+    text = report.format()
+    assert report.ok, text
+    assert "3 rows, 1 positives (33.333%), 2 patients" in text
+    assert "missing values: sex=1, age_approx=1, anatom_site_general_challenge=1" in text
+    assert "train images: train: 3 images, 3 sampled decode to H 16-18 px, W 16-16 px" in text
+
+
+# ----------------------------------------------------------------------------- the entry point
+def test_cli_ok_on_fixture() -> None:
+    result = run_cli("--comp", "isic2024", "--data", str(FIXTURE))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout and "train metadata: missing" in result.stdout
+
+
+@pytest.mark.parametrize("case", ["missing column", "no folder"])
+def test_cli_fails_readably_on_broken_folder(tmp_path: Path, case: str) -> None:
+    folder = tmp_path / "data"
+    if case == "missing column":
+        folder.mkdir()
+        test = pd.read_csv(FIXTURE / "test-metadata.csv", dtype=str).drop(columns=["sex"])
+        test.to_csv(folder / CFG.files.test, index=False)
+    result = run_cli("--data", str(folder), "--set", "folds.k=3")
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "Traceback" not in out and "FAILED" in result.stdout
+    assert ("sex" if case == "missing column" else "does not exist") in result.stdout
+
+
+def test_cli_unknown_override_is_readable() -> None:
+    result = run_cli("--data", str(FIXTURE), "--set", "folds.kk=3")
+    assert result.returncode == 2
+    assert "unknown config key 'folds.kk'" in result.stderr and "Traceback" not in result.stderr
