@@ -124,7 +124,7 @@ def render_many(
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
     try:
         results = pool.map(_render_chunk, jobs) if pool else map(_render_chunk, jobs)
-        with tqdm(total=len(rows), desc=desc, unit="img", leave=False) as bar:
+        with tqdm(total=len(rows), desc=desc, unit="img", leave=False, disable=None) as bar:
             for res in results:
                 out += res
                 bar.update(len(res))
