@@ -8,9 +8,14 @@ COMP ?= isic2024
 DATA ?= data/$(COMP)
 SET ?=
 FORCE ?=
+MODEL ?= effnetv2_b1
+GPUS ?= 1
 ARGS = --comp $(COMP) --data $(DATA) --set "$(SET)"
+# several GPUs: one torchrun (DDP) process per GPU
+LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(PY) -m torch.distributed.run --standalone --nproc_per_node=$(GPUS),$(PY))
+DEMO_OOF = data.img_size=64 train.epochs=6 train.lr=1e-3 predict.tta=1
 
-.PHONY: help setup data folds check-data demo test lint
+.PHONY: help setup data folds check-data oof bench-oof demo test lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,10 +35,17 @@ folds: ## patient-grouped, target-stratified folds -> runs/<comp>/folds.csv (FOR
 check-data: ## validate the files of a Kaggle-layout folder (DATA=dir) and print a summary
 	$(PY) pipelines/check_data.py $(ARGS)
 
-demo: ## the main job on the embedded data: data -> check-data -> folds (grows as stages land)
+oof: ## stage 1: k-fold CNNs -> runs/<comp>/oof/<model>/ (MODEL=effnetv2_b1, GPUS=N for DDP)
+	$(LAUNCH) pipelines/oof.py $(ARGS) --model $(MODEL)
+
+bench-oof: ## stage-1 images/s: end to end vs model only, and inference with TTA (MODEL=...)
+	$(PY) pipelines/bench_oof.py $(ARGS) --model $(MODEL)
+
+demo: ## the main job on the embedded data: data -> check-data -> folds -> oof (grows as stages land)
 	$(MAKE) data COMP=$(COMP)
 	$(MAKE) check-data COMP=$(COMP)
 	$(MAKE) folds COMP=$(COMP) FORCE=1
+	$(MAKE) oof COMP=$(COMP) MODEL=effnetv2_b1 SET="run=effnetv2_b1_demo $(DEMO_OOF) $(SET)"
 
 test: ## run the test suite (what CI runs)
 	$(PY) -m pytest -q

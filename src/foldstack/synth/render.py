@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-FIELD_MM = 15.0  # the crop covers about 15 mm of skin, as the ISIC 2024 tiles do
+FIELD_MM = 10.0  # mm of skin across the crop: lesions fill a bit more of it than in the real tiles
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
@@ -63,16 +63,16 @@ def _draw_veil_and_dots(
     """The image-only malignancy cue: an off-centre blue-grey veil and dark peripheral dots."""
     ang = rng.uniform(0, 2 * np.pi)
     cu, cv_ = 0.35 * a * np.cos(ang), 0.35 * a * np.sin(ang)
-    veil = np.exp(-(((u - cu) ** 2 + (v - cv_) ** 2) / (2 * (0.45 * a) ** 2)))
-    veil *= rng.uniform(0.6, 1.0)
-    les[..., 0] += veil * -8
-    les[..., 1] += veil * -6
-    les[..., 2] += veil * -16
-    for _ in range(rng.integers(4, 9)):
-        t, rad = rng.uniform(0, 2 * np.pi), rng.uniform(0.55, 0.95)
+    veil = np.exp(-(((u - cu) ** 2 + (v - cv_) ** 2) / (2 * (0.55 * a) ** 2)))
+    veil *= rng.uniform(0.7, 1.0)
+    les[..., 0] += veil * -10
+    les[..., 1] += veil * -8
+    les[..., 2] += veil * -26
+    for _ in range(rng.integers(5, 10)):
+        t, rad = rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 0.95)
         du, dv = u - rad * a * np.cos(t), v - rad * a * np.sin(t)
-        dot = np.exp(-(du**2 + dv**2) / (2 * max(0.06 * a, 0.9) ** 2))
-        les[..., 0] -= 18 * dot
+        dot = np.exp(-(du**2 + dv**2) / (2 * max(0.09 * a, 1.5) ** 2))
+        les[..., 0] -= 22 * dot
 
 
 def _draw_hairs(lab: np.ndarray, rng: np.random.Generator, size: int) -> None:

@@ -1,0 +1,305 @@
+"""Stage 1 on a tiny synthetic competition with the tiny timm model (CPU, seconds)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from foldstack.config import available
+from foldstack.data.metadata import read_metadata
+from foldstack.errors import ConfigError, DataError
+from foldstack.folds import make_folds
+from foldstack.stage1 import train as train_mod
+from foldstack.stage1.config import load_oof_config
+from foldstack.stage1.data import LesionDataset, MetaEncoder, build_transform, epoch_indices
+from foldstack.stage1.model import LesionNet, resolve_weights
+from foldstack.stage1.predict import predict
+from foldstack.stage1.run import preprocessing, run_oof
+from foldstack.stage1.runtime import make_runtime
+from foldstack.synth.generate import write_hdf5
+from tests.conftest import REPO, TINY
+
+FAST = "data.img_size=32 train.epochs=2 predict.tta=2"
+
+
+def tiny_oof_config(runs, extra="", model="tiny"):
+    return load_oof_config("isic2024", model, f"{TINY['isic2024']} runs_dir={runs} {FAST} {extra}")
+
+
+def run_tiny(tmp_path, data, extra="", model="tiny"):
+    cfg = tiny_oof_config(tmp_path / "runs", extra, model)
+    make_folds(cfg, read_metadata(cfg, data, "train"), data)
+    return cfg, run_oof(cfg, data, progress=False)
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_isic2024, tmp_path_factory):
+    """One complete tiny run shared by the read-only checks below."""
+    _, data = tiny_isic2024
+    tmp = tmp_path_factory.mktemp("oof")
+    cfg, result = run_tiny(tmp, data)
+    return cfg, data, cfg.run_dir / "oof" / cfg.run, result
+
+
+def test_oof_covers_every_train_id_once_with_its_fold(finished):
+    cfg, data, out, _ = finished
+    oof = pd.read_parquet(out / "oof.parquet")
+    folds = pd.read_csv(cfg.run_dir / "folds.csv", dtype={"id": str})
+    train = read_metadata(cfg, data, "train")
+    assert len(oof) == len(train) and oof["id"].is_unique
+    assert set(oof["id"]) == set(train[cfg.columns.id])
+    merged = oof.merge(folds, on="id", suffixes=("", "_folds"))
+    assert (merged["fold"] == merged["fold_folds"]).all()
+    assert (merged["target"] == merged["target_folds"]).all()
+    assert oof["pred"].between(0, 1).all()
+    assert list(oof.columns[:4]) == ["id", "fold", "target", "pred"]
+
+
+def test_test_mean_equals_mean_of_fold_columns(finished):
+    cfg, data, out, _ = finished
+    test = pd.read_parquet(out / "test.parquet")
+    cols = [f"pred_fold{f}" for f in range(cfg.folds.k)]
+    assert list(test.columns) == ["id", "pred", *cols]
+    np.testing.assert_allclose(test["pred"], test[cols].mean(axis=1), rtol=0, atol=1e-12)
+    assert test["id"].tolist() == read_metadata(cfg, data, "test")[cfg.columns.id].tolist()
+
+
+def test_metrics_log_and_config_are_written(finished):
+    cfg, _, out, result = finished
+    m = json.loads((out / "metrics.json").read_text())
+    for key in (
+        "oof_auc",
+        "oof_pauc",
+        "per_fold",
+        "how_scored",
+        "train_images_per_s",
+        "inference_images_per_s",
+        "wall_seconds_this_call",
+        "folds_sha256",
+    ):
+        assert key in m, key
+    assert len(m["per_fold"]) == cfg.folds.k and 0 <= m["oof_pauc"] <= 0.2
+    assert m["score_is_optimistic"] is False and "last epoch" in m["how_scored"]
+    log = pd.read_csv(out / "log.csv")
+    assert len(log) == cfg.folds.k * cfg.train.epochs
+    assert {"fold", "epoch", "train_loss", "valid_auc", "valid_pauc", "train_images_per_s"} <= set(
+        log.columns
+    )
+    assert "backbone: test_efficientnet" in (out / "config.yaml").read_text()
+
+
+def test_saved_weights_reproduce_the_test_predictions(finished):
+    cfg, data, out, _ = finished
+    from safetensors.torch import load_file
+
+    model = LesionNet(cfg.model)
+    model.load_state_dict(load_file(str(out / "fold1.safetensors")))
+    size, mean, std = preprocessing(cfg)
+    test = read_metadata(cfg, data, "test")
+    from foldstack.data.images import open_images
+
+    ds = LesionDataset(
+        test[cfg.columns.id].tolist()[:20],
+        open_images(cfg, data, "test"),
+        build_transform((), size, mean, std, train=False),
+    )
+    p = predict(model, ds, make_runtime(cfg, progress=False), tta=cfg.predict.tta, batch_size=8)
+    np.testing.assert_allclose(p, pd.read_parquet(out / "test.parquet")["pred_fold1"][:20], atol=1e-5)
+
+
+def test_rerun_skips_finished_folds_and_a_config_change_retrains(tiny_isic2024, tmp_path, capsys):
+    _, data = tiny_isic2024
+    cfg, _ = run_tiny(tmp_path, data)
+    out = cfg.run_dir / "oof" / cfg.run
+    stamps = {f: (out / f"fold{f}.safetensors").stat().st_mtime_ns for f in range(cfg.folds.k)}
+    capsys.readouterr()
+    run_oof(cfg, data, progress=False)
+    assert capsys.readouterr().out.count("skipped") == cfg.folds.k
+    assert stamps == {f: (out / f"fold{f}.safetensors").stat().st_mtime_ns for f in range(cfg.folds.k)}
+    changed = tiny_oof_config(tmp_path / "runs", "train.lr=0.002")
+    run_oof(changed, data, progress=False)
+    assert "skipped" not in capsys.readouterr().out
+
+
+def test_interrupted_fold_resumes_from_its_last_epoch(tiny_isic2024, tmp_path, monkeypatch):
+    _, data = tiny_isic2024
+    cfg = tiny_oof_config(tmp_path / "runs", "train.epochs=3")
+    make_folds(cfg, read_metadata(cfg, data, "train"), data)
+    real_save = train_mod.FoldTrainer.save
+
+    def save_then_die(self):
+        real_save(self)
+        if self.fold == 1 and self.state.epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod.FoldTrainer, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_oof(cfg, data, progress=False)
+    out = cfg.run_dir / "oof" / cfg.run
+    assert (out / "fold0.json").exists() and (out / "fold1.ckpt.safetensors").exists()
+    assert not (out / "fold1.json").exists() and not (out / "oof.parquet").exists()
+    monkeypatch.setattr(train_mod.FoldTrainer, "save", real_save)
+    run_oof(cfg, data, progress=False)
+    info = json.loads((out / "fold1.json").read_text())
+    assert info["resumed_from_epoch"] == 2
+    assert [r["epoch"] for r in info["log"]] == [1, 2, 3]
+    assert not (out / "fold1.ckpt.safetensors").exists()
+
+
+def test_nan_loss_stops_naming_fold_and_epoch_and_keeps_checkpoint(tiny_isic2024, tmp_path, monkeypatch):
+    _, data = tiny_isic2024
+    cfg = tiny_oof_config(tmp_path / "runs")
+    make_folds(cfg, read_metadata(cfg, data, "train"), data)
+    real_step = train_mod.FoldTrainer._step
+
+    def nan_in_second_epoch(self, batch):
+        loss = real_step(self, batch)
+        return loss * float("nan") if self.state.epoch == 1 else loss
+
+    monkeypatch.setattr(train_mod.FoldTrainer, "_step", nan_in_second_epoch)
+    with pytest.raises(train_mod.TrainingError, match=r"fold 0, epoch 2") as e:
+        run_oof(cfg, data, progress=False)
+    assert "checkpoint of the last completed epoch is kept" in str(e.value)
+    assert (cfg.run_dir / "oof" / cfg.run / "fold0.ckpt.safetensors").exists()
+
+
+def test_missing_image_fails_naming_the_id(tiny_isic2024, tmp_path):
+    cfg0, data = tiny_isic2024
+    import h5py
+
+    broken = tmp_path / "data"
+    broken.mkdir()
+    for f in data.iterdir():
+        if f.suffix != ".hdf5":
+            (broken / f.name).symlink_to(f)
+    (broken / "test-image.hdf5").symlink_to(data / "test-image.hdf5")
+    with h5py.File(data / "train-image.hdf5") as h:
+        ids = sorted(h.keys())
+        write_hdf5(broken / "train-image.hdf5", ids[1:], [bytes(h[i][()]) for i in ids[1:]])
+    with pytest.raises(DataError, match=ids[0]):
+        run_tiny(tmp_path, broken)
+
+
+def test_best_epoch_option_is_reported_as_optimistic(tiny_isic2024, tmp_path):
+    _, data = tiny_isic2024
+    cfg, result = run_tiny(tmp_path, data, "train.checkpoint=best_optimistic")
+    assert result["score_is_optimistic"] is True and "OPTIMISTIC" in result["how_scored"]
+
+
+def test_ema_and_meta_fusion_run(tiny_isic2024, tmp_path):
+    _, data = tiny_isic2024
+    cfg, result = run_tiny(tmp_path, data, "train.ema_decay=0.9 train.checkpoint=ema model.meta=true")
+    assert "EMA" in result["how_scored"]
+    info = json.loads((cfg.run_dir / "oof" / cfg.run / "fold0.json").read_text())
+    assert info["meta_encoder"]["numeric"] == ["age_approx", "clin_size_long_diam_mm"]
+    assert "ema_valid_pauc" in info["log"][0] or "ema_valid_auc" in info["log"][0]
+
+
+def test_meta_encoder_is_fitted_on_training_rows_only():
+    cfg = tiny_oof_config("/tmp/unused")
+    tr = pd.DataFrame(
+        {
+            "age_approx": [30.0, 50.0, np.nan],
+            "sex": ["male", "female", None],
+            "anatom_site_general": ["head/neck", "head/neck", "head/neck"],
+            "clin_size_long_diam_mm": [1.0, 2.0, 3.0],
+        }
+    )
+    va = pd.DataFrame(
+        {
+            "age_approx": [40.0],
+            "sex": ["male"],
+            "anatom_site_general": ["lower extremity"],
+            "clin_size_long_diam_mm": [2.0],
+        }
+    )
+    enc = MetaEncoder.fit(cfg, cfg.model.meta_columns, tr)
+    assert enc.means["age_approx"] == 40.0 and enc.vocab["anatom_site_general"] == ["head/neck"]
+    row = enc.transform(va)[0]
+    assert row.shape == (enc.size,)
+    assert row[-1] == 1.0  # an unseen site lands in the 'missing or unseen' slot
+    with pytest.raises(ConfigError, match="train-only"):
+        MetaEncoder.fit(cfg, ("tbp_lv_dnn_lesion_confidence",), tr)
+
+
+def test_epoch_indices_keep_every_positive_and_draw_fresh_negatives():
+    y = np.array([1] * 5 + [0] * 200)
+    a, b = epoch_indices(y, 4, seed=0, epoch=0), epoch_indices(y, 4, seed=0, epoch=1)
+    assert set(range(5)) <= set(a) and len(a) == 25 and len(set(a)) == 25
+    assert set(a) != set(b)
+    assert np.array_equal(a, epoch_indices(y, 4, seed=0, epoch=0))
+    assert len(epoch_indices(y, 0, seed=0, epoch=0)) == 205
+
+
+def test_unknown_model_and_backbone_errors_list_choices():
+    with pytest.raises(ConfigError, match="tiny"):
+        load_oof_config("isic2024", "no_such_model")
+    cfg = tiny_oof_config("/tmp/unused", "model.backbone=efficientnetv9_b1")
+    with pytest.raises(ConfigError, match="unknown timm model"):
+        LesionNet(cfg.model)
+
+
+def test_pretrained_true_without_weights_says_how_to_provide_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    cfg = tiny_oof_config(tmp_path, "model.pretrained=true")
+    with pytest.raises(ConfigError, match="pretrained_file"):
+        resolve_weights(cfg.model)
+    assert resolve_weights(tiny_oof_config(tmp_path, "model.pretrained=auto").model) is None
+
+
+def test_pretrained_file_is_loaded(tmp_path):
+    cfg = tiny_oof_config(tmp_path)
+    donor = LesionNet(cfg.model).backbone.state_dict()
+    donor = {k: torch.full_like(v, 0.5) if v.is_floating_point() else v for k, v in donor.items()}
+    save_file(donor, str(tmp_path / "w.safetensors"))
+    cfg = tiny_oof_config(
+        tmp_path, f"model.pretrained=true model.pretrained_file={tmp_path / 'w.safetensors'}"
+    )
+    model = LesionNet(cfg.model, weights=resolve_weights(cfg.model))
+    assert torch.all(model.backbone.conv_stem.weight == 0.5)
+
+
+@pytest.mark.parametrize("name", available("models"))
+def test_every_model_config_smoke_runs_with_the_tiny_backbone(name, tiny_isic2024, tmp_path):
+    _, data = tiny_isic2024
+    extra = (
+        "model.backbone=test_efficientnet model.pretrained=false train.epochs=1 "
+        "train.max_train_batches=2 predict.tta=1"
+    )
+    _, result = run_tiny(tmp_path, data, extra, model=name)
+    assert 0 <= result["oof_pauc"] <= 0.2
+
+
+def test_ddp_on_cpu_with_gloo_gathers_each_id_once(tiny_isic2024, tmp_path):
+    _, data = tiny_isic2024
+    overrides = f"{TINY['isic2024']} runs_dir={tmp_path / 'runs'} {FAST}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(REPO / "pipelines/oof.py"),
+        "--model",
+        "tiny",
+        "--data",
+        str(data),
+        "--set",
+        overrides,
+        "--no-progress",
+    ]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    cfg = tiny_oof_config(tmp_path / "runs")
+    out = cfg.run_dir / "oof" / cfg.run
+    oof = pd.read_parquet(out / "oof.parquet")
+    assert len(oof) == len(read_metadata(cfg, data, "train")) and oof["id"].is_unique
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["runtime"]["world_size"] == 2
