@@ -71,7 +71,7 @@ def test_test_mean_equals_mean_of_fold_columns(finished):
 
 
 def test_metrics_log_and_config_are_written(finished):
-    cfg, _, out, result = finished
+    cfg, _, out, _result = finished
     m = json.loads((out / "metrics.json").read_text())
     for key in (
         "oof_auc",
@@ -170,7 +170,7 @@ def test_nan_loss_stops_naming_fold_and_epoch_and_keeps_checkpoint(tiny_isic2024
 
 
 def test_missing_image_fails_naming_the_id(tiny_isic2024, tmp_path):
-    cfg0, data = tiny_isic2024
+    _cfg0, data = tiny_isic2024
     import h5py
 
     broken = tmp_path / "data"
@@ -188,7 +188,7 @@ def test_missing_image_fails_naming_the_id(tiny_isic2024, tmp_path):
 
 def test_best_epoch_option_is_reported_as_optimistic(tiny_isic2024, tmp_path):
     _, data = tiny_isic2024
-    cfg, result = run_tiny(tmp_path, data, "train.checkpoint=best_optimistic")
+    _cfg, result = run_tiny(tmp_path, data, "train.checkpoint=best_optimistic")
     assert result["score_is_optimistic"] is True and "OPTIMISTIC" in result["how_scored"]
 
 
