@@ -27,10 +27,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{r['model']} @ {r['img_size']} px, batch {r['batch_size']}, {r['device']}, amp={r['amp']}, "
         f"channels_last={r['channels_last']}, workers={r['num_workers']}, threads={r['torch_threads']}"
     )
-    rows = [("training, end to end (HDF5 -> decode -> augment -> step)", r["train_images_per_s_end_to_end"]),
-            ("training, model only (same batch, ready tensors)", r["train_images_per_s_model_only"]),
-            ("ratio end-to-end / model-only", r["ratio"]),
-            (f"inference with TTA x{r['tta']} (images/s)", r["inference_images_per_s_with_tta"])]
+    rows = [
+        ("training, end to end (HDF5 -> decode -> augment -> step)", r["train_images_per_s_end_to_end"]),
+        ("training, model only (same batch, ready tensors)", r["train_images_per_s_model_only"]),
+        ("ratio end-to-end / model-only", r["ratio"]),
+        (f"inference with TTA x{r['tta']} (images/s)", r["inference_images_per_s_with_tta"]),
+    ]
     for label, value in rows:
         print(f"  {label:<60} {value:10.3f}")
     path = cfg.run_dir / "bench" / f"oof_{cfg.run}_{r['img_size']}px.json"

@@ -1,0 +1,49 @@
+"""make stack [STACK=lgbm]: stage 2, GBDTs on features + stage-1 OOF, tuned by Optuna, blended."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from foldstack.cli import base_parser, run_main
+from foldstack.stage2.config import load_stack_config
+from foldstack.stage2.run import run_stack
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = base_parser(__doc__)
+    p.add_argument("--stack", default="lgbm", help="stack config name (configs/stack/)")
+    p.add_argument("--models", default="", help="comma-separated stage-1 runs (default: all finished ones)")
+    p.add_argument(
+        "--n-trials", type=int, default=None, help="trials to add per model (default tuning.n_trials)"
+    )
+    p.add_argument("--timeout", type=float, default=None, help="seconds per model study")
+    p.add_argument("--workers", type=int, default=1, help="tuning processes sharing one study")
+    args = p.parse_args(argv)
+    extra = f" tuning.timeout={args.timeout}" if args.timeout else ""
+    cfg = load_stack_config(args.comp, args.stack, args.overrides + extra)
+    data_dir = Path(args.data) if args.data else Path("data") / cfg.name
+    models = [m for m in args.models.split(",") if m] or None
+    r = run_stack(cfg, data_dir, models, workers=args.workers, n_trials=args.n_trials)
+    print(f"{'':24} {'OOF pAUC':>9} {'OOF AUC':>8}")
+    rows = [(f"stack ({cfg.blend.method} blend)", r["stack"])]
+    rows += [(f"  {n}", v) for n, v in r["models"].items()]
+    rows += [("tabular only", r["tabular_only"])] + [(f"CNN {n}", v) for n, v in r["cnn"].items()]
+    for label, v in rows:
+        print(f"{label:24} {v['oof_pauc']:9.4f} {v['oof_auc']:8.4f}")
+    s = r["stack"]
+    print(
+        f"untouched hold-out fold {s['holdout_fold']}: "
+        f"pAUC {s['holdout_pauc']:.4f} AUC {s['holdout_auc']:.4f}"
+    )
+    print(
+        json.dumps(
+            {n: {"tuned_cv": v["tuned_cv"], "trials": v["trials_in_study"]} for n, v in r["models"].items()}
+        )
+    )
+    print(f"wrote {cfg.run_dir / 'stack' / cfg.run}/")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

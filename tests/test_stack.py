@@ -1,0 +1,185 @@
+"""Stage 2 on the tiny synthetic competition, with a fast tiny stage-1 run as its CNN input."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.utils.estimator_checks import check_get_params_invariance, check_no_attributes_set_in_init
+
+from foldstack.config import available
+from foldstack.data.metadata import read_metadata
+from foldstack.errors import DataError
+from foldstack.folds import make_folds
+from foldstack.stage1.config import load_oof_config
+from foldstack.stage1.run import run_oof
+from foldstack.stage2.config import load_stack_config
+from foldstack.stage2.features import build_features, category_levels, check_leaks
+from foldstack.stage2.models import GBDTClassifier, load_boosters
+from foldstack.stage2.run import run_stack
+from tests.conftest import TINY
+
+FAST = (
+    "tuning.n_trials=2 tuning.pruning=false "
+    "features.engineered=[lesion_size_ratio,hue_contrast,border_complexity,lesion_color_difference]"
+)
+
+
+def stack_config(runs, extra="", name="lgbm"):
+    return load_stack_config("isic2024", name, f"{TINY['isic2024']} runs_dir={runs} {FAST} {extra}")
+
+
+@pytest.fixture(scope="module")
+def with_cnn(tiny_isic2024, tmp_path_factory):
+    """A runs/ folder holding folds and one finished tiny stage-1 run."""
+    _, data = tiny_isic2024
+    runs = tmp_path_factory.mktemp("stack") / "runs"
+    cfg = load_oof_config(
+        "isic2024",
+        "tiny",
+        f"{TINY['isic2024']} runs_dir={runs} data.img_size=32 train.epochs=1 predict.tta=1",
+    )
+    make_folds(cfg, read_metadata(cfg, data, "train"), data)
+    run_oof(cfg, data, progress=False)
+    return runs, data
+
+
+@pytest.fixture(scope="module")
+def stacked(with_cnn, tmp_path_factory):
+    runs, data = with_cnn
+    cfg = stack_config(runs)
+    return cfg, data, run_stack(cfg, data), cfg.run_dir / "stack" / cfg.run
+
+
+def test_stack_oof_uses_exactly_the_stage1_folds(stacked):
+    cfg, _data, _, out = stacked
+    oof = pd.read_parquet(out / "oof.parquet")
+    folds = pd.read_csv(cfg.run_dir / "folds.csv", dtype={"id": str})
+    assert oof["id"].tolist() == folds["id"].tolist()
+    assert (oof["fold"].to_numpy() == folds["fold"].to_numpy()).all()
+    assert oof["pred"].between(0, 1).all() and oof["id"].is_unique
+
+
+def test_stack_outputs_and_metrics(stacked):
+    cfg, _data, r, out = stacked
+    for f in (
+        "test.parquet",
+        "metrics.json",
+        "feature_importance.csv",
+        "feature_importance.png",
+        "optuna_history.png",
+        "config.yaml",
+        "study.journal",
+    ):
+        assert (out / f).exists(), f
+    test = pd.read_parquet(out / "test.parquet")
+    cols = [f"pred_fold{f}" for f in range(cfg.folds.k)]
+    np.testing.assert_allclose(test["pred"], test[cols].mean(axis=1), atol=1e-12)
+    assert set(r["models"]) == {"lgbm", "xgb"} and "tiny" in r["cnn"]
+    assert {"oof_pauc", "oof_auc"} <= set(r["tabular_only"]) and "holdout_pauc" in r["stack"]
+    assert "never took part in tuning" in r["how_scored"]
+    imp = pd.read_csv(out / "feature_importance.csv")
+    assert "cnn_tiny" in set(imp["feature"])
+    assert not set(imp["feature"]) & set(cfg.table.train_only)
+
+
+def test_models_are_saved_natively_and_reload(stacked):
+    _cfg, _data, _, out = stacked
+    lgb_files = list((out / "models/lgbm/fold0").glob("*.lgb.txt"))
+    xgb_files = list((out / "models/xgb/fold0").glob("*.xgb.json"))
+    assert lgb_files and xgb_files
+    assert not list(out.rglob("*.pkl")) and not list(out.rglob("*.pickle"))
+    assert len(load_boosters(out / "models/lgbm/fold0")) == 2
+    json.loads(xgb_files[0].read_text())  # real JSON
+
+
+def test_resuming_a_study_adds_trials(stacked):
+    cfg, data, r, _ = stacked
+    before = r["models"]["lgbm"]["trials_in_study"]
+    again = run_stack(cfg, data, n_trials=1)
+    assert again["models"]["lgbm"]["trials_in_study"] == before + 1
+
+
+def test_two_workers_share_one_study(with_cnn, tmp_path):
+    runs, data = with_cnn
+    cfg = stack_config(runs, "run=two_workers")
+    r = run_stack(cfg, data, workers=2, n_trials=4)
+    assert r["models"]["lgbm"]["trials_in_study"] == 4
+
+
+def test_cnn_input_made_on_other_folds_is_refused(with_cnn, tmp_path):
+    runs, data = with_cnn
+    other = tmp_path / "runs"
+    shutil.copytree(runs, other)
+    cfg = stack_config(other)
+    make_folds(cfg, read_metadata(cfg, data, "train"), data)  # same folds: fine
+    m = other / "isic2024/oof/tiny/metrics.json"
+    meta = json.loads(m.read_text())
+    meta["folds_sha256"] = "0" * 64
+    m.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="made on folds"):
+        run_stack(cfg, data)
+
+
+def test_planted_leak_is_refused():
+    rng = np.random.default_rng(0)
+    y = (rng.random(500) < 0.1).astype(int)
+    X = pd.DataFrame({"ok": rng.normal(size=500) + y, "leak": y * 3.0 + 1})
+    with pytest.raises(DataError, match="'leak' alone separates the target"):
+        check_leaks(X, y, ())
+    with pytest.raises(DataError, match="train-only"):
+        check_leaks(X.rename(columns={"ok": "iddx_1"}).drop(columns="leak"), y, ("iddx_1",))
+    check_leaks(X[["ok"]], y, ())
+
+
+def test_features_do_not_depend_on_row_order(tiny_isic2024):
+    _cfg0, data = tiny_isic2024
+    cfg = stack_config("/tmp/unused")
+    train = read_metadata(cfg, data, "train")
+    levels = category_levels([train], [c for c in train.columns if cfg.table.columns.get(c) == "cat"])
+    cnn = {"m": np.linspace(0, 1, len(train))}
+    X = build_features(cfg, cfg.features, train, cnn, levels)
+    first_patient = train["patient_id"].iloc[0]
+    moved = np.r_[
+        np.flatnonzero(train["patient_id"] != first_patient),
+        np.flatnonzero(train["patient_id"] == first_patient),
+    ]
+    X2 = build_features(
+        cfg, cfg.features, train.iloc[moved].reset_index(drop=True), {"m": cnn["m"][moved]}, levels
+    )
+    pd.testing.assert_frame_equal(X.iloc[moved].reset_index(drop=True), X2)
+    assert {"patient_lesion_count", "cnn_m_patient_rank", "cnn_m_patient_ratio", "tbp_lv_areaMM2_pz"} <= set(
+        X
+    )
+    assert not set(X.columns) & set(cfg.table.train_only)
+
+
+def test_tabular_only_stack_runs_without_cnn(with_cnn):
+    runs, data = with_cnn
+    cfg = stack_config(runs, "features.cnn=false run=tab_only")
+    r = run_stack(cfg, data)
+    assert r["cnn"] == {} and 0 <= r["stack"]["oof_pauc"] <= 0.2
+
+
+def test_estimator_follows_the_sklearn_contract():
+    est = GBDTClassifier(kind="lightgbm", params={"num_leaves": 7}, n_estimators=5)
+    check_no_attributes_set_in_init("GBDTClassifier", est)
+    check_get_params_invariance("GBDTClassifier", est)
+    c = clone(est).set_params(n_estimators=3)
+    assert c.n_estimators == 3 and est.n_estimators == 5
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
+    y = (X["a"] + rng.normal(size=200) > 1).astype(int).to_numpy()
+    for kind in ("lightgbm", "xgboost"):
+        fitted = GBDTClassifier(kind=kind, n_estimators=20, neg_ratio=2, seeds=(0, 1)).fit(X, y)
+        p = fitted.predict_proba(X)
+        assert p.shape == (200, 2) and np.allclose(p.sum(1), 1) and len(fitted.boosters_) == 2
+
+
+@pytest.mark.parametrize("name", available("stack"))
+def test_every_stack_config_smoke_runs(name, with_cnn):
+    runs, data = with_cnn
+    cfg = stack_config(runs, f"run=smoke_{name} tuning.n_trials=1", name=name)
+    assert 0 <= run_stack(cfg, data)["stack"]["oof_pauc"] <= 0.2
