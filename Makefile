@@ -15,7 +15,14 @@ ARGS = --comp $(COMP) --data $(DATA) --set "$(SET)"
 LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(PY) -m torch.distributed.run --standalone --nproc_per_node=$(GPUS),$(PY))
 DEMO_OOF = data.img_size=64 train.epochs=6 train.lr=1e-3 predict.tta=1
 
-.PHONY: help setup data folds check-data oof bench-oof demo test lint
+STACK ?= lgbm
+MODELS ?=
+N_TRIALS ?=
+TIMEOUT ?=
+WORKERS ?= 1
+DEMO_STACK = tuning.n_trials=10
+
+.PHONY: help setup data folds check-data oof bench-oof stack bench-stack demo test lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,11 +48,19 @@ oof: ## stage 1: k-fold CNNs -> runs/<comp>/oof/<model>/ (MODEL=effnetv2_b1, GPU
 bench-oof: ## stage-1 images/s: end to end vs model only, and inference with TTA (MODEL=...)
 	$(PY) pipelines/bench_oof.py $(ARGS) --model $(MODEL)
 
-demo: ## the main job on the embedded data: data -> check-data -> folds -> oof (grows as stages land)
+stack: ## stage 2: GBDTs on features + stage-1 OOF, Optuna-tuned (STACK=lgbm MODELS=a,b N_TRIALS TIMEOUT WORKERS)
+	$(PY) pipelines/stack.py $(ARGS) --stack $(STACK) --models "$(MODELS)" --workers $(WORKERS) \
+		$(if $(N_TRIALS),--n-trials $(N_TRIALS)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+
+bench-stack: ## stage-2 wall time and peak memory on a 400,000-row synthetic table
+	$(PY) pipelines/bench_stack.py $(ARGS) --stack $(STACK)
+
+demo: ## the main job on the embedded data: data -> check-data -> folds -> oof -> stack
 	$(MAKE) data COMP=$(COMP)
 	$(MAKE) check-data COMP=$(COMP)
 	$(MAKE) folds COMP=$(COMP) FORCE=1
 	$(MAKE) oof COMP=$(COMP) MODEL=effnetv2_b1 SET="run=effnetv2_b1_demo $(DEMO_OOF) $(SET)"
+	$(MAKE) stack COMP=$(COMP) STACK=lgbm MODELS=effnetv2_b1_demo SET="$(DEMO_STACK) $(SET)"
 
 test: ## run the test suite (what CI runs)
 	$(PY) -m pytest -q

@@ -48,9 +48,7 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
             return np.arange(len(y))
         rng = np.random.default_rng([self.random_state, seed])
         pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-        keep = rng.choice(
-            neg, size=min(len(neg), round(self.neg_ratio * max(len(pos), 1))), replace=False
-        )
+        keep = rng.choice(neg, size=min(len(neg), round(self.neg_ratio * max(len(pos), 1))), replace=False)
         return np.sort(np.concatenate([pos, keep]))
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> GBDTClassifier:

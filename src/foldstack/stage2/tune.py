@@ -133,9 +133,7 @@ def tune(
 ) -> optuna.Study:
     """Add n_trials trials (split over `workers` processes) to the study; return it."""
     storage = storage_for(t, journal)
-    optuna.create_study(
-        study_name=study_name, storage=storage, direction="maximize", load_if_exists=True
-    )
+    optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
     n = t.n_trials if n_trials is None else n_trials
     if n > 0 and spec.search:
         if workers <= 1:
