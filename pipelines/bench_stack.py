@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     fp = r["fit_params"]
     print(
-        f"  LightGBM '{r['fit_model']}': {fp['n_estimators']} trees, neg_ratio {fp['neg_ratio']}, seeds {fp['seeds']}"
+        f"  LightGBM '{r['fit_model']}': {fp['n_estimators']} trees, "
+        f"neg_ratio {fp['neg_ratio']}, seeds {fp['seeds']}"
     )
     print(f"  leak check of every feature (s)  {r['leak_check_seconds']:8.1f}")
     for key, label in (
