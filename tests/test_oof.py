@@ -113,6 +113,16 @@ def test_saved_weights_reproduce_the_test_predictions(finished):
     np.testing.assert_allclose(p, pd.read_parquet(out / "test.parquet")["pred_fold1"][:20], atol=1e-5)
 
 
+def test_runs_are_reproducible(tiny_isic2024, tmp_path):
+    _, data = tiny_isic2024
+    _, a = run_tiny(tmp_path / "a", data)
+    _, b = run_tiny(tmp_path / "b", data)
+    oof_a = pd.read_parquet(tmp_path / "a/runs/isic2024/oof/tiny/oof.parquet")
+    oof_b = pd.read_parquet(tmp_path / "b/runs/isic2024/oof/tiny/oof.parquet")
+    np.testing.assert_allclose(oof_a["pred"], oof_b["pred"], rtol=0, atol=1e-6)
+    assert a["oof_pauc"] == pytest.approx(b["oof_pauc"], abs=1e-9)
+
+
 def test_rerun_skips_finished_folds_and_a_config_change_retrains(tiny_isic2024, tmp_path, capsys):
     _, data = tiny_isic2024
     cfg, _ = run_tiny(tmp_path, data)

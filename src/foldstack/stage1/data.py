@@ -97,7 +97,11 @@ class MetaEncoder:
 
 
 class LesionDataset(Dataset):
-    """Item i -> {'image': CHW float tensor, 'meta': vector, 'target': float, 'index': i}."""
+    """Item i -> {'image': CHW float tensor, 'meta': vector, 'target': float, 'index': i}.
+
+    A key (epoch, i) re-seeds the augmentations from (aug_seed, epoch, i) first, so the augmented
+    image is the same whatever the process, the number of loader workers or a resume in between.
+    """
 
     def __init__(
         self,
@@ -106,15 +110,22 @@ class LesionDataset(Dataset):
         transform: A.Compose,
         targets: np.ndarray | None = None,
         meta: np.ndarray | None = None,
+        aug_seed: int = 0,
     ) -> None:
-        self.ids, self.store, self.transform = ids, store, transform
+        self.ids, self.store, self.transform, self.aug_seed = ids, store, transform, aug_seed
         self.targets = np.zeros(len(ids), np.float32) if targets is None else targets.astype(np.float32)
         self.meta = np.zeros((len(ids), 0), np.float32) if meta is None else meta
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        if isinstance(key, tuple):
+            epoch, i = key
+            seed = np.random.SeedSequence([self.aug_seed, epoch, i]).generate_state(1)[0]
+            self.transform.set_random_seed(int(seed))
+        else:
+            i = key
         img = self.store.read(self.ids[i])  # DataError names the id and the file
         x = self.transform(image=img)["image"]
         return {

@@ -91,7 +91,14 @@ def fold_datasets(cfg: OofConfig, inp: Inputs, fold: int) -> tuple[LesionDataset
     aug = build_transform(cfg.augment, inp.img_size, inp.mean, inp.std, train=True)
     plain = build_transform(cfg.augment, inp.img_size, inp.mean, inp.std, train=False)
     ids, tgt = cfg.columns.id, cfg.columns.target
-    train_ds = LesionDataset(tr[ids].tolist(), inp.train_images, aug, tr[tgt].to_numpy(), meta(tr))
+    train_ds = LesionDataset(
+        tr[ids].tolist(),
+        inp.train_images,
+        aug,
+        tr[tgt].to_numpy(),
+        meta(tr),
+        aug_seed=cfg.train.seed * 1000 + fold,
+    )
     valid_ds = LesionDataset(va[ids].tolist(), inp.train_images, plain, va[tgt].to_numpy(), meta(va))
     test_ds = LesionDataset(inp.test[ids].tolist(), inp.test_images, plain, None, meta(inp.test))
     return train_ds, valid_ds, test_ds, enc

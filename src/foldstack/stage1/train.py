@@ -30,7 +30,7 @@ class TrainingError(FoldstackError):
     """Training cannot go on (e.g. a NaN loss); earlier checkpoints are kept."""
 
 
-class EpochSampler(Sampler[int]):
+class EpochSampler(Sampler[tuple[int, int]]):
     """This rank's share of the epoch's rows: every positive + fresh negatives (see epoch_indices)."""
 
     def __init__(self, targets: np.ndarray, neg_ratio: float, seed: int, rank: int = 0, world: int = 1):
@@ -46,7 +46,9 @@ class EpochSampler(Sampler[int]):
         return idx[self.rank : n : self.world]
 
     def __iter__(self):
-        return iter(self.indices().tolist())
+        return iter(
+            [(self.epoch, i) for i in self.indices().tolist()]
+        )  # (epoch, row): seeds the augmentation
 
     def __len__(self) -> int:
         return len(self.indices())

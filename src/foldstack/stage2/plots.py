@@ -33,7 +33,7 @@ def optuna_history(studies: dict[str, optuna.Study], path: Path, metric: str) ->
     """Each trial's inner-CV score and the best so far, one panel per model."""
     fig, axes = plt.subplots(1, max(len(studies), 1), figsize=(6 * max(len(studies), 1), 3.5), squeeze=False)
     for ax, (name, study) in zip(axes[0], studies.items(), strict=False):
-        done = [t for t in study.trials if t.value is not None]
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         xs, ys = [t.number for t in done], [t.value for t in done]
         ax.scatter(xs, ys, s=14, label="trial", color="#3b75af")
         if ys:

@@ -132,6 +132,7 @@ def tune(
     n_trials: int | None = None,
 ) -> optuna.Study:
     """Add n_trials trials (split over `workers` processes) to the study; return it."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage_for(t, journal)
     optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
     n = t.n_trials if n_trials is None else n_trials
