@@ -21,8 +21,12 @@ N_TRIALS ?=
 TIMEOUT ?=
 WORKERS ?= 1
 DEMO_STACK = tuning.n_trials=10
+FROM ?=
+DRY_RUN ?=
+MSG ?=
+LABELS ?=
 
-.PHONY: help setup data folds check-data oof bench-oof stack bench-stack demo test lint
+.PHONY: help setup data folds check-data oof bench-oof stack bench-stack predict submit lb demo test lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,12 +59,23 @@ stack: ## stage 2: GBDTs on features + stage-1 OOF, Optuna-tuned (STACK=lgbm MOD
 bench-stack: ## stage-2 wall time and peak memory on a 400,000-row synthetic table
 	$(PY) pipelines/bench_stack.py $(ARGS) --stack $(STACK)
 
-demo: ## the main job on the embedded data: data -> check-data -> folds -> oof -> stack
+predict: ## trained artifacts -> a submission for any Kaggle-layout folder (DATA=dir STACK=lgbm)
+	$(PY) pipelines/predict.py $(ARGS) --stack $(STACK)
+
+submit: ## validate + write the submission CSV + ledger, submit via the kaggle CLI (FROM=... DRY_RUN=1 MSG=...)
+	$(PY) pipelines/submit.py $(ARGS) --from "$(FROM)" --message "$(MSG)" $(if $(DRY_RUN),--dry-run)
+
+lb: ## offline leaderboard -> submissions/<comp>/leaderboard.md/.csv + roc.png (LABELS=file)
+	$(PY) pipelines/lb.py $(ARGS) --labels "$(LABELS)"
+
+demo: ## the main job on the embedded data: data -> folds -> oof -> stack -> submission (dry run) -> lb
 	$(MAKE) data COMP=$(COMP)
 	$(MAKE) check-data COMP=$(COMP)
 	$(MAKE) folds COMP=$(COMP) FORCE=1
 	$(MAKE) oof COMP=$(COMP) MODEL=effnetv2_b1 SET="run=effnetv2_b1_demo $(DEMO_OOF) $(SET)"
 	$(MAKE) stack COMP=$(COMP) STACK=lgbm MODELS=effnetv2_b1_demo SET="$(DEMO_STACK) $(SET)"
+	$(MAKE) submit COMP=$(COMP) DRY_RUN=1
+	$(MAKE) lb COMP=$(COMP)
 
 test: ## run the test suite (what CI runs)
 	$(PY) -m pytest -q

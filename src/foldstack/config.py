@@ -108,6 +108,16 @@ class Synthetic(Frozen):
         return self
 
 
+class Leaderboard(Frozen):
+    """Offline leaderboard: bootstrap size and the simulated public/private split of test patients."""
+
+    public_fraction: float = Field(0.2, gt=0, lt=1, description="share of test patients on the public board")
+    n_boot: int = Field(300, ge=10)
+    n_splits: int = Field(200, ge=1, description="random public/private splits for the spread")
+    seed: int = 0
+    top_roc: int = Field(5, ge=1)
+
+
 class CompetitionConfig(Frozen):
     """One competition: its files, column roles, metric and folds."""
 
@@ -121,6 +131,7 @@ class CompetitionConfig(Frozen):
     table: Table
     folds: Folds = Folds()
     synthetic: Synthetic = Synthetic()
+    leaderboard: Leaderboard = Leaderboard()
     runs_dir: str = "runs"
 
     @model_validator(mode="after")

@@ -136,6 +136,7 @@ class Matrices:
     fold: np.ndarray
     train_ids: list[str]
     test_ids: list[str]
+    levels: dict[str, list[str]]
 
 
 def build_matrices(
@@ -171,7 +172,15 @@ def build_matrices(
     y = folds["target"].to_numpy()
     check_leaks(X, y, cfg.table.train_only)
     m = Matrices(
-        X, X_test, X_tab, X_tab_test, y, folds["fold"].to_numpy(), train[idc].tolist(), test[idc].tolist()
+        X,
+        X_test,
+        X_tab,
+        X_tab_test,
+        y,
+        folds["fold"].to_numpy(),
+        train[idc].tolist(),
+        test[idc].tolist(),
+        levels,
     )
     return m, s1, fmeta
 
@@ -294,4 +303,8 @@ def _write(
     plots.feature_importance(imp, out / "feature_importance.png", f"{cfg.run}: {cfg.models[0].name} gain")
     plots.optuna_history(studies, out / "optuna_history.png", cfg.metric)
     artifacts.write_text(out / "config.yaml", f"# git commit: {artifacts.git_commit()}\n{to_yaml(cfg)}")
+    artifacts.write_json(out / "levels.json", m.levels)  # the categories the models were fitted with
+    artifacts.write_json(
+        out / "inputs.json", {"stage1_runs": list(result["cnn"]), "columns": list(m.X.columns)}
+    )
     artifacts.write_json(out / "metrics.json", result)
