@@ -152,7 +152,7 @@ def read_ledger(path: Path) -> pd.DataFrame:
 
 def record(path: Path, row: dict) -> None:
     """Add or update (by file) a ledger row; the ledger is rewritten atomically."""
-    ledger = read_ledger(path)
+    ledger = read_ledger(path).astype(object)
     if (ledger["file"] == row["file"]).any():
         for k, v in row.items():
             ledger.loc[ledger["file"] == row["file"], k] = v

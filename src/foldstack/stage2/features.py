@@ -136,7 +136,8 @@ def build_features(
         )
     cats = pd.DataFrame(
         {
-            c: pd.Categorical(d[c].astype(object).where(d[c].notna(), None), categories=levels[c])
+            # a value the training data never had (at predict time) becomes missing
+            c: pd.Categorical(d[c].astype(object).where(d[c].isin(levels[c]), None), categories=levels[c])
             for c in cat_cols
         }
     )

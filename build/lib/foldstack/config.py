@@ -1,0 +1,300 @@
+"""Typed, validated, read-only configs loaded from YAML plus `SET="a.b=1 c.d=x"` overrides.
+
+A config is a tree of frozen pydantic models. YAML files are deep-merged in order, then each
+override is checked against the model's fields (an unknown key lists the valid ones), then the
+whole tree is validated (a wrong type names the key and lists the valid ones).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from foldstack.errors import ConfigError
+
+CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class Frozen(BaseModel):
+    """Base for every config section: unknown keys are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- competition
+ColumnType = Literal["id", "str", "cat", "int", "float"]
+
+
+class Columns(Frozen):
+    """Column roles; nothing else in the code names a competition's columns."""
+
+    id: str
+    target: str
+    group: str
+
+
+class Files(Frozen):
+    """File names inside a data folder in the Kaggle layout."""
+
+    train: str
+    test: str
+    sample_submission: str
+    test_labels: str = Field("test-labels.csv", description="synthetic only; never read by training")
+
+
+class Images(Frozen):
+    """Where the images live: an HDF5 file of JPEG bytes per id, or a folder of JPEG files."""
+
+    kind: Literal["hdf5", "jpeg_dir"]
+    train: str
+    test: str
+    suffix: str = ".jpg"
+
+
+class Table(Frozen):
+    """Every column of the train metadata in file order with its type, and the train-only ones."""
+
+    columns: dict[str, ColumnType]
+    train_only: tuple[str, ...]
+
+    @model_validator(mode="after")
+    def _check(self) -> Table:
+        unknown = [c for c in self.train_only if c not in self.columns]
+        if unknown:
+            raise ValueError(f"train_only names columns not in table.columns: {unknown}")
+        return self
+
+    @property
+    def train_columns(self) -> list[str]:
+        return list(self.columns)
+
+    @property
+    def test_columns(self) -> list[str]:
+        return [c for c in self.columns if c not in self.train_only]
+
+    def of_type(self, *types: str, split: str = "train") -> list[str]:
+        cols = self.train_columns if split == "train" else self.test_columns
+        return [c for c in cols if self.columns[c] in types]
+
+
+class Folds(Frozen):
+    k: int = Field(5, ge=2)
+    seed: int = 42
+
+
+class Synthetic(Frozen):
+    """Size and difficulty of the embedded synthetic competition."""
+
+    seed: int = 2024
+    n_train_patients: int = Field(200, ge=4)
+    n_test_patients: int = Field(60, ge=1)
+    lesions_per_patient: float = Field(30.0, gt=0, description="mean; the spread is heavy-tailed")
+    pos_rate: float = Field(0.015, gt=0, lt=0.5)
+    img_min: int = Field(100, ge=16)
+    img_max: int = Field(140, ge=16)
+    jpeg_quality: int = Field(90, ge=10, le=100)
+
+    @model_validator(mode="after")
+    def _check(self) -> Synthetic:
+        if self.img_min > self.img_max:
+            raise ValueError(f"img_min ({self.img_min}) is larger than img_max ({self.img_max})")
+        return self
+
+
+class Leaderboard(Frozen):
+    """Offline leaderboard: bootstrap size and the simulated public/private split of test patients."""
+
+    public_fraction: float = Field(0.2, gt=0, lt=1, description="share of test patients on the public board")
+    n_boot: int = Field(300, ge=10)
+    n_splits: int = Field(200, ge=1, description="random public/private splits for the spread")
+    seed: int = 0
+    top_roc: int = Field(5, ge=1)
+
+
+class CompetitionConfig(Frozen):
+    """One competition: its files, column roles, metric and folds."""
+
+    name: str
+    slug: str
+    metric: Literal["pauc80", "auc"]
+    code_competition: bool
+    columns: Columns
+    files: Files
+    images: Images
+    table: Table
+    folds: Folds = Folds()
+    synthetic: Synthetic = Synthetic()
+    leaderboard: Leaderboard = Leaderboard()
+    runs_dir: str = "runs"
+
+    @model_validator(mode="after")
+    def _check_roles(self) -> CompetitionConfig:
+        for role in ("id", "target", "group"):
+            col = getattr(self.columns, role)
+            if col not in self.table.columns:
+                raise ValueError(f"columns.{role} = {col!r} is not in table.columns")
+        if self.columns.target not in self.table.train_only:
+            raise ValueError(f"the target column {self.columns.target!r} must be listed in table.train_only")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+
+# ----------------------------------------------------------------------------- loading
+def available(kind: str) -> list[str]:
+    """Names of the YAML files under configs/<kind>/."""
+    return sorted(p.stem for p in (CONFIG_ROOT / kind).glob("*.yaml"))
+
+
+def config_path(kind: str, name: str) -> Path:
+    """configs/<kind>/<name>.yaml, or an error that lists the valid names."""
+    path = CONFIG_ROOT / kind / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown {kind.rstrip('s')} config {name!r}: no file {path}. "
+            f"Valid names: {', '.join(available(kind)) or '(none)'}"
+        )
+    return path
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(overrides: str | Iterable[str] | None) -> list[tuple[str, Any]]:
+    """'a.b=1 c.d=x' (or a list of 'k=v') -> [('a.b', 1), ('c.d', 'x')]; values parsed as YAML."""
+    if overrides is None:
+        return []
+    items = shlex.split(overrides) if isinstance(overrides, str) else list(overrides)
+    parsed = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key.path=value (e.g. folds.k=3)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key, value))
+    return parsed
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (also inside Optional[...]), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _is_mapping(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    return origin in (dict, Mapping) or any(_is_mapping(a) for a in get_args(annotation))
+
+
+def valid_keys(cls: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted leaf key a config class accepts."""
+    keys = []
+    for name, field in cls.model_fields.items():
+        sub = _model_of(field.annotation)
+        if sub is not None:
+            keys += valid_keys(sub, f"{prefix}{name}.")
+        elif _is_mapping(field.annotation):
+            keys.append(f"{prefix}{name}.<key>")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _check_key(cls: type[BaseModel], key: str) -> None:
+    model: type[BaseModel] | None = cls
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        assert model is not None
+        field = model.model_fields.get(part)
+        if field is None:
+            raise ConfigError(f"unknown config key {key!r}. Valid keys: {', '.join(valid_keys(cls))}")
+        if _is_mapping(field.annotation) and _model_of(field.annotation) is None:
+            return  # free-form mapping: any sub-key is allowed
+        model = _model_of(field.annotation)
+        if model is None and i < len(parts) - 1:
+            raise ConfigError(
+                f"config key {key!r}: {'.'.join(parts[: i + 1])!r} is a value, not a section. "
+                f"Valid keys: {', '.join(valid_keys(cls))}"
+            )
+
+
+def _set(tree: dict[str, Any], key: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.get(part)
+        node[part] = dict(child) if isinstance(child, Mapping) else {}
+        node = node[part]
+    node[leaf] = value
+
+
+def build_config(
+    cls: type[T],
+    sources: Sequence[str | Path | Mapping[str, Any]],
+    overrides: str | Iterable[str] | None = None,
+) -> T:
+    """Merge YAML files / dicts in order, apply overrides, validate into `cls`."""
+    tree: dict[str, Any] = {}
+    for src in sources:
+        tree = deep_merge(tree, src if isinstance(src, Mapping) else read_yaml(src))
+    for key, value in parse_overrides(overrides):
+        _check_key(cls, key)
+        _set(tree, key, value)
+    try:
+        return cls.model_validate(tree)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            got = f" (got {err['input']!r})" if not isinstance(err.get("input"), dict) else ""
+            problems.append(f"  {loc}: {err['msg']}{got}")
+        raise ConfigError(
+            f"invalid {cls.__name__}:\n" + "\n".join(problems) + f"\nValid keys: {', '.join(valid_keys(cls))}"
+        ) from None
+
+
+def load_competition(name: str, overrides: str | Iterable[str] | None = None) -> CompetitionConfig:
+    """configs/competitions/<name>.yaml + overrides."""
+    return build_config(CompetitionConfig, [config_path("competitions", name)], overrides)
+
+
+def to_yaml(cfg: BaseModel) -> str:
+    """The resolved config as YAML (written beside every run's outputs)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

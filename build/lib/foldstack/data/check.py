@@ -1,0 +1,175 @@
+"""Check a data folder against the competition layout: whatever files it holds, read as they are."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from foldstack.config import CompetitionConfig
+from foldstack.data.images import ImageStore, check_ids, open_images
+from foldstack.data.metadata import read_metadata, read_sample_submission
+from foldstack.errors import DataError
+
+SPLITS = ("train", "test")
+SAMPLE_SEED = 0
+MAX_SHOWN = 5
+
+
+@dataclass
+class CheckReport:
+    """What a data check found: `problems` are errors, `lines` the summary."""
+
+    title: str
+    problems: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self) -> str:
+        """The human summary: the findings, then the problems, then OK or FAILED."""
+        out = [self.title, *(f"  {line}" for line in self.lines)]
+        if self.problems:
+            out.append(f"{len(self.problems)} problem(s):")
+            out += [f"  - {p}" for p in self.problems]
+        out.append("OK" if self.ok else "FAILED")
+        return "\n".join(out)
+
+
+def layout(cfg: CompetitionConfig, data_dir: Path) -> dict[str, Path]:
+    """Every file (or image folder) of the competition layout, by a readable name."""
+    return {
+        "train metadata": data_dir / cfg.files.train,
+        "test metadata": data_dir / cfg.files.test,
+        "sample submission": data_dir / cfg.files.sample_submission,
+        "train images": data_dir / cfg.images.train,
+        "test images": data_dir / cfg.images.test,
+    }
+
+
+def _shown(items: list) -> str:
+    text = ", ".join(str(i) for i in items[:MAX_SHOWN])
+    return text if len(items) <= MAX_SHOWN else f"{text}, ... ({len(items)} in all)"
+
+
+def _check_metadata(
+    cfg: CompetitionConfig, data_dir: Path, split: str, report: CheckReport
+) -> pd.DataFrame | None:
+    """The metadata of a split if present and valid, else None (a problem when invalid)."""
+    path = layout(cfg, data_dir)[f"{split} metadata"]
+    if not path.exists():
+        report.lines.append(f"{split} metadata: missing ({path})")
+        return None
+    try:
+        df = read_metadata(cfg, data_dir, split)
+    except DataError as e:
+        report.problems.append(str(e))
+        return None
+    parts = [f"{len(df)} rows"]
+    if split == "train":
+        pos = int(df[cfg.columns.target].sum())
+        parts.append(f"{pos} positives ({pos / len(df):.3%})")
+    parts.append(f"{df[cfg.columns.group].nunique()} patients")
+    report.lines.append(f"{split} metadata: {path.name}: {', '.join(parts)}")
+    na = df.isna().sum()
+    na = na[na > 0]
+    if len(na):
+        report.lines.append("  missing values: " + ", ".join(f"{c}={n}" for c, n in na.items()))
+    return df
+
+
+def _check_submission(
+    cfg: CompetitionConfig, data_dir: Path, test: pd.DataFrame | None, report: CheckReport
+) -> None:
+    path = layout(cfg, data_dir)["sample submission"]
+    if not path.exists():
+        report.lines.append(f"sample submission: missing ({path})")
+        return
+    try:
+        sub = read_sample_submission(cfg, data_dir)
+    except DataError as e:
+        report.problems.append(str(e))
+        return
+    report.lines.append(f"sample submission: {path.name}: {len(sub)} rows")
+    if test is None:
+        return
+    sub_ids, test_ids = set(sub[cfg.columns.id]), set(test[cfg.columns.id])
+    if sub_ids != test_ids:
+        report.problems.append(
+            f"{path}: the ids differ from the test metadata's: {len(sub_ids - test_ids)} only in the "
+            f"submission ({_shown(sorted(sub_ids - test_ids))}), {len(test_ids - sub_ids)} only in "
+            f"the test metadata ({_shown(sorted(test_ids - sub_ids))})"
+        )
+
+
+def _sample_sizes(store: ImageStore, ids: list[str], sample: int, report: CheckReport) -> str:
+    """Decode a seeded random sample; a summary of their sizes (undecodable ones are problems)."""
+    chosen = random.Random(SAMPLE_SEED).sample(ids, min(sample, len(ids)))
+    shapes = []
+    for image_id in chosen:
+        try:
+            shapes.append(store.read(image_id).shape)
+        except DataError as e:
+            report.problems.append(str(e))
+    if not shapes:
+        return "no image decoded"
+    hs, ws = [s[0] for s in shapes], [s[1] for s in shapes]
+    return f"{len(shapes)} sampled decode to H {min(hs)}-{max(hs)} px, W {min(ws)}-{max(ws)} px"
+
+
+def _check_images(
+    cfg: CompetitionConfig,
+    data_dir: Path,
+    split: str,
+    meta: pd.DataFrame | None,
+    sample: int,
+    report: CheckReport,
+) -> None:
+    path = layout(cfg, data_dir)[f"{split} images"]
+    if not path.exists():
+        report.lines.append(f"{split} images: missing ({path})")
+        return
+    try:
+        store = open_images(cfg, data_dir, split)
+        stored = store.ids()
+    except DataError as e:
+        report.problems.append(str(e))
+        return
+    parts = [f"{len(stored)} images"]
+    ids = stored
+    if meta is not None:
+        stored_set, wanted = set(stored), meta[cfg.columns.id].tolist()
+        ids = [i for i in wanted if i in stored_set]
+        extra = len(stored_set - set(wanted))
+        if extra:
+            parts.append(f"{extra} without a metadata row")
+        try:
+            check_ids(store, [i for i in wanted if i not in stored_set])
+        except DataError as e:
+            report.problems.append(f"{split} metadata ids without an image: {e}")
+    if ids and sample > 0:
+        parts.append(_sample_sizes(store, ids, sample, report))
+    report.lines.append(f"{split} images: {path.name}: {', '.join(parts)}")
+
+
+def check_data(cfg: CompetitionConfig, data_dir: Path, sample: int = 16) -> CheckReport:
+    """Check every file of the layout that `data_dir` holds; missing files are reported, not errors."""
+    data_dir = Path(data_dir)
+    report = CheckReport(f"data check of {data_dir} for {cfg.name}")
+    files = layout(cfg, data_dir)
+    if not data_dir.is_dir():
+        report.problems.append(f"the data folder {data_dir} does not exist")
+        return report
+    if not any(p.exists() for p in files.values()):
+        names = ", ".join(p.name for p in files.values())
+        report.problems.append(f"{data_dir} holds none of the {cfg.name} files (expected: {names})")
+        return report
+    meta = {split: _check_metadata(cfg, data_dir, split, report) for split in SPLITS}
+    _check_submission(cfg, data_dir, meta["test"], report)
+    for split in SPLITS:
+        _check_images(cfg, data_dir, split, meta[split], sample, report)
+    return report

@@ -1,0 +1,154 @@
+"""Trained artifacts -> submission on any data folder in the Kaggle layout (locally or in a Kaggle kernel).
+
+Reads only what training wrote under a runs root: each stage-1 run's config.yaml, fold<k>.json and
+fold<k>.safetensors, and the stack's config.yaml, levels.json, inputs.json and native GBDT models.
+Usage in a kernel: python -m foldstack.predict --runs BUNDLE/runs --comp isic2024 --stack lgbm
+--data /kaggle/input/isic-2024-challenge --out submission.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from safetensors.torch import load_file
+
+from foldstack import artifacts
+from foldstack.cli import run_main
+from foldstack.config import build_config
+from foldstack.data.images import check_ids, open_images
+from foldstack.data.metadata import read_metadata, read_sample_submission
+from foldstack.errors import DataError
+from foldstack.stage1.config import OofConfig
+from foldstack.stage1.data import LesionDataset, MetaEncoder, build_transform
+from foldstack.stage1.model import LesionNet
+from foldstack.stage1.predict import predict
+from foldstack.stage1.run import preprocessing
+from foldstack.stage1.runtime import make_runtime
+from foldstack.stage2.config import StackConfig
+from foldstack.stage2.features import build_features
+from foldstack.stage2.models import load_boosters
+from foldstack.stage2.run import blend
+
+
+def _runs_root_config(cls, path: Path, runs_root: Path):
+    """A resolved config saved beside a run, re-pointed at `runs_root` (a bundle may live elsewhere)."""
+    if not path.exists():
+        raise DataError(f"{path} is missing: train the run first (or copy the whole run folder)")
+    return build_config(cls, [path], [f"runs_dir={runs_root}"])
+
+
+def cnn_test_predictions(
+    run_dir: Path, runs_root: Path, data_dir: Path, progress: bool = True
+) -> pd.DataFrame:
+    """id, pred, pred_fold<k> of one stage-1 run on `data_dir`'s test split (same TTA as training)."""
+    cfg: OofConfig = _runs_root_config(OofConfig, run_dir / "config.yaml", runs_root)
+    test = read_metadata(cfg, data_dir, "test")
+    ids = test[cfg.columns.id].tolist()
+    store = open_images(cfg, data_dir, "test")
+    check_ids(store, ids)
+    size, mean, std = preprocessing(cfg)
+    rt = make_runtime(cfg, progress)
+    out = pd.DataFrame({"id": ids})
+    for f in range(cfg.folds.k):
+        info = json.loads((run_dir / f"fold{f}.json").read_text())
+        enc = MetaEncoder(**info["meta_encoder"]) if info.get("meta_encoder") else None
+        model = LesionNet(cfg.model, enc.size if enc else 0)
+        model.load_state_dict(load_file(str(run_dir / f"fold{f}.safetensors")))
+        model.to(rt.device)
+        ds = LesionDataset(
+            ids,
+            store,
+            build_transform((), size, mean, std, train=False),
+            None,
+            enc.transform(test) if enc else None,
+        )
+        out[f"pred_fold{f}"] = predict(
+            model, ds, rt, cfg.predict.tta, cfg.predict.batch_size, desc=f"{run_dir.name} fold {f}"
+        )
+    folds = [c for c in out.columns if c.startswith("pred_fold")]
+    out.insert(1, "pred", out[folds].mean(axis=1))
+    return out
+
+
+def stack_test_predictions(
+    stack_dir: Path, runs_root: Path, data_dir: Path, progress: bool = True
+) -> pd.DataFrame:
+    """id, pred, pred_fold<k> of a trained stack on `data_dir`'s test split."""
+    cfg: StackConfig = _runs_root_config(StackConfig, stack_dir / "config.yaml", runs_root)
+    test = read_metadata(cfg, data_dir, "test")
+    levels = json.loads((stack_dir / "levels.json").read_text())
+    inputs = json.loads((stack_dir / "inputs.json").read_text())
+    cnn = {
+        name: cnn_test_predictions(runs_root / cfg.name / "oof" / name, runs_root, data_dir, progress)[
+            "pred"
+        ].to_numpy()
+        for name in inputs["stage1_runs"]
+    }
+    X = build_features(cfg, cfg.features, test, cnn, levels)
+    if list(X.columns) != inputs["columns"]:
+        raise DataError(f"{stack_dir}: the features built now differ from those the models were trained on")
+    k = cfg.folds.k
+    per_fold = []
+    for f in range(k):
+        preds = {}
+        for spec in cfg.models:
+            boosters = load_boosters(stack_dir / "models" / spec.name / f"fold{f}")
+            preds[spec.name] = np.mean([_predict(spec.kind, b, X) for b in boosters], axis=0)
+        per_fold.append(blend(preds, cfg.blend.method, cfg.blend.weights))
+    out = pd.DataFrame({"id": test[cfg.columns.id].tolist()})
+    out["pred"] = np.mean(per_fold, axis=0)
+    for f in range(k):
+        out[f"pred_fold{f}"] = per_fold[f]
+    return out
+
+
+def _predict(kind: str, booster, X: pd.DataFrame) -> np.ndarray:
+    if kind == "lightgbm":
+        return booster.predict(X)
+    import xgboost as xgb
+
+    return booster.predict(xgb.DMatrix(X, enable_categorical=True))
+
+
+def submission_frame(cfg, data_dir: Path, preds: pd.DataFrame) -> pd.DataFrame:
+    """preds in the order and header of data_dir's sample_submission.csv."""
+    sample = read_sample_submission(cfg, data_dir)
+    idc, tc = cfg.columns.id, cfg.columns.target
+    by_id = preds.set_index("id")["pred"]
+    missing = sorted(set(sample[idc]) - set(by_id.index))
+    if missing:
+        raise DataError(f"no prediction for {len(missing)} sample_submission id(s): {missing[:10]}")
+    values = by_id.loc[sample[idc]].to_numpy(dtype=float)
+    bad = ~np.isfinite(values) | (values < 0) | (values > 1)
+    if bad.any():
+        raise DataError(
+            f"predictions outside [0, 1] or not finite for ids {sample.loc[bad, idc].tolist()[:10]}"
+        )
+    return pd.DataFrame({idc: sample[idc], tc: values})
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", required=True, help="runs root holding <comp>/oof and <comp>/stack")
+    p.add_argument("--comp", default="isic2024")
+    p.add_argument("--stack", default="lgbm")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    runs = Path(a.runs)
+    stack_dir = runs / a.comp / "stack" / a.stack
+    preds = stack_test_predictions(stack_dir, runs, Path(a.data), progress=not a.no_progress)
+    cfg = _runs_root_config(StackConfig, stack_dir / "config.yaml", runs)
+    sub = submission_frame(cfg, Path(a.data), preds)
+    artifacts.write_csv(Path(a.out), sub)
+    print(f"wrote {a.out}: {len(sub)} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

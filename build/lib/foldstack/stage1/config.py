@@ -1,0 +1,95 @@
+"""Stage-1 config: the competition config plus model, data, train, augment and predict sections."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from foldstack.config import CompetitionConfig, Frozen, build_config, config_path
+
+
+class ModelCfg(Frozen):
+    backbone: str = Field(description="exact timm model name, e.g. tf_efficientnetv2_b1.in1k")
+    pretrained: Literal["auto", True, False] = Field(
+        "auto", description="auto: local weights when found, else random init (recorded in metrics.json)"
+    )
+    pretrained_file: str | None = None
+    drop_rate: float = Field(0.2, ge=0, lt=1)
+    head: tuple[int, ...] = Field((), description="hidden sizes of an MLP head; () = one linear layer")
+    head_dropout: float = Field(0.0, ge=0, lt=1)
+    meta: bool = Field(False, description="fuse an encoded metadata vector with the image features")
+    meta_columns: tuple[str, ...] = ("age_approx", "sex", "anatom_site_general", "clin_size_long_diam_mm")
+    meta_hidden: tuple[int, ...] = (64,)
+    freeze_backbone: bool = False
+
+
+class DataCfg(Frozen):
+    img_size: int | None = Field(None, ge=16, description="None: the model's own input size")
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    num_workers: int | Literal["auto"] = "auto"
+
+
+class TrainCfg(Frozen):
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    scheduler: Literal["cosine", "plateau", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+    plateau_factor: float = Field(0.1, gt=0, lt=1)
+    plateau_patience: int = Field(2, ge=0)
+    min_lr: float = Field(1e-6, ge=0)
+    neg_ratio: float = Field(
+        10.0, ge=0, description="negatives per positive drawn afresh each epoch; 0 keeps every negative"
+    )
+    pos_weight: float | Literal["auto"] | None = Field(None, description="BCE pos_weight; auto = neg/pos")
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    checkpoint: Literal["last", "ema", "best_optimistic"] = Field(
+        "last", description="which weights make the OOF; best_optimistic picks on the scored fold"
+    )
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    channels_last: bool | Literal["auto"] = "auto"
+    compile: bool = False
+    grad_clip: float | None = Field(1.0, gt=0)
+    seed: int = 42
+    max_train_batches: int | None = Field(None, ge=1, description="cap per epoch (smoke tests)")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainCfg:
+        if self.checkpoint == "ema" and self.ema_decay is None:
+            raise ValueError("train.checkpoint=ema needs train.ema_decay (e.g. 0.998)")
+        return self
+
+
+class AugmentCfg(Frozen):
+    """One albumentations transform by class name with its keyword arguments."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PredictCfg(Frozen):
+    tta: int = Field(2, ge=1, le=8, description="flip TTA views, the same for OOF and test")
+    batch_size: int = Field(128, ge=1)
+
+
+class OofConfig(CompetitionConfig):
+    """Everything `make oof` needs; `run` names runs/<comp>/oof/<run>/."""
+
+    run: str
+    model: ModelCfg
+    data: DataCfg = DataCfg()
+    train: TrainCfg = TrainCfg()
+    augment: tuple[AugmentCfg, ...] = ()
+    predict: PredictCfg = PredictCfg()
+
+
+def load_oof_config(comp: str, model: str, overrides: str | Iterable[str] | None = None) -> OofConfig:
+    """configs/competitions/<comp>.yaml + configs/models/<model>.yaml + overrides."""
+    # the run name defaults to the model config's name; an override `run=...` renames it
+    sources = [config_path("competitions", comp), {"run": model}, config_path("models", model)]
+    return build_config(OofConfig, sources, overrides)

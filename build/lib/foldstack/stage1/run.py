@@ -1,0 +1,289 @@
+"""Stage 1 end to end: every fold's model on the shared folds -> oof.parquet, test.parquet, metrics.json."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import timm
+
+from foldstack import artifacts, metrics
+from foldstack.config import to_yaml
+from foldstack.data.images import ImageStore, check_ids, open_images
+from foldstack.data.metadata import read_metadata
+from foldstack.errors import DataError
+from foldstack.folds import load_folds
+from foldstack.stage1.checkpoint import remove_training_state, save_weights
+from foldstack.stage1.config import OofConfig
+from foldstack.stage1.data import LesionDataset, MetaEncoder, build_transform
+from foldstack.stage1.model import LesionNet, resolve_weights
+from foldstack.stage1.predict import predict
+from foldstack.stage1.runtime import Runtime, barrier, make_runtime, seed_everything
+from foldstack.stage1.train import FoldTrainer
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@dataclass
+class Inputs:
+    """What every fold reads: metadata, folds, image stores and the preprocessing."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    folds: pd.DataFrame
+    folds_meta: dict
+    train_images: ImageStore
+    test_images: ImageStore
+    img_size: int
+    mean: tuple
+    std: tuple
+
+
+def preprocessing(cfg: OofConfig) -> tuple[int, tuple, tuple]:
+    """Input size and normalisation: the config's, else the backbone's own pretrained config."""
+    try:
+        pc = timm.models.get_pretrained_cfg(cfg.model.backbone)
+    except RuntimeError:
+        pc = None
+    size = cfg.data.img_size or (pc.input_size[-1] if pc else 224)
+    mean = cfg.data.mean or (tuple(pc.mean) if pc else IMAGENET[0])
+    std = cfg.data.std or (tuple(pc.std) if pc else IMAGENET[1])
+    return int(size), tuple(mean), tuple(std)
+
+
+def load_inputs(cfg: OofConfig, data_dir: Path) -> Inputs:
+    folds, fmeta = load_folds(cfg)
+    train = read_metadata(cfg, data_dir, "train")
+    test = read_metadata(cfg, data_dir, "test")
+    ids = cfg.columns.id
+    if set(folds["id"]) != set(train[ids]):
+        raise DataError(
+            f"{cfg.run_dir / 'folds.csv'} was made on other data than {data_dir}: rerun "
+            f"`make folds FORCE=1 DATA={data_dir}`"
+        )
+    train = train.set_index(ids).loc[folds["id"]].reset_index()  # rows in folds.csv order
+    train_images, test_images = open_images(cfg, data_dir, "train"), open_images(cfg, data_dir, "test")
+    check_ids(train_images, train[ids])
+    check_ids(test_images, test[ids])
+    return Inputs(train, test, folds, fmeta, train_images, test_images, *preprocessing(cfg))
+
+
+def config_sha(cfg: OofConfig, inputs: Inputs) -> str:
+    """What decides a fold's result: the config (less loader workers), the folds and the data."""
+    dump = cfg.model_dump(mode="json")
+    dump["data"].pop("num_workers", None)
+    key = {"config": dump, "folds": inputs.folds_meta["sha256"], "data": inputs.folds_meta["data_sha256"]}
+    return artifacts.sha256_bytes(json.dumps(key, sort_keys=True).encode())
+
+
+def fold_datasets(cfg: OofConfig, inp: Inputs, fold: int) -> tuple[LesionDataset, ...] | tuple:
+    is_val = (inp.folds["fold"] == fold).to_numpy()
+    tr, va = inp.train[~is_val], inp.train[is_val]
+    enc = MetaEncoder.fit(cfg, cfg.model.meta_columns, tr) if cfg.model.meta else None
+
+    def meta(df: pd.DataFrame) -> np.ndarray | None:
+        return enc.transform(df) if enc else None
+
+    aug = build_transform(cfg.augment, inp.img_size, inp.mean, inp.std, train=True)
+    plain = build_transform(cfg.augment, inp.img_size, inp.mean, inp.std, train=False)
+    ids, tgt = cfg.columns.id, cfg.columns.target
+    train_ds = LesionDataset(
+        tr[ids].tolist(),
+        inp.train_images,
+        aug,
+        tr[tgt].to_numpy(),
+        meta(tr),
+        aug_seed=cfg.train.seed * 1000 + fold,
+    )
+    valid_ds = LesionDataset(va[ids].tolist(), inp.train_images, plain, va[tgt].to_numpy(), meta(va))
+    test_ds = LesionDataset(inp.test[ids].tolist(), inp.test_images, plain, None, meta(inp.test))
+    return train_ds, valid_ds, test_ds, enc
+
+
+def fold_prefix(out: Path, fold: int) -> Path:
+    return out / f"fold{fold}"
+
+
+def fold_done(out: Path, fold: int, sha: str) -> dict | None:
+    """The fold's record if its weights and predictions exist for this exact config."""
+    rec = fold_prefix(out, fold).with_suffix(".json")
+    if not rec.exists():
+        return None
+    info = json.loads(rec.read_text())
+    files = [out / f"fold{fold}.safetensors", out / f"fold{fold}.preds.parquet"]
+    return info if info.get("config_sha") == sha and all(f.exists() for f in files) else None
+
+
+def write_log(out: Path, rows: list[dict]) -> None:
+    artifacts.write_csv(out / "log.csv", pd.DataFrame(rows))
+
+
+def run_fold(
+    cfg: OofConfig, inp: Inputs, rt: Runtime, out: Path, fold: int, sha: str, done_log: list[dict]
+) -> dict:
+    """Train (or resume) one fold, predict its held-out rows and the test set, write its files."""
+    t0 = time.perf_counter()
+    train_ds, valid_ds, test_ds, enc = fold_datasets(cfg, inp, fold)
+    seed_everything(cfg.train.seed + fold)
+    weights = resolve_weights(cfg.model)
+    model = LesionNet(cfg.model, enc.size if enc else 0, weights)
+    trainer = FoldTrainer(cfg, model, rt, fold, train_ds, valid_ds, fold_prefix(out, fold), sha)
+    resumed_from = trainer.state.epoch if trainer.resume() else None
+    trainer.fit(lambda log: write_log(out, done_log + [{"fold": fold} | r for r in log]))
+    chosen, rule = trainer.chosen_model()
+    t1 = time.perf_counter()
+    tta, bs = cfg.predict.tta, cfg.predict.batch_size
+    oof = predict(chosen, valid_ds, rt, tta, bs, desc=f"fold {fold} OOF")
+    test = predict(chosen, test_ds, rt, tta, bs, desc=f"fold {fold} test")
+    infer_s = time.perf_counter() - t1
+    y = valid_ds.targets
+    info = {
+        "auc": metrics.auc(y, oof),
+        "pauc": metrics.pauc(y, oof),
+        "fold": fold,
+        "config_sha": sha,
+        "checkpoint": rule,
+        "epochs": trainer.state.epoch,
+        "optimistic": cfg.train.checkpoint == "best_optimistic",
+        "resumed_from_epoch": resumed_from,
+        "pretrained_weights": weights or "none (random init)",
+        "pos_weight": trainer.pos_weight,
+        "log": [{"fold": fold} | r for r in trainer.state.log],
+        "meta_encoder": enc.state() if enc else None,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "inference_images_per_s": round((len(valid_ds) + len(test_ds)) * tta / max(infer_s, 1e-9), 1),
+        "n_train_rows": len(train_ds),
+        "n_valid_rows": len(valid_ds),
+    }
+    if rt.main:
+        save_weights(out / f"fold{fold}.safetensors", chosen.state_dict(), {"checkpoint": rule})
+        ids = cfg.columns.id
+        preds = pd.concat(
+            [
+                pd.DataFrame({"id": valid_ds.ids, "split": "oof", "pred": oof}),
+                pd.DataFrame({"id": inp.test[ids].tolist(), "split": "test", "pred": test}),
+            ]
+        )
+        artifacts.write_parquet(out / f"fold{fold}.preds.parquet", preds)
+        artifacts.write_json(fold_prefix(out, fold).with_suffix(".json"), info)
+        remove_training_state(fold_prefix(out, fold))
+    barrier(rt)
+    return info
+
+
+def assemble(cfg: OofConfig, inp: Inputs, out: Path, infos: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """oof.parquet (one row per train id, from the one model that never saw it) and test.parquet."""
+    k = cfg.folds.k
+    preds = [pd.read_parquet(out / f"fold{f}.preds.parquet") for f in range(k)]
+    oof = pd.concat([p[p["split"] == "oof"].assign(fold=f) for f, p in enumerate(preds)])
+    oof = inp.folds[["id", "fold", "target"]].merge(
+        oof[["id", "fold", "pred"]], on="id", how="left", suffixes=("", "_pred"), validate="one_to_one"
+    )
+    if oof["pred"].isna().any() or not (oof["fold"] == oof["fold_pred"]).all():
+        raise DataError(f"{out}: the fold predictions do not cover every train id exactly once from its fold")
+    oof["checkpoint"] = [infos[f]["checkpoint"] for f in oof["fold"]]
+    oof = oof.drop(columns="fold_pred")
+    ids = inp.test[cfg.columns.id].tolist()
+    test = pd.DataFrame({"id": ids})
+    for f, p in enumerate(preds):
+        t = p[p["split"] == "test"].set_index("id")["pred"]
+        if len(t) != len(ids) or set(t.index) != set(ids):
+            raise DataError(f"{out}/fold{f}.preds.parquet: test ids differ from {cfg.files.test}")
+        test[f"pred_fold{f}"] = t.loc[ids].to_numpy()
+    fold_cols = [f"pred_fold{f}" for f in range(k)]
+    test.insert(1, "pred", test[fold_cols].mean(axis=1))
+    return oof, test
+
+
+def score_oof(cfg: OofConfig, oof: pd.DataFrame) -> dict:
+    y, p = oof["target"].to_numpy(), oof["pred"].to_numpy()
+    per_fold = []
+    for f, g in oof.groupby("fold"):
+        per_fold.append(
+            {
+                "fold": int(f),
+                "rows": len(g),
+                "positives": int(g["target"].sum()),
+                "auc": metrics.auc(g["target"], g["pred"]),
+                "pauc": metrics.pauc(g["target"], g["pred"]),
+            }
+        )
+    return {
+        "oof_auc": metrics.auc(y, p),
+        "oof_pauc": metrics.pauc(y, p),
+        "fold_auc_mean": float(np.mean([r["auc"] for r in per_fold])),
+        "fold_pauc_mean": float(np.mean([r["pauc"] for r in per_fold])),
+        "per_fold": per_fold,
+    }
+
+
+def run_metrics(
+    cfg: OofConfig, inp: Inputs, rt: Runtime, oof: pd.DataFrame, infos: list[dict], wall: float
+) -> dict:
+    log = [r for i in infos for r in i["log"]]
+    optimistic = any(i["optimistic"] for i in infos)
+    how = (
+        f"each train row predicted by the one fold model that never saw it ({cfg.folds.k} folds, "
+        f"sha {inp.folds_meta['sha256'][:12]}); weights: {infos[0]['checkpoint'].split(' (')[0]}; "
+        f"flip TTA x{cfg.predict.tta} for OOF and test alike; test = mean of the fold models"
+    )
+    if optimistic:
+        how += "; OPTIMISTIC: the best epoch was picked on the very fold being scored"
+    return {
+        "run": cfg.run,
+        "competition": cfg.name,
+        "metric": cfg.metric,
+        **score_oof(cfg, oof),
+        "score_is_optimistic": optimistic,
+        "how_scored": how,
+        "wall_seconds_this_call": round(wall, 1),
+        "train_seconds_all_folds": sum(i["seconds"] for i in infos),
+        "train_images_per_s": float(np.mean([r["train_images_per_s"] for r in log])) if log else None,
+        "inference_images_per_s": float(np.mean([i["inference_images_per_s"] for i in infos])),
+        "img_size": inp.img_size,
+        "pretrained_weights": infos[0]["pretrained_weights"],
+        "folds_sha256": inp.folds_meta["sha256"],
+        "config_sha": infos[0]["config_sha"],
+        "runtime": rt.describe(),
+        "git_commit": artifacts.git_commit(),
+    }
+
+
+def run_oof(cfg: OofConfig, data_dir: Path, progress: bool = True) -> dict:
+    """Train every fold not already done for this config; write the stage-1 artifacts."""
+    t0 = time.time()
+    rt = make_runtime(cfg, progress)
+    inp = load_inputs(cfg, data_dir)
+    out = cfg.run_dir / "oof" / cfg.run
+    sha = config_sha(cfg, inp)
+    if rt.main:
+        out.mkdir(parents=True, exist_ok=True)
+        artifacts.write_text(out / "config.yaml", f"# git commit: {artifacts.git_commit()}\n{to_yaml(cfg)}")
+    infos: list[dict] = []
+    for fold in range(cfg.folds.k):
+        done = fold_done(out, fold, sha)
+        if done is not None:
+            if rt.main:
+                print(f"fold {fold}: done for this config, skipped ({out}/fold{fold}.safetensors)")
+            infos.append(done)
+            continue
+        infos.append(run_fold(cfg, inp, rt, out, fold, sha, [r for i in infos for r in i["log"]]))
+        if rt.main:
+            i = infos[-1]
+            print(
+                f"fold {fold}: {i['checkpoint']}; held-out pAUC {i['pauc']:.4f} AUC {i['auc']:.4f} "
+                f"({i['seconds']} s)"
+            )
+    if not rt.main:
+        return {}
+    write_log(out, [r for i in infos for r in i["log"]])
+    oof, test = assemble(cfg, inp, out, infos)
+    artifacts.write_parquet(out / "oof.parquet", oof)
+    artifacts.write_parquet(out / "test.parquet", test)
+    result = run_metrics(cfg, inp, rt, oof, infos, time.time() - t0)
+    artifacts.write_json(out / "metrics.json", result)
+    return result

@@ -1,0 +1,337 @@
+"""Train one fold: per-epoch negative downsampling, AMP, EMA, schedule, per-epoch held-out scores, resume."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from foldstack import metrics
+from foldstack.errors import FoldstackError
+from foldstack.stage1 import checkpoint as ckpt
+from foldstack.stage1.config import OofConfig, TrainCfg
+from foldstack.stage1.data import LesionDataset, epoch_indices
+from foldstack.stage1.predict import predict
+from foldstack.stage1.runtime import Runtime
+
+LOG_EVERY = 10
+
+
+class TrainingError(FoldstackError):
+    """Training cannot go on (e.g. a NaN loss); earlier checkpoints are kept."""
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """This rank's share of the epoch's rows: every positive + fresh negatives (see epoch_indices)."""
+
+    def __init__(self, targets: np.ndarray, neg_ratio: float, seed: int, rank: int = 0, world: int = 1):
+        self.targets, self.neg_ratio, self.seed, self.rank, self.world = targets, neg_ratio, seed, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> np.ndarray:
+        idx = epoch_indices(self.targets, self.neg_ratio, self.seed, self.epoch)
+        n = len(idx) // self.world * self.world  # equal shares, so every rank runs the same steps
+        return idx[self.rank : n : self.world]
+
+    def __iter__(self):
+        return iter(
+            [(self.epoch, i) for i in self.indices().tolist()]
+        )  # (epoch, row): seeds the augmentation
+
+    def __len__(self) -> int:
+        return len(self.indices())
+
+
+def make_loader(
+    ds: LesionDataset, rt: Runtime, batch_size: int, sampler: Sampler | None = None, drop_last: bool = False
+) -> DataLoader:
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        drop_last=drop_last,
+        num_workers=rt.num_workers,
+        pin_memory=rt.device.type == "cuda",
+        persistent_workers=rt.num_workers > 0,
+        prefetch_factor=4 if rt.num_workers else None,
+    )
+
+
+def build_optimizer(model: nn.Module, t: TrainCfg) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, t: TrainCfg, steps_per_epoch: int):
+    """Per-step LambdaLR (cosine with linear warm-up, or constant) or a per-epoch ReduceLROnPlateau.
+
+    The plateau schedule watches the training loss, never the held-out fold being scored.
+    """
+    if t.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=t.plateau_factor, patience=t.plateau_patience, min_lr=t.min_lr
+        )
+    total = max(1, t.epochs * steps_per_epoch)
+    warm = int(t.warmup_epochs * steps_per_epoch)
+    floor = t.min_lr / t.lr
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if t.scheduler == "constant":
+            return 1.0
+        progress = (step - warm) / max(1, total - warm)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def pos_weight(t: TrainCfg, targets: np.ndarray) -> float | None:
+    """BCE pos_weight: the config's number, or negatives/positives of what one epoch actually shows."""
+    if t.pos_weight != "auto":
+        return t.pos_weight
+    n_pos = int((targets == 1).sum())
+    n_neg = int((targets == 0).sum())
+    if t.neg_ratio > 0:
+        n_neg = min(n_neg, round(t.neg_ratio * n_pos))
+    return n_neg / max(n_pos, 1)
+
+
+@dataclass
+class FoldState:
+    """Everything that changes while a fold trains and is needed to resume it."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    log: list[dict] = field(default_factory=list)
+    best_score: float = -1.0
+    best_epoch: int = -1
+
+
+class FoldTrainer:
+    """Fits one fold's model; `prefix` (runs/.../fold<k>) locates its checkpoint files."""
+
+    def __init__(
+        self,
+        cfg: OofConfig,
+        model: nn.Module,
+        rt: Runtime,
+        fold: int,
+        train_ds: LesionDataset,
+        valid_ds: LesionDataset,
+        prefix: Path,
+        config_sha: str,
+    ) -> None:
+        t = cfg.train
+        self.cfg, self.t, self.rt, self.fold, self.prefix, self.config_sha = (
+            cfg,
+            t,
+            rt,
+            fold,
+            prefix,
+            config_sha,
+        )
+        self.train_ds, self.valid_ds = train_ds, valid_ds
+        mf = torch.channels_last if rt.channels_last else torch.contiguous_format
+        self.raw = model.to(rt.device, memory_format=mf)
+        self.model: nn.Module = self.raw
+        if rt.world > 1:
+            ids = [rt.device.index] if rt.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.raw, device_ids=ids)
+        if t.compile and rt.device.type == "cuda":
+            self.model = torch.compile(self.model)
+        self.sampler = EpochSampler(train_ds.targets, t.neg_ratio, t.seed + fold, rt.rank, rt.world)
+        self.loader = make_loader(
+            train_ds, rt, t.batch_size, self.sampler, drop_last=len(self.sampler) > t.batch_size
+        )
+        self.steps_per_epoch = min(len(self.loader), t.max_train_batches or len(self.loader))
+        self.opt = build_optimizer(self.raw, t)
+        self.sched = build_scheduler(self.opt, t, self.steps_per_epoch)
+        self.ema = None
+        if t.ema_decay:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.raw, decay=t.ema_decay)
+        self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+        pw = pos_weight(t, train_ds.targets)
+        self.pos_weight = pw
+        self.loss_fn = nn.BCEWithLogitsLoss(
+            pos_weight=None if pw is None else torch.tensor(pw, device=rt.device)
+        )
+        self.state = FoldState()
+        self.best: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ resume
+    def resume(self) -> bool:
+        """Load the last epoch checkpoint made with the same config; True if one was loaded."""
+        loaded = ckpt.load_training_state(self.prefix)
+        if loaded is None:
+            return False
+        info, tensors = loaded
+        if info.get("config_sha") != self.config_sha:
+            return False
+        self.raw.load_state_dict(ckpt.split_state(tensors, "model"))
+        if self.ema is not None:
+            self.ema.module.load_state_dict(ckpt.split_state(tensors, "ema"))
+        ckpt.restore_optimizer(self.opt, tensors, info["optimizer"])
+        self.sched.load_state_dict(info["scheduler"])
+        self.state = FoldState(**info["state"])
+        if self.state.best_epoch >= 0 and (best := ckpt.split_state(tensors, "best")):
+            self.best = best
+        return True
+
+    def save(self) -> None:
+        if not self.rt.main:
+            return
+        ema = self.ema.module.state_dict() if self.ema is not None else None
+        info = {
+            "config_sha": self.config_sha,
+            "epoch": self.state.epoch,
+            "state": self.state.__dict__,
+            "scheduler": self.sched.state_dict(),
+        }
+        groups = {"model": self.raw.state_dict(), "ema": ema, "best": self.best}
+        ckpt.save_training_state(self.prefix, groups, self.opt, info)
+
+    # ------------------------------------------------------------------ training
+    def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> float:
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            kept = (
+                "the checkpoint of the last completed epoch is kept"
+                if self.state.epoch
+                else "no epoch completed"
+            )
+            raise TrainingError(
+                f"fold {self.fold}, epoch {epoch + 1}, step {step + 1}: the loss is {value} "
+                f"({kept}, {self.prefix.name}.ckpt.safetensors). Lower train.lr, keep train.grad_clip on, "
+                f"or switch train.amp from fp16 to bf16/off."
+            )
+        return value
+
+    def _step(self, batch: dict) -> torch.Tensor:
+        rt = self.rt
+        mf = torch.channels_last if rt.channels_last else torch.contiguous_format
+        x = batch["image"].to(rt.device, non_blocking=True).contiguous(memory_format=mf)
+        y = batch["target"].to(rt.device, non_blocking=True)
+        meta = batch["meta"].to(rt.device, non_blocking=True)
+        with torch.autocast(
+            rt.device.type, dtype=rt.amp_dtype or torch.float32, enabled=rt.amp_dtype is not None
+        ):
+            logit = self.model(x, meta if meta.shape[1] else None)["logit"]
+        loss = self.loss_fn(logit.float(), y)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.t.grad_clip:
+            self.scaler.unscale_(self.opt)
+            nn.utils.clip_grad_norm_(self.raw.parameters(), self.t.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        if not isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.sched.step()
+        if self.ema is not None:
+            self.ema.update(self.raw, step=self.state.step)
+        self.state.step += 1
+        return loss
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.model.train()
+        self.sampler.set_epoch(epoch)
+        total, n_img, t0 = 0.0, 0, time.perf_counter()
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            desc=f"fold {self.fold} epoch {epoch + 1}/{self.t.epochs}",
+            unit="batch",
+            leave=False,
+            disable=None if self.rt.progress else True,  # None: off when not a terminal
+        )
+        running = torch.zeros((), device=self.rt.device)
+        for i, batch in enumerate(self.loader):
+            if i >= self.steps_per_epoch:
+                break
+            loss = self._step(batch)
+            running += loss.detach() * len(batch["target"])
+            n_img += len(batch["target"])
+            if (i + 1) % LOG_EVERY == 0 or i + 1 == self.steps_per_epoch:
+                total = self._check_finite(running, epoch, i)
+                bar.set_postfix(
+                    loss=f"{total / n_img:.4f}",
+                    img_s=f"{n_img * self.rt.world / (time.perf_counter() - t0):.0f}",
+                )
+            bar.update(1)
+        bar.close()
+        seconds = time.perf_counter() - t0
+        mean_loss = total / max(n_img, 1)
+        if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.sched.step(mean_loss)
+        return {
+            "epoch": epoch + 1,
+            "lr": self.opt.param_groups[0]["lr"],
+            "train_loss": mean_loss,
+            "train_images": n_img * self.rt.world,
+            "train_seconds": round(seconds, 2),
+            "train_images_per_s": round(n_img * self.rt.world / max(seconds, 1e-9), 1),
+        }
+
+    def evaluate(self, model: nn.Module, prefix: str) -> dict:
+        """Held-out fold scores, for the log (and for the optimistic best-epoch option only)."""
+        p = predict(model, self.valid_ds, self.rt, tta=1, batch_size=self.cfg.predict.batch_size)
+        y = self.valid_ds.targets
+        out = {
+            f"{prefix}loss": float(
+                -np.mean(y * np.log(np.clip(p, 1e-7, 1)) + (1 - y) * np.log(np.clip(1 - p, 1e-7, 1)))
+            )
+        }
+        if 0 < y.sum() < len(y):
+            out |= {f"{prefix}auc": metrics.auc(y, p), f"{prefix}pauc": metrics.pauc(y, p)}
+        return out
+
+    def fit(self, on_epoch: Callable[[list[dict]], None] | None = None) -> None:
+        """Train the remaining epochs; after each, checkpoint and call on_epoch(log rows)."""
+        for epoch in range(self.state.epoch, self.t.epochs):
+            row = self.train_epoch(epoch)
+            row |= self.evaluate(self.raw, "valid_")
+            if self.ema is not None:
+                row |= self.evaluate(self.ema.module, "ema_valid_")
+            self.state.epoch = epoch + 1
+            self._track_best(row)
+            self.state.log.append(row)
+            self.save()
+            if on_epoch is not None and self.rt.main:
+                on_epoch(self.state.log)
+
+    def _track_best(self, row: dict) -> None:
+        if self.t.checkpoint != "best_optimistic":
+            return
+        key = "valid_pauc" if self.cfg.metric == "pauc80" else "valid_auc"
+        score = row.get(key, -1.0)
+        if score > self.state.best_score:
+            self.state.best_score, self.state.best_epoch = score, row["epoch"]
+            self.best = {k: v.detach().cpu().clone() for k, v in self.raw.state_dict().items()}
+
+    def chosen_model(self) -> tuple[nn.Module, str]:
+        """The weights that make the OOF and test predictions, and the rule that chose them."""
+        if self.t.checkpoint == "ema":
+            return self.ema.module, f"EMA weights (decay {self.t.ema_decay}) after epoch {self.state.epoch}"
+        if self.t.checkpoint == "best_optimistic" and self.best is not None:
+            model = copy.deepcopy(self.raw)
+            model.load_state_dict(self.best)
+            return model, (
+                f"best epoch {self.state.best_epoch} by the held-out fold's own score "
+                f"(OPTIMISTIC: the scored rows chose the checkpoint)"
+            )
+        return self.raw, f"last epoch ({self.state.epoch})"

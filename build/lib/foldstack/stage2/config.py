@@ -1,0 +1,87 @@
+"""Stage-2 config: features, the GBDT models with their Optuna search spaces, tuning and the blend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from foldstack.config import CompetitionConfig, Frozen, build_config, config_path
+
+
+class FeatureCfg(Frozen):
+    engineered: Literal["all"] | tuple[str, ...] = "all"
+    patient_norm: bool = True
+    lesion_count: bool = True
+    drop: tuple[str, ...] = ()
+    cnn: bool = Field(True, description="use stage-1 outputs (false: tabular only)")
+
+
+class SearchDim(Frozen):
+    """One Optuna dimension: float/int between low and high (log scale optional) or a categorical choice."""
+
+    type: Literal["float", "int", "categorical"] = "float"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+
+class ModelSpec(Frozen):
+    """One stage-2 model: its engine, fixed parameters and the search space tuned by Optuna."""
+
+    name: str
+    kind: Literal["lightgbm", "xgboost"]
+    params: dict[str, Any] = Field(default_factory=dict)
+    search: dict[str, SearchDim] = Field(default_factory=dict)
+    n_estimators: int = Field(300, ge=1)
+    neg_ratio: float | None = Field(None, gt=0, description="undersample negatives to this many per positive")
+    seeds: tuple[int, ...] = (0,)
+
+
+class TuningCfg(Frozen):
+    n_trials: int = Field(
+        20, ge=0, description="trials added by each run (0: use the study's best or defaults)"
+    )
+    timeout: float | None = Field(None, gt=0, description="seconds per model study")
+    holdout_fold: int = Field(-1, description="fold kept out of tuning (-1: the last fold)")
+    storage: str | None = Field(
+        None, description="Optuna storage URL; default a JournalStorage file under runs/"
+    )
+    pruning: bool = True
+    seed: int = 0
+
+
+class BlendCfg(Frozen):
+    method: Literal["rank", "prob"] = "rank"
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="model name -> weight (default equal)"
+    )
+
+
+class StackConfig(CompetitionConfig):
+    run: str
+    models_in: tuple[str, ...] | Literal["all"] = Field(
+        "all", description="stage-1 runs to stack (MODELS=a,b)"
+    )
+    features: FeatureCfg = FeatureCfg()
+    models: tuple[ModelSpec, ...]
+    tuning: TuningCfg = TuningCfg()
+    blend: BlendCfg = BlendCfg()
+
+    @model_validator(mode="after")
+    def _check_names(self) -> StackConfig:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"models: names must be unique, got {names}")
+        unknown = set(self.blend.weights) - set(names)
+        if unknown:
+            raise ValueError(f"blend.weights names unknown models {sorted(unknown)}; models are {names}")
+        return self
+
+
+def load_stack_config(comp: str, stack: str, overrides: str | Iterable[str] | None = None) -> StackConfig:
+    """configs/competitions/<comp>.yaml + configs/stack/<stack>.yaml + overrides."""
+    sources = [config_path("competitions", comp), {"run": stack}, config_path("stack", stack)]
+    return build_config(StackConfig, sources, overrides)

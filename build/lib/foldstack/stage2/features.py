@@ -1,0 +1,177 @@
+"""Stage-2 features, computed by the same code for train and test.
+
+- the raw numeric and categorical metadata columns (never the train-only ones);
+- engineered ISIC 2024 lesion features from the `tbp_lv_*` columns (size, shape, border, colour
+  contrast and uniformity ratios, 3-D position), chosen by name in the config;
+- every numeric feature z-scored within its patient, and the lesion count per patient;
+- from each stage-1 model: its probability, its rank within the patient and its ratio to the
+  patient mean.
+Patient statistics are computed on rows sorted by id, so row order never changes a feature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from foldstack.config import CompetitionConfig
+from foldstack.data.metadata import feature_columns
+from foldstack.errors import ConfigError, DataError
+
+EPS = 1e-6
+Frame = pd.DataFrame
+
+
+def _c(df: Frame, name: str) -> np.ndarray:
+    return df[name].to_numpy(dtype=np.float64)
+
+
+# name -> function of the metadata frame; each needs only test-side columns
+ENGINEERED: dict[str, Callable[[Frame], np.ndarray]] = {
+    "lesion_size_ratio": lambda d: _c(d, "tbp_lv_minorAxisMM") / (_c(d, "clin_size_long_diam_mm") + EPS),
+    "lesion_shape_index": lambda d: _c(d, "tbp_lv_areaMM2") / (_c(d, "tbp_lv_perimeterMM") ** 2 + EPS),
+    "hue_contrast": lambda d: np.abs(_c(d, "tbp_lv_H") - _c(d, "tbp_lv_Hext")),
+    "luminance_contrast": lambda d: np.abs(_c(d, "tbp_lv_L") - _c(d, "tbp_lv_Lext")),
+    "lesion_color_difference": lambda d: np.sqrt(
+        _c(d, "tbp_lv_deltaA") ** 2 + _c(d, "tbp_lv_deltaB") ** 2 + _c(d, "tbp_lv_deltaL") ** 2
+    ),
+    "border_complexity": lambda d: _c(d, "tbp_lv_norm_border") + _c(d, "tbp_lv_symm_2axis"),
+    "color_uniformity": lambda d: (
+        _c(d, "tbp_lv_color_std_mean") / (_c(d, "tbp_lv_radial_color_std_max") + EPS)
+    ),
+    "position_distance_3d": lambda d: np.sqrt(
+        _c(d, "tbp_lv_x") ** 2 + _c(d, "tbp_lv_y") ** 2 + _c(d, "tbp_lv_z") ** 2
+    ),
+    "perimeter_to_area_ratio": lambda d: _c(d, "tbp_lv_perimeterMM") / (_c(d, "tbp_lv_areaMM2") + EPS),
+    "lesion_visibility_score": lambda d: _c(d, "tbp_lv_deltaLBnorm") + _c(d, "tbp_lv_norm_color"),
+    "symmetry_border_consistency": lambda d: _c(d, "tbp_lv_symm_2axis") * _c(d, "tbp_lv_norm_border"),
+    "color_consistency": lambda d: _c(d, "tbp_lv_stdL") / (_c(d, "tbp_lv_Lext") + EPS),
+    "size_age_interaction": lambda d: _c(d, "clin_size_long_diam_mm") * _c(d, "age_approx"),
+    "hue_color_std_interaction": lambda d: _c(d, "tbp_lv_H") * _c(d, "tbp_lv_color_std_mean"),
+    "lesion_severity_index": lambda d: (
+        (_c(d, "tbp_lv_norm_border") + _c(d, "tbp_lv_norm_color") + _c(d, "tbp_lv_eccentricity")) / 3
+    ),
+    "normalized_lesion_size": lambda d: _c(d, "clin_size_long_diam_mm") / (_c(d, "age_approx") + EPS),
+    "color_contrast_index": lambda d: (
+        _c(d, "tbp_lv_deltaA") + _c(d, "tbp_lv_deltaB") + _c(d, "tbp_lv_deltaL") + _c(d, "tbp_lv_deltaLBnorm")
+    ),
+    "log_lesion_area": lambda d: np.log1p(_c(d, "tbp_lv_areaMM2")),
+    "orientation_3d": lambda d: np.arctan2(_c(d, "tbp_lv_y"), _c(d, "tbp_lv_x")),
+    "border_color_interaction": lambda d: _c(d, "tbp_lv_norm_border") * _c(d, "tbp_lv_norm_color"),
+    "color_shape_composite_index": lambda d: (
+        (_c(d, "tbp_lv_color_std_mean") + _c(d, "tbp_lv_area_perim_ratio") + _c(d, "tbp_lv_symm_2axis")) / 3
+    ),
+}
+
+
+def engineered_names(names: tuple[str, ...] | str, available_cols: set[str]) -> list[str]:
+    """The engineered features to build: 'all' (those whose inputs exist) or an explicit list."""
+    if names == "all":
+        probe = pd.DataFrame({c: [1.0] for c in available_cols})
+        out = []
+        for n, fn in ENGINEERED.items():
+            try:
+                fn(probe)
+            except KeyError:
+                continue
+            out.append(n)
+        return out
+    unknown = [n for n in names if n not in ENGINEERED]
+    if unknown:
+        raise ConfigError(f"features.engineered: unknown {unknown}; valid names: {', '.join(ENGINEERED)}")
+    return list(names)
+
+
+def patient_stats(values: Frame, groups: pd.Series) -> tuple[Frame, Frame, pd.Series]:
+    """(mean, std, count) per row's patient, invariant to row order (computed on rows sorted by key)."""
+    g = groups.to_numpy()
+    mean = values.groupby(g, sort=True).transform("mean")
+    std = values.groupby(g, sort=True).transform("std")
+    count = pd.Series(g).groupby(g).transform("size").to_numpy()
+    return mean, std, pd.Series(count, index=values.index, dtype=np.float64)
+
+
+def category_levels(frames: list[Frame], cols: list[str]) -> dict[str, list[str]]:
+    """The categories of each categorical column over train and test (a vocabulary, no labels)."""
+    return {c: sorted(set().union(*(f[c].dropna().astype(str).unique() for f in frames))) for c in cols}
+
+
+def build_features(
+    cfg: CompetitionConfig, fc, df: Frame, cnn: dict[str, np.ndarray], levels: dict[str, list[str]]
+) -> Frame:
+    """The feature matrix of `df` (rows in df's order); `cnn` maps model name -> probability per row."""
+    ids = df[cfg.columns.id].astype(str).to_numpy()
+    order = np.argsort(ids, kind="stable")
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    d = df.iloc[order].reset_index(drop=True)
+    groups = d[cfg.columns.group].astype(str)
+    base = [c for c in feature_columns(cfg) if c not in fc.drop]
+    num_cols = [c for c in base if cfg.table.columns[c] in ("int", "float")]
+    cat_cols = [c for c in base if cfg.table.columns[c] == "cat"]
+    numeric = d[num_cols].astype(np.float64)
+    eng = engineered_names(fc.engineered, set(d.columns))
+    if eng:
+        numeric = pd.concat([numeric, pd.DataFrame({n: ENGINEERED[n](d) for n in eng})], axis=1)
+    numeric = numeric.replace([np.inf, -np.inf], np.nan)
+    parts = [numeric]
+    mean, std, count = patient_stats(numeric, groups)
+    if fc.patient_norm:
+        parts.append(((numeric - mean) / (std + EPS)).add_suffix("_pz"))
+    if fc.lesion_count:
+        parts.append(pd.DataFrame({"patient_lesion_count": count}))
+    for name, p in cnn.items():
+        s = pd.Series(np.asarray(p, dtype=np.float64)[order])
+        g = s.groupby(groups.to_numpy())
+        parts.append(
+            pd.DataFrame(
+                {
+                    f"cnn_{name}": s,
+                    f"cnn_{name}_patient_rank": g.rank(pct=True),
+                    f"cnn_{name}_patient_ratio": s / (g.transform("mean") + EPS),
+                }
+            )
+        )
+    cats = pd.DataFrame(
+        {
+            # a value the training data never had (at predict time) becomes missing
+            c: pd.Categorical(d[c].astype(object).where(d[c].isin(levels[c]), None), categories=levels[c])
+            for c in cat_cols
+        }
+    )
+    X = pd.concat([*parts, cats], axis=1)
+    return X.iloc[inverse].reset_index(drop=True)
+
+
+def check_same_columns(train: Frame, test: Frame) -> None:
+    """A test matrix must have exactly the train matrix's columns, in the same order."""
+    extra, missing = [c for c in test if c not in train], [c for c in train if c not in test]
+    if extra or missing or list(train.columns) != list(test.columns):
+        raise DataError(
+            f"train and test feature matrices differ: test has extra {extra}, lacks {missing}"
+            f"{'' if extra or missing else ' (same names, different order)'}"
+        )
+
+
+def check_leaks(X: Frame, y: np.ndarray, train_only: tuple[str, ...], limit: float = 0.995) -> None:
+    """Refuse train-only columns and any single feature that separates the target almost perfectly."""
+    from sklearn.metrics import roc_auc_score
+
+    bad = [c for c in X.columns if c in train_only]
+    if bad:
+        raise DataError(
+            f"train-only columns {bad} are features: they describe the diagnosis and leak the label"
+        )
+    for col in X.select_dtypes(include="number").columns:
+        v = X[col].to_numpy(dtype=np.float64)
+        ok = np.isfinite(v)
+        if ok.sum() < 0.5 * len(v) or len(np.unique(y[ok])) < 2:
+            continue
+        auc = roc_auc_score(y[ok], v[ok])
+        if max(auc, 1 - auc) >= limit:
+            raise DataError(
+                f"feature {col!r} alone separates the target on train (AUC {auc:.4f}): that is a leak "
+                f'(e.g. a label-derived column); drop it with SET="features.drop=[{col}]"'
+            )

@@ -1,0 +1,129 @@
+"""LightGBM and XGBoost behind one scikit-learn-style estimator, saved in their native formats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from foldstack import artifacts
+
+KINDS = ("lightgbm", "xgboost")
+LGB_DEFAULTS = {"objective": "binary", "verbosity": -1, "n_jobs": 0}
+XGB_DEFAULTS = {"objective": "binary:logistic", "tree_method": "hist", "verbosity": 0}
+
+
+class GBDTClassifier(ClassifierMixin, BaseEstimator):
+    """Gradient-boosted trees with optional negative undersampling and several seeds (averaged).
+
+    Follows the scikit-learn estimator contract: __init__ only stores hyperparameters, fit returns
+    self, fitted state ends in '_', so `sklearn.base.clone` per fold and `set_params` are safe.
+    """
+
+    def __init__(
+        self,
+        kind: str = "lightgbm",
+        params: dict | None = None,
+        n_estimators: int = 300,
+        neg_ratio: float | None = None,
+        seeds: tuple[int, ...] = (0,),
+        random_state: int = 0,
+    ) -> None:
+        self.kind = kind
+        self.params = params
+        self.n_estimators = n_estimators
+        self.neg_ratio = neg_ratio
+        self.seeds = seeds
+        self.random_state = random_state
+
+    def _rows(self, y: np.ndarray, seed: int) -> np.ndarray:
+        """Row indices for one seed: every positive plus neg_ratio x as many negatives (or all rows)."""
+        if not self.neg_ratio:
+            return np.arange(len(y))
+        rng = np.random.default_rng([self.random_state, seed])
+        pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+        keep = rng.choice(neg, size=min(len(neg), round(self.neg_ratio * max(len(pos), 1))), replace=False)
+        return np.sort(np.concatenate([pos, keep]))
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> GBDTClassifier:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        y = np.asarray(y).astype(int)
+        self.classes_ = np.array([0, 1])
+        self.feature_names_in_ = np.array(X.columns, dtype=object)
+        self.boosters_ = []
+        for seed in self.seeds:
+            rows = self._rows(y, seed)
+            Xs, ys = X.iloc[rows], y[rows]
+            if self.kind == "lightgbm":
+                params = LGB_DEFAULTS | {"seed": self.random_state + seed} | (self.params or {})
+                data = lgb.Dataset(Xs, ys, categorical_feature="auto", free_raw_data=True)
+                self.boosters_.append(lgb.train(params, data, num_boost_round=self.n_estimators))
+            else:
+                params = XGB_DEFAULTS | {"seed": self.random_state + seed} | (self.params or {})
+                dm = xgb.DMatrix(Xs, ys, enable_categorical=True)
+                self.boosters_.append(xgb.train(params, dm, num_boost_round=self.n_estimators))
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        p = np.mean([self._predict_one(b, X) for b in self.boosters_], axis=0)
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+    def _predict_one(self, booster: Any, X: pd.DataFrame) -> np.ndarray:
+        if self.kind == "lightgbm":
+            return booster.predict(X)
+        return booster.predict(xgb.DMatrix(X, enable_categorical=True))
+
+    def feature_importance(self) -> pd.Series:
+        """Total gain per feature, averaged over seeds."""
+        names = list(self.feature_names_in_)
+        total = pd.Series(0.0, index=names)
+        for b in self.boosters_:
+            if self.kind == "lightgbm":
+                total += (
+                    pd.Series(b.feature_importance("gain"), index=b.feature_name()).reindex(names).fillna(0)
+                )
+            else:
+                total += pd.Series(b.get_score(importance_type="total_gain")).reindex(names).fillna(0)
+        return total / len(self.boosters_)
+
+    def save(self, folder: Path) -> list[Path]:
+        """Native formats only: LightGBM model text, XGBoost JSON (never pickles)."""
+        paths = []
+        for i, b in enumerate(self.boosters_):
+            if self.kind == "lightgbm":
+                path = folder / f"seed{i}.lgb.txt"
+                artifacts.write_atomic(path, lambda p, b=b: b.save_model(str(p)))
+            else:
+                path = folder / f"seed{i}.xgb.json"
+                artifacts.write_atomic(
+                    path, lambda p, b=b: p.write_bytes(bytes(b.save_raw(raw_format="json")))
+                )
+            paths.append(path)
+        artifacts.write_json(
+            folder / "estimator.json",
+            {"kind": self.kind, **self.get_params(), "features": list(self.feature_names_in_)},
+        )
+        return paths
+
+
+def load_boosters(folder: Path) -> list[Any]:
+    """Boosters saved by GBDTClassifier.save, in seed order."""
+    meta = json.loads((folder / "estimator.json").read_text())
+    if meta["kind"] == "lightgbm":
+        return [lgb.Booster(model_file=str(p)) for p in sorted(folder.glob("seed*.lgb.txt"))]
+    out = []
+    for p in sorted(folder.glob("seed*.xgb.json")):
+        b = xgb.Booster()
+        b.load_model(str(p))
+        out.append(b)
+    return out

@@ -1,0 +1,161 @@
+"""Validated submission files and the ledger that records every one of them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foldstack import artifacts
+from foldstack.config import CompetitionConfig
+from foldstack.data.metadata import read_sample_submission
+from foldstack.errors import DataError
+from foldstack.folds import load_folds
+
+LEDGER_COLUMNS = [
+    "time_utc",
+    "name",
+    "file",
+    "git_commit",
+    "source",
+    "oof_pauc",
+    "oof_auc",
+    "sha256",
+    "flow",
+    "kaggle_status",
+    "public_score",
+    "private_score",
+    "note",
+]
+SHOWN = 10
+
+
+def latest_source(cfg: CompetitionConfig) -> Path:
+    """The newest stack run's test.parquet (by modification time)."""
+    found = sorted((cfg.run_dir / "stack").glob("*/test.parquet"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise DataError(
+            f"no stack run under {cfg.run_dir / 'stack'}: run `make stack` or pass FROM=.../test.parquet"
+        )
+    return found[-1]
+
+
+def source_metrics(source: Path) -> dict:
+    """metrics.json beside a test.parquet: its folds sha and OOF scores (stage-1 or stack layout)."""
+    path = source.parent / "metrics.json"
+    if not path.exists():
+        raise DataError(f"{path} is missing: a test.parquet must come from a finished stage-1 or stack run")
+    m = json.loads(path.read_text())
+    scores = m.get("stack", m)
+    return {
+        "folds_sha256": m.get("folds_sha256"),
+        "oof_pauc": scores.get("oof_pauc"),
+        "oof_auc": scores.get("oof_auc"),
+        "run": m.get("run", source.parent.name),
+    }
+
+
+def _ids(values) -> str:
+    values = list(values)
+    return ", ".join(map(str, values[:SHOWN])) + (
+        f" ... ({len(values)} in all)" if len(values) > SHOWN else ""
+    )
+
+
+def validate_predictions(
+    cfg: CompetitionConfig, test: pd.DataFrame, sample: pd.DataFrame, source: Path, fold_sha: str | None
+) -> None:
+    """Refuse anything Kaggle would reject or that breaks the fold contract; messages name the ids."""
+    idc = cfg.columns.id
+    if "id" not in test or "pred" not in test:
+        raise DataError(f"{source}: expected columns id, pred (+ pred_fold<k>), found {list(test.columns)}")
+    dup = test.loc[test["id"].duplicated(), "id"].unique()
+    if len(dup):
+        raise DataError(f"{source}: duplicate ids: {_ids(dup)}")
+    missing, extra = set(sample[idc]) - set(test["id"]), set(test["id"]) - set(sample[idc])
+    if missing or extra:
+        raise DataError(
+            f"{source}: ids differ from {cfg.files.sample_submission}: missing {_ids(sorted(missing))}; "
+            f"extra {_ids(sorted(extra))}"
+        )
+    pred = test["pred"].to_numpy(dtype=float)
+    bad = ~np.isfinite(pred)
+    if bad.any():
+        raise DataError(f"{source}: NaN or infinite predictions for ids {_ids(test.loc[bad, 'id'])}")
+    out = (pred < 0) | (pred > 1)
+    if out.any():
+        rows = [f"{i}={v:g}" for i, v in zip(test.loc[out, "id"], pred[out], strict=True)]
+        raise DataError(f"{source}: predictions outside [0, 1]: {_ids(rows)}")
+    folds = [c for c in test.columns if c.startswith("pred_fold")]
+    if folds:
+        off = ~np.isclose(test[folds].mean(axis=1).to_numpy(), pred, rtol=0, atol=1e-9)
+        if off.any():
+            raise DataError(
+                f"{source}: pred is not the mean of {', '.join(folds)} for ids {_ids(test.loc[off, 'id'])}"
+            )
+    current = load_folds(cfg)[1]["sha256"]
+    if fold_sha != current:
+        raise DataError(
+            f"{source} was made on folds {str(fold_sha)[:12]}, but the current folds are {current[:12]}: "
+            f"retrain it on the current folds"
+        )
+
+
+def write_submission(
+    cfg: CompetitionConfig,
+    data_dir: Path,
+    source: Path,
+    name: str | None = None,
+    out_dir: Path = Path("submissions"),
+) -> tuple[Path, dict]:
+    """Validate `source` (a test.parquet) and write submissions/<comp>/<UTC time>_<name>.csv."""
+    meta = source_metrics(source)
+    test = pd.read_parquet(source)
+    sample = read_sample_submission(cfg, data_dir)
+    validate_predictions(cfg, test, sample, source, meta["folds_sha256"])
+    idc, tc = cfg.columns.id, cfg.columns.target
+    sub = pd.DataFrame({idc: sample[idc], tc: test.set_index("id").loc[sample[idc], "pred"].to_numpy()})
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = name or meta["run"]
+    path = out_dir / cfg.name / f"{stamp}_{name}.csv"
+    artifacts.write_csv(path, sub)
+    row = {
+        "time_utc": stamp,
+        "name": name,
+        "file": str(path),
+        "git_commit": artifacts.git_commit(),
+        "source": str(source),
+        "oof_pauc": meta["oof_pauc"],
+        "oof_auc": meta["oof_auc"],
+        "sha256": artifacts.sha256_file(path),
+        "flow": "code" if cfg.code_competition else "file",
+        "kaggle_status": "written",
+        "public_score": None,
+        "private_score": None,
+        "note": "",
+    }
+    return path, row
+
+
+def ledger_path(cfg: CompetitionConfig, out_dir: Path = Path("submissions")) -> Path:
+    return out_dir / cfg.name / "ledger.csv"
+
+
+def read_ledger(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        return pd.DataFrame(columns=LEDGER_COLUMNS)
+    return pd.read_csv(path, dtype={"time_utc": str, "note": str, "kaggle_status": str})
+
+
+def record(path: Path, row: dict) -> None:
+    """Add or update (by file) a ledger row; the ledger is rewritten atomically."""
+    ledger = read_ledger(path).astype(object)
+    if (ledger["file"] == row["file"]).any():
+        for k, v in row.items():
+            ledger.loc[ledger["file"] == row["file"], k] = v
+    else:
+        ledger = pd.concat([ledger, pd.DataFrame([row])], ignore_index=True)
+    artifacts.write_csv(path, ledger[LEDGER_COLUMNS])

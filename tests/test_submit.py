@@ -1,0 +1,287 @@
+"""Submission files, their refusals, the ledger, predict from artifacts, the bundle and the leaderboard."""
+
+import json
+import shutil
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from foldstack import kaggle_cli
+from foldstack.bundle import build_bundle, build_kernel
+from foldstack.config import load_competition
+from foldstack.data.metadata import read_metadata
+from foldstack.errors import DataError
+from foldstack.folds import make_folds
+from foldstack.leaderboard import leaderboard
+from foldstack.predict import stack_test_predictions, submission_frame
+from foldstack.stage1.config import load_oof_config
+from foldstack.stage1.run import run_oof
+from foldstack.stage2.config import load_stack_config
+from foldstack.stage2.run import run_stack
+from foldstack.submission import ledger_path, read_ledger, record, write_submission
+from tests.conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_isic2024, tmp_path_factory):
+    """A runs/ root with folds, a tiny stage-1 run and a stack on it."""
+    _, data = tiny_isic2024
+    root = tmp_path_factory.mktemp("submit")
+    runs = root / "runs"
+    base = f"{TINY['isic2024']} runs_dir={runs}"
+    s1 = load_oof_config("isic2024", "tiny", f"{base} data.img_size=32 train.epochs=1 predict.tta=2")
+    make_folds(s1, read_metadata(s1, data, "train"), data)
+    run_oof(s1, data, progress=False)
+    st = load_stack_config("isic2024", "lgbm", f"{base} tuning.n_trials=1")
+    run_stack(st, data)
+    return load_competition("isic2024", base), data, runs, st.run_dir / "stack" / st.run
+
+
+def test_submission_has_the_sample_order_and_header(trained, tmp_path):
+    cfg, data, _, stack = trained
+    path, row = write_submission(cfg, data, stack / "test.parquet", out_dir=tmp_path)
+    sub = pd.read_csv(path)
+    sample = pd.read_csv(data / "sample_submission.csv")
+    assert list(sub.columns) == list(sample.columns)
+    assert sub["isic_id"].tolist() == sample["isic_id"].tolist()
+    test = pd.read_parquet(stack / "test.parquet").set_index("id")
+    np.testing.assert_allclose(sub["target"], test.loc[sub["isic_id"], "pred"])
+    assert path.name.endswith("_lgbm.csv") and row["oof_pauc"] > 0 and len(row["sha256"]) == 64
+
+
+def _broken(stack, tmp_path, edit):
+    """A copy of the stack's test.parquet + metrics.json with `edit` applied to the frame or the metrics."""
+    d = tmp_path / "run"
+    d.mkdir()
+    shutil.copy(stack / "metrics.json", d / "metrics.json")
+    test = pd.read_parquet(stack / "test.parquet")
+    metrics = json.loads((d / "metrics.json").read_text())
+    test = edit(test, metrics)
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    test.to_parquet(d / "test.parquet", index=False)
+    return d / "test.parquet"
+
+
+def _set_pred(df, i, value):
+    df.loc[i, "pred"] = value
+    folds = [c for c in df.columns if c.startswith("pred_fold")]
+    df.loc[i, folds] = value
+    return df
+
+
+CASES = {
+    "missing id": (lambda t, m: t.iloc[1:], r"missing ISIC_"),
+    "extra id": (lambda t, m: pd.concat([t, t.iloc[[0]].assign(id="ISIC_9999999")]), r"extra ISIC_9999999"),
+    "duplicate id": (lambda t, m: pd.concat([t, t.iloc[[0]]]), r"duplicate ids: ISIC_"),
+    "NaN": (lambda t, m: _set_pred(t, 2, np.nan), r"NaN or infinite predictions for ids ISIC_"),
+    "infinite": (lambda t, m: _set_pred(t, 2, np.inf), r"NaN or infinite"),
+    "above 1": (lambda t, m: _set_pred(t, 3, 1.5), r"outside \[0, 1\]: ISIC_\d+=1.5"),
+    "folds do not average": (lambda t, m: t.assign(pred=t["pred"] * 0.5), r"not the mean of pred_fold0"),
+    "other folds": (lambda t, m: m.update(folds_sha256="f" * 64) or t, r"made on folds ffffffffffff"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_predictions_are_refused_naming_what_is_wrong(case, trained, tmp_path):
+    cfg, data, _, stack = trained
+    edit, message = CASES[case]
+    source = _broken(stack, tmp_path, edit)
+    with pytest.raises(DataError, match=message):
+        write_submission(cfg, data, source, out_dir=tmp_path / "subs")
+    assert not (tmp_path / "subs").exists()  # nothing written
+
+
+def test_ledger_adds_and_updates_rows(trained, tmp_path):
+    cfg, data, _, stack = trained
+    path, row = write_submission(cfg, data, stack / "test.parquet", out_dir=tmp_path)
+    ledger = ledger_path(cfg, tmp_path)
+    record(ledger, row)
+    record(ledger, row | {"kaggle_status": "failed", "note": "network unreachable"})
+    table = read_ledger(ledger)
+    assert len(table) == 1 and table.loc[0, "kaggle_status"] == "failed"
+    assert table.loc[0, "note"] == "network unreachable" and path.exists()
+
+
+def test_predict_from_artifacts_reproduces_the_stack(trained):
+    _cfg, data, runs, stack = trained
+    preds = stack_test_predictions(stack, runs, data, progress=False)
+    test = pd.read_parquet(stack / "test.parquet")
+    assert preds["id"].tolist() == test["id"].tolist()
+    np.testing.assert_allclose(preds["pred"], test["pred"], atol=1e-6)
+
+
+def test_predict_on_the_real_fixtures_gives_a_valid_3_row_file(trained, fixture_dir):
+    cfg, _, runs, stack = trained
+    preds = stack_test_predictions(stack, runs, fixture_dir, progress=False)
+    sub = submission_frame(cfg, fixture_dir, preds)
+    sample = pd.read_csv(fixture_dir / "sample_submission.csv")
+    assert sub["isic_id"].tolist() == sample["isic_id"].tolist() and len(sub) == 3
+    assert sub["target"].between(0, 1).all()
+
+
+def test_bundle_and_kernel_hold_what_the_kernel_needs(trained, tmp_path):
+    cfg, _, _, stack = trained
+    bundle = build_bundle(cfg, stack, "someone", tmp_path / "bundle")
+    assert (bundle / "runs/isic2024/oof/tiny/fold0.safetensors").exists()
+    assert (bundle / "runs/isic2024/stack/lgbm/models/lgbm/fold0/seed0.lgb.txt").exists()
+    assert (bundle / "runs/isic2024/stack/lgbm/levels.json").exists()
+    wheel = next(bundle.glob("foldstack-*.whl"))
+    assert "foldstack/predict.py" in zipfile.ZipFile(wheel).namelist()
+    assert (
+        json.loads((bundle / "dataset-metadata.json").read_text())["id"]
+        == "someone/foldstack-isic2024-bundle"
+    )
+    kernel = build_kernel(cfg, "lgbm", "someone", tmp_path / "kernel")
+    meta = json.loads((kernel / "kernel-metadata.json").read_text())
+    assert meta["enable_internet"] is False and meta["enable_gpu"] is True
+    assert meta["competition_sources"] == ["isic-2024-challenge"]
+    assert meta["dataset_sources"] == ["someone/foldstack-isic2024-bundle"]
+    script = (kernel / "predict.py").read_text()
+    assert "--no-index" in script and "/kaggle/input/isic-2024-challenge" in script
+    compile(script, "predict.py", "exec")
+
+
+def test_leaderboard_ranks_runs_and_scores_submissions_on_labels(trained, tmp_path):
+    cfg, data, _, stack = trained
+    _path, row = write_submission(cfg, data, stack / "test.parquet", out_dir=tmp_path)
+    record(ledger_path(cfg, tmp_path), row)
+    table = leaderboard(cfg, data / "test-labels.csv", out_dir=tmp_path)
+    assert set(table["kind"]) == {"stage1", "stack", "submission"}
+    sub = table[table["kind"] == "submission"].iloc[0]
+    assert 0 <= sub["test_pauc"] <= 0.2 and sub["oof_pauc_lo"] <= sub["oof_pauc"] <= sub["oof_pauc_hi"]
+    for f in ("leaderboard.md", "leaderboard.csv", "roc.png"):
+        assert (tmp_path / "isic2024" / f).exists()
+    assert "| lgbm | stack |" in (tmp_path / "isic2024/leaderboard.md").read_text()
+
+
+def test_network_failure_keeps_file_and_records_failed_row(trained, tmp_path, monkeypatch):
+    from pipelines import submit as submit_pipeline
+
+    _cfg, data, runs, stack = trained
+    monkeypatch.chdir(tmp_path)
+
+    def boom(*a, **k):
+        raise kaggle_cli.KaggleError("could not reach kaggle.com: connection refused")
+
+    monkeypatch.setattr(kaggle_cli, "check_credentials", lambda *a, **k: "someone")
+    monkeypatch.setattr(kaggle_cli, "push_dataset", boom)
+    with pytest.raises(kaggle_cli.KaggleError):
+        submit_pipeline.main(
+            [
+                "--comp",
+                "isic2024",
+                "--data",
+                str(data),
+                "--set",
+                f"{TINY['isic2024']} runs_dir={runs}",
+                "--from",
+                str(stack / "test.parquet"),
+            ]
+        )
+    ledger = read_ledger(tmp_path / "submissions/isic2024/ledger.csv")
+    assert ledger.loc[0, "kaggle_status"] == "failed" and "connection refused" in ledger.loc[0, "note"]
+    assert (tmp_path / ledger.loc[0, "file"]).exists()
+
+
+# --------------------------------------------------------------- make submit against the loopback Kaggle stub
+from tests.kaggle_stub import kaggle_stub_fixture as kaggle_stub_fixture  # noqa: E402  (registers the fixture)
+
+
+def _submit(args, monkeypatch, tmp_path):
+    from pipelines import submit as submit_pipeline
+
+    monkeypatch.chdir(tmp_path)
+    return submit_pipeline.main(args)
+
+
+def test_code_competition_flow_end_to_end(trained, kaggle_stub, tmp_path, monkeypatch, capsys):
+    _cfg, data, runs, _stack = trained
+    _submit(
+        [
+            "--comp",
+            "isic2024",
+            "--data",
+            str(data),
+            "--set",
+            f"{TINY['isic2024']} runs_dir={runs}",
+            "--message",
+            "e2e code",
+        ],
+        monkeypatch,
+        tmp_path,
+    )
+    rpcs = [r.rsplit("/", 1)[-1] for r in kaggle_stub.rpcs()]
+    assert rpcs.index("CreateDataset") < rpcs.index("SaveKernel") < rpcs.index("CreateCodeSubmission")
+    kernel = kaggle_stub.calls("SaveKernel")[0].json
+    assert kernel["competitionDataSources"] == ["isic-2024-challenge"] and kernel["enableInternet"] is False
+    assert "foldstack.predict" in kernel["text"]
+    code = kaggle_stub.calls("CreateCodeSubmission")[0].json
+    assert code["kernelSlug"] == "foldstack-isic2024-predict" and code["submissionDescription"] == "e2e code"
+    assert code["fileName"] == "submission.csv" and int(code["kernelVersion"]) >= 1
+    assert not kaggle_stub.unknown
+    ledger = read_ledger(tmp_path / "submissions/isic2024/ledger.csv")
+    assert ledger.loc[0, "flow"] == "code" and ledger.loc[0, "kaggle_status"].startswith("submitted")
+
+
+@pytest.fixture(scope="module")
+def trained_2020(tiny_isic2020, tmp_path_factory):
+    _, data = tiny_isic2020
+    runs = tmp_path_factory.mktemp("submit2020") / "runs"
+    cfg = load_oof_config(
+        "isic2020",
+        "tiny",
+        f"{TINY['isic2020']} runs_dir={runs} data.img_size=32 train.epochs=1 predict.tta=1",
+    )
+    make_folds(cfg, read_metadata(cfg, data, "train"), data)
+    run_oof(cfg, data, progress=False)
+    return data, runs, cfg.run_dir / "oof" / "tiny" / "test.parquet"
+
+
+def test_file_competition_flow_end_to_end(trained_2020, kaggle_stub, tmp_path, monkeypatch):
+    data, runs, source = trained_2020
+    kaggle_stub.state.public_score = "0.8123"
+    _submit(
+        [
+            "--comp",
+            "isic2020",
+            "--data",
+            str(data),
+            "--set",
+            f"{TINY['isic2020']} runs_dir={runs}",
+            "--from",
+            str(source),
+        ],
+        monkeypatch,
+        tmp_path,
+    )
+    ledger = read_ledger(tmp_path / "submissions/isic2020/ledger.csv")
+    written = (tmp_path / ledger.loc[0, "file"]).read_bytes()
+    create = kaggle_stub.calls("CreateSubmission")[0].json
+    assert create["competitionName"] == "siim-isic-melanoma-classification"
+    assert list(kaggle_stub.uploads.values()) == [written]  # the exact bytes of the written file
+    assert ledger.loc[0, "flow"] == "file" and float(ledger.loc[0, "public_score"]) == pytest.approx(0.8123)
+
+
+def test_dry_run_sends_nothing(trained_2020, kaggle_stub, tmp_path, monkeypatch, capsys):
+    data, runs, source = trained_2020
+    _submit(
+        [
+            "--comp",
+            "isic2020",
+            "--data",
+            str(data),
+            "--set",
+            f"{TINY['isic2020']} runs_dir={runs}",
+            "--from",
+            str(source),
+            "--dry-run",
+        ],
+        monkeypatch,
+        tmp_path,
+    )
+    out = capsys.readouterr().out
+    assert "$ kaggle competitions submit -c siim-isic-melanoma-classification -f submissions/isic2020/" in out
+    assert kaggle_stub.rpcs() == []
+    assert read_ledger(tmp_path / "submissions/isic2020/ledger.csv").loc[0, "kaggle_status"] == "dry-run"
