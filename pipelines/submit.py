@@ -18,8 +18,8 @@ def _owner(dry_run: bool) -> str:
     except kaggle_cli.KaggleError:
         if not dry_run:
             raise
-        print("(dry run: no Kaggle credentials found; using <username>)", file=sys.stderr)
-        return "<username>"
+        print("(dry run: no Kaggle credentials found; the commands below use YOUR-USERNAME)", file=sys.stderr)
+        return "YOUR-USERNAME"
 
 
 def submit_code(cfg: CompetitionConfig, source: Path, message: str, dry_run: bool) -> dict:
@@ -36,7 +36,7 @@ def submit_code(cfg: CompetitionConfig, source: Path, message: str, dry_run: boo
     kaggle_cli.submit_code(
         cfg.slug,
         f"{owner}/{kernel_slug}",
-        version if version is not None else "<version>",
+        version,
         "submission.csv",
         message,
         dry_run=dry_run,

@@ -183,3 +183,14 @@ def test_every_stack_config_smoke_runs(name, with_cnn):
     runs, data = with_cnn
     cfg = stack_config(runs, f"run=smoke_{name} tuning.n_trials=1", name=name)
     assert 0 <= run_stack(cfg, data)["stack"]["oof_pauc"] <= 0.2
+
+
+def test_train_and_test_matrices_must_have_the_same_columns():
+    from foldstack.stage2.features import check_same_columns
+
+    a = pd.DataFrame({"x": [1.0], "y": [2.0]})
+    check_same_columns(a, a.copy())
+    with pytest.raises(DataError, match=r"test has extra \['z'\], lacks \[\]"):
+        check_same_columns(a, a.assign(z=1.0))
+    with pytest.raises(DataError, match=r"lacks \['y'\]"):
+        check_same_columns(a, a[["x"]])

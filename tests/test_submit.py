@@ -285,3 +285,28 @@ def test_dry_run_sends_nothing(trained_2020, kaggle_stub, tmp_path, monkeypatch,
     assert "$ kaggle competitions submit -c siim-isic-melanoma-classification -f submissions/isic2020/" in out
     assert kaggle_stub.rpcs() == []
     assert read_ledger(tmp_path / "submissions/isic2020/ledger.csv").loc[0, "kaggle_status"] == "dry-run"
+
+
+def test_code_flow_dry_run_without_credentials_prints_the_commands(trained, tmp_path, monkeypatch, capsys):
+    from tests.kaggle_stub import isolate_kaggle_env
+
+    cfg, data, runs, stack = trained
+    isolate_kaggle_env(monkeypatch, tmp_path / "env")  # no credentials anywhere
+    _submit(
+        [
+            "--comp",
+            "isic2024",
+            "--data",
+            str(data),
+            "--set",
+            f"{TINY['isic2024']} runs_dir={runs}",
+            "--dry-run",
+        ],
+        monkeypatch,
+        tmp_path,
+    )
+    out = capsys.readouterr().out
+    assert "$ kaggle datasets version -p submissions/isic2024/kaggle/bundle" in out
+    assert "$ kaggle kernels push -p submissions/isic2024/kaggle/kernel" in out
+    assert "-k YOUR-USERNAME/foldstack-isic2024-predict -v VERSION -f submission.csv" in out
+    assert read_ledger(tmp_path / "submissions/isic2024/ledger.csv").loc[0, "kaggle_status"] == "dry-run"

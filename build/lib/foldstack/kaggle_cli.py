@@ -363,14 +363,19 @@ def push_kernel(folder: str | Path, dry_run: bool = False) -> int | None:
 
 
 def submit_code(
-    slug: str, kernel_ref: str, version: int, file_name: str, message: str, dry_run: bool = False
+    slug: str, kernel_ref: str, version: int | None, file_name: str, message: str, dry_run: bool = False
 ) -> None:
     """Submit output FILE_NAME of kernel OWNER/KERNEL at VERSION to a code competition.
 
     `kaggle competitions submit -c SLUG -k OWNER/KERNEL -v VERSION -f FILE_NAME -m MESSAGE`.
+    On a dry run the version may be None (the push that would number it did not happen).
     """
     _check_ref(kernel_ref, "kernel_ref")
-    if int(version) < 1:
+    if version is None and dry_run:
+        shown = "VERSION"
+    elif version is None or int(version) < 1:
         raise KaggleError(f"kernel version must be a positive integer, got {version!r}")
-    args = ["competitions", "submit", "-c", slug, "-k", kernel_ref, "-v", str(int(version))]
+    else:
+        shown = str(int(version))
+    args = ["competitions", "submit", "-c", slug, "-k", kernel_ref, "-v", shown]
     run([*args, "-f", file_name, "-m", message], dry_run)
