@@ -290,7 +290,7 @@ def test_dry_run_sends_nothing(trained_2020, kaggle_stub, tmp_path, monkeypatch,
 def test_code_flow_dry_run_without_credentials_prints_the_commands(trained, tmp_path, monkeypatch, capsys):
     from tests.kaggle_stub import isolate_kaggle_env
 
-    cfg, data, runs, stack = trained
+    _, data, runs, _ = trained
     isolate_kaggle_env(monkeypatch, tmp_path / "env")  # no credentials anywhere
     _submit(
         [
