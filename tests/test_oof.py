@@ -92,6 +92,10 @@ def test_metrics_log_and_config_are_written(finished):
         log.columns
     )
     assert "backbone: test_efficientnet" in (out / "config.yaml").read_text()
+    for f in ("roc.png", "pr.png", "scores.png", "thresholds.png", "thresholds.csv", "report.json"):
+        assert (out / "report" / f).exists(), f
+    report = json.loads((out / "report/report.json").read_text())
+    assert report["pauc"] == pytest.approx(m["oof_pauc"]) and report["at_recall_0.8"]["recall"] >= 0.8
 
 
 def test_saved_weights_reproduce_the_test_predictions(finished):

@@ -27,6 +27,7 @@ class Entry:
     kind: str  # stage1 | stack | submission
     oof: pd.DataFrame | None  # id, fold, target, pred
     submission: Path | None = None
+    status: str = ""
 
 
 def collect(cfg: CompetitionConfig, out_dir: Path = Path("submissions")) -> list[Entry]:
@@ -37,7 +38,15 @@ def collect(cfg: CompetitionConfig, out_dir: Path = Path("submissions")) -> list
     for _, row in read_ledger(ledger_path(cfg, out_dir)).iterrows():
         src = Path(str(row["source"])).parent / "oof.parquet"
         oof = pd.read_parquet(src) if src.exists() else None
-        entries.append(Entry(Path(str(row["file"])).stem, "submission", oof, Path(str(row["file"]))))
+        entries.append(
+            Entry(
+                Path(str(row["file"])).stem,
+                "submission",
+                oof,
+                Path(str(row["file"])),
+                str(row["kaggle_status"]),
+            )
+        )
     return entries
 
 
@@ -129,7 +138,7 @@ def leaderboard(
         labels = pd.read_csv(labels_path, dtype={cfg.columns.id: str, cfg.columns.group: str})
     rows, curves = [], []
     for e in collect(cfg, out_dir):
-        row = {"entry": e.name, "kind": e.kind}
+        row = {"entry": e.name, "kind": e.kind, "status": e.status}
         if e.oof is not None:
             row |= oof_scores(cfg, e.oof, groups)
             if e.kind != "submission":

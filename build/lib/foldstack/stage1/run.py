@@ -17,6 +17,7 @@ from foldstack.data.images import ImageStore, check_ids, open_images
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
 from foldstack.folds import load_folds
+from foldstack.report import write_report
 from foldstack.stage1.checkpoint import remove_training_state, save_weights
 from foldstack.stage1.config import OofConfig
 from foldstack.stage1.data import LesionDataset, MetaEncoder, build_transform
@@ -286,4 +287,5 @@ def run_oof(cfg: OofConfig, data_dir: Path, progress: bool = True) -> dict:
     artifacts.write_parquet(out / "test.parquet", test)
     result = run_metrics(cfg, inp, rt, oof, infos, time.time() - t0)
     artifacts.write_json(out / "metrics.json", result)
+    write_report(out, oof["target"].to_numpy(), oof["pred"].to_numpy(), cfg.run)
     return result

@@ -16,6 +16,7 @@ from foldstack.config import to_yaml
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
 from foldstack.folds import load_folds
+from foldstack.report import write_report
 from foldstack.stage2 import plots
 from foldstack.stage2.config import ModelSpec, StackConfig
 from foldstack.stage2.features import build_features, category_levels, check_leaks, check_same_columns
@@ -308,3 +309,4 @@ def _write(
         out / "inputs.json", {"stage1_runs": list(result["cnn"]), "columns": list(m.X.columns)}
     )
     artifacts.write_json(out / "metrics.json", result)
+    write_report(out, m.y, blended, f"stack {cfg.run}")
