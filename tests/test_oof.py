@@ -317,3 +317,28 @@ def test_ddp_on_cpu_with_gloo_gathers_each_id_once(tiny_isic2024, tmp_path):
     assert len(oof) == len(read_metadata(cfg, data, "train")) and oof["id"].is_unique
     m = json.loads((out / "metrics.json").read_text())
     assert m["runtime"]["world_size"] == 2
+
+
+def test_frozen_backbone_keeps_its_weights(tiny_isic2024, tmp_path):
+    _, data = tiny_isic2024
+    cfg, _ = run_tiny(tmp_path, data, "model.freeze_backbone=true train.epochs=1")
+    from safetensors.torch import load_file
+
+    trained = load_file(str(cfg.run_dir / "oof" / cfg.run / "fold0.safetensors"))
+    torch.manual_seed(cfg.train.seed + 0)
+    fresh = LesionNet(cfg.model).state_dict()
+    conv = "backbone.conv_stem.weight"
+    assert torch.equal(trained[conv], fresh[conv])  # same init, never updated
+    assert not torch.equal(trained["head.0.weight"], fresh["head.0.weight"])
+
+
+def test_adam_plateau_and_auto_pos_weight_run(tiny_isic2024, tmp_path):
+    _, data = tiny_isic2024
+    cfg, result = run_tiny(
+        tmp_path, data, "train.optimizer=adam train.scheduler=plateau train.pos_weight=auto"
+    )
+    info = json.loads((cfg.run_dir / "oof" / cfg.run / "fold0.json").read_text())
+    assert info["pos_weight"] == pytest.approx(
+        cfg.train.neg_ratio
+    )  # every epoch shows neg_ratio negatives per positive
+    assert 0 <= result["oof_pauc"] <= 0.2
