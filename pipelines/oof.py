@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from foldstack.cli import base_parser, run_main
 from foldstack.data.metadata import read_metadata
@@ -18,8 +19,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     cfg = load_oof_config(args.comp, args.model, args.overrides)
-    from pathlib import Path
-
     data_dir = Path(args.data) if args.data else Path("data") / cfg.name
     rt = make_runtime(cfg)
     if rt.main and not folds_paths(cfg)[1].exists():

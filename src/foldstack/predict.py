@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -33,8 +34,10 @@ from foldstack.stage2.features import build_features
 from foldstack.stage2.models import load_boosters
 from foldstack.stage2.run import blend
 
+T = TypeVar("T", OofConfig, StackConfig)
 
-def _runs_root_config(cls, path: Path, runs_root: Path):
+
+def _runs_root_config(cls: type[T], path: Path, runs_root: Path) -> T:
     """A resolved config saved beside a run, re-pointed at `runs_root` (a bundle may live elsewhere)."""
     if not path.exists():
         raise DataError(f"{path} is missing: train the run first (or copy the whole run folder)")

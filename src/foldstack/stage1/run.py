@@ -81,7 +81,10 @@ def config_sha(cfg: OofConfig, inputs: Inputs) -> str:
     return artifacts.sha256_bytes(json.dumps(key, sort_keys=True).encode())
 
 
-def fold_datasets(cfg: OofConfig, inp: Inputs, fold: int) -> tuple[LesionDataset, ...] | tuple:
+def fold_datasets(
+    cfg: OofConfig, inp: Inputs, fold: int
+) -> tuple[LesionDataset, LesionDataset, LesionDataset, MetaEncoder | None]:
+    """(train, held-out, test) datasets of a fold, and the metadata encoder fitted on its training rows."""
     is_val = (inp.folds["fold"] == fold).to_numpy()
     tr, va = inp.train[~is_val], inp.train[is_val]
     enc = MetaEncoder.fit(cfg, cfg.model.meta_columns, tr) if cfg.model.meta else None
