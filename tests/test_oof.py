@@ -244,11 +244,14 @@ def test_meta_encoder_is_fitted_on_training_rows_only():
 
 def test_epoch_indices_keep_every_positive_and_draw_fresh_negatives():
     y = np.array([1] * 5 + [0] * 200)
-    a, b = epoch_indices(y, 4, seed=0, epoch=0), epoch_indices(y, 4, seed=0, epoch=1)
+    cfg = tiny_oof_config("/tmp/unused", "train.neg_ratio=4")
+    n_neg = cfg.train.negatives(5, 200)
+    a, b = epoch_indices(y, n_neg, seed=0, epoch=0), epoch_indices(y, n_neg, seed=0, epoch=1)
     assert set(range(5)) <= set(a) and len(a) == 25 and len(set(a)) == 25
     assert set(a) != set(b)
-    assert np.array_equal(a, epoch_indices(y, 4, seed=0, epoch=0))
-    assert len(epoch_indices(y, 0, seed=0, epoch=0)) == 205
+    assert np.array_equal(a, epoch_indices(y, n_neg, seed=0, epoch=0))
+    assert tiny_oof_config("/tmp/unused", "train.neg_ratio=0").train.negatives(5, 200) == 200
+    assert tiny_oof_config("/tmp/unused", "train.neg_fraction=0.01").train.negatives(5, 200) == 2
 
 
 def test_unknown_model_and_backbone_errors_list_choices():

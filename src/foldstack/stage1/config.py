@@ -46,6 +46,9 @@ class TrainCfg(Frozen):
     neg_ratio: float = Field(
         10.0, ge=0, description="negatives per positive drawn afresh each epoch; 0 keeps every negative"
     )
+    neg_fraction: float | None = Field(
+        None, gt=0, le=1, description="share of the negatives drawn afresh each epoch (overrides neg_ratio)"
+    )
     pos_weight: float | Literal["auto"] | None = Field(None, description="BCE pos_weight; auto = neg/pos")
     ema_decay: float | None = Field(None, gt=0, lt=1)
     checkpoint: Literal["last", "ema", "best_optimistic"] = Field(
@@ -57,6 +60,14 @@ class TrainCfg(Frozen):
     grad_clip: float | None = Field(1.0, gt=0)
     seed: int = 42
     max_train_batches: int | None = Field(None, ge=1, description="cap per epoch (smoke tests)")
+
+    def negatives(self, n_pos: int, n_neg: int) -> int:
+        """How many negatives one epoch shows (all positives are always shown)."""
+        if self.neg_fraction is not None:
+            return min(n_neg, max(1, round(self.neg_fraction * n_neg)))
+        if self.neg_ratio > 0 and n_pos > 0:
+            return min(n_neg, round(self.neg_ratio * n_pos))
+        return n_neg
 
     @model_validator(mode="after")
     def _check(self) -> TrainCfg:

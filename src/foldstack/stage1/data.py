@@ -136,12 +136,11 @@ class LesionDataset(Dataset):
         }
 
 
-def epoch_indices(targets: np.ndarray, neg_ratio: float, seed: int, epoch: int) -> np.ndarray:
-    """All positives plus neg_ratio x as many negatives, drawn afresh each epoch, shuffled."""
+def epoch_indices(targets: np.ndarray, n_neg: int, seed: int, epoch: int) -> np.ndarray:
+    """All positives plus n_neg negatives drawn afresh each epoch, shuffled."""
     rng = np.random.default_rng([seed, epoch])
     pos, neg = np.flatnonzero(targets == 1), np.flatnonzero(targets == 0)
-    if neg_ratio > 0 and len(pos) > 0:
-        n_neg = min(len(neg), round(neg_ratio * len(pos)))
+    if n_neg < len(neg):
         neg = rng.choice(neg, size=n_neg, replace=False)
     idx = np.concatenate([pos, neg])
     rng.shuffle(idx)

@@ -33,15 +33,15 @@ class TrainingError(FoldstackError):
 class EpochSampler(Sampler[tuple[int, int]]):
     """This rank's share of the epoch's rows: every positive + fresh negatives (see epoch_indices)."""
 
-    def __init__(self, targets: np.ndarray, neg_ratio: float, seed: int, rank: int = 0, world: int = 1):
-        self.targets, self.neg_ratio, self.seed, self.rank, self.world = targets, neg_ratio, seed, rank, world
+    def __init__(self, targets: np.ndarray, n_neg: int, seed: int, rank: int = 0, world: int = 1):
+        self.targets, self.n_neg, self.seed, self.rank, self.world = targets, n_neg, seed, rank, world
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def indices(self) -> np.ndarray:
-        idx = epoch_indices(self.targets, self.neg_ratio, self.seed, self.epoch)
+        idx = epoch_indices(self.targets, self.n_neg, self.seed, self.epoch)
         n = len(idx) // self.world * self.world  # equal shares, so every rank runs the same steps
         return idx[self.rank : n : self.world]
 
@@ -105,10 +105,7 @@ def pos_weight(t: TrainCfg, targets: np.ndarray) -> float | None:
     if t.pos_weight != "auto":
         return t.pos_weight
     n_pos = int((targets == 1).sum())
-    n_neg = int((targets == 0).sum())
-    if t.neg_ratio > 0:
-        n_neg = min(n_neg, round(t.neg_ratio * n_pos))
-    return n_neg / max(n_pos, 1)
+    return t.negatives(n_pos, int((targets == 0).sum())) / max(n_pos, 1)
 
 
 @dataclass
@@ -154,7 +151,9 @@ class FoldTrainer:
             self.model = nn.parallel.DistributedDataParallel(self.raw, device_ids=ids)
         if t.compile and rt.device.type == "cuda":
             self.model = torch.compile(self.model)
-        self.sampler = EpochSampler(train_ds.targets, t.neg_ratio, t.seed + fold, rt.rank, rt.world)
+        y = train_ds.targets
+        n_neg = t.negatives(int((y == 1).sum()), int((y == 0).sum()))
+        self.sampler = EpochSampler(y, n_neg, t.seed + fold, rt.rank, rt.world)
         self.loader = make_loader(
             train_ds, rt, t.batch_size, self.sampler, drop_last=len(self.sampler) > t.batch_size
         )
