@@ -345,3 +345,45 @@ def test_adam_plateau_and_auto_pos_weight_run(tiny_isic2024, tmp_path):
         cfg.train.neg_ratio
     )  # every epoch shows neg_ratio negatives per positive
     assert 0 <= result["oof_pauc"] <= 0.2
+
+
+def test_inner_split_takes_whole_patients_of_the_training_folds_only(tiny_isic2024, tmp_path):
+    from foldstack.stage1.run import fold_datasets, load_inputs
+
+    _, data = tiny_isic2024
+    cfg = tiny_oof_config(tmp_path / "runs", "train.inner_val_fraction=0.25")
+    make_folds(cfg, read_metadata(cfg, data, "train"), data)
+    inp = load_inputs(cfg, data)
+    fd = fold_datasets(cfg, inp, 1)
+    patient = inp.train.set_index(cfg.columns.id)[cfg.columns.group]
+    tr, inner, va = set(fd.train.ids), set(fd.inner.ids), set(fd.valid.ids)
+    assert inner and not (inner & tr) and not (inner & va)
+    assert tr | inner == set(inp.folds.loc[inp.folds["fold"] != 1, "id"])
+    assert not set(patient[list(inner)]) & set(patient[list(tr)])  # whole patients
+
+
+def test_best_inner_with_early_stopping(tiny_isic2024, tmp_path, monkeypatch):
+    _, data = tiny_isic2024
+    real = train_mod.FoldTrainer.evaluate
+
+    def rising_inner_loss(self, model, prefix, ds=None):
+        if prefix == "inner_":  # epoch 1 is the best, later epochs get worse
+            return {"inner_loss": 0.1 * (self.state.epoch + 1)}
+        return real(self, model, prefix, ds)
+
+    monkeypatch.setattr(train_mod.FoldTrainer, "evaluate", rising_inner_loss)
+    cfg, result = run_tiny(
+        tmp_path,
+        data,
+        "train.epochs=5 train.inner_val_fraction=0.25 "
+        "train.checkpoint=best_inner train.early_stopping_patience=2",
+    )
+    info = json.loads((cfg.run_dir / "oof" / cfg.run / "fold0.json").read_text())
+    assert info["stopped_early_after_epoch"] == 3 and len(info["log"]) == 3
+    assert info["checkpoint"].startswith("best epoch 1 by inner-split loss") and info["n_inner_rows"] > 0
+    assert result["score_is_optimistic"] is False
+
+
+def test_best_inner_needs_an_inner_split():
+    with pytest.raises(ConfigError, match="inner_val_fraction"):
+        tiny_oof_config("/tmp/unused", "train.checkpoint=best_inner")

@@ -46,7 +46,8 @@ def bench_oof(
     """End-to-end and model-only training images/s (same model and batch size), inference images/s."""
     rt = make_runtime(cfg, progress=False)
     inp = load_inputs(cfg, data_dir)
-    train_ds, valid_ds, test_ds, enc = fold_datasets(cfg, inp, 0)
+    fd = fold_datasets(cfg, inp, 0)
+    train_ds, valid_ds, test_ds, enc = fd.train, fd.valid, fd.test, fd.encoder
     seed_everything(cfg.train.seed)
     model = LesionNet(cfg.model, enc.size if enc else 0)
     trainer = FoldTrainer(cfg, model, rt, 0, train_ds, valid_ds, Path("/nonexistent/bench"), "bench")

@@ -51,9 +51,20 @@ class TrainCfg(Frozen):
     )
     pos_weight: float | Literal["auto"] | None = Field(None, description="BCE pos_weight; auto = neg/pos")
     ema_decay: float | None = Field(None, gt=0, lt=1)
-    checkpoint: Literal["last", "ema", "best_optimistic"] = Field(
-        "last", description="which weights make the OOF; best_optimistic picks on the scored fold"
+    checkpoint: Literal["last", "ema", "best_inner", "best_optimistic"] = Field(
+        "last",
+        description="which weights make the OOF: best_inner picks on the inner split of the training "
+        "folds; best_optimistic on the scored fold itself",
     )
+    inner_val_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="share of the training patients held out inside the fold for "
+        "early stopping, the plateau schedule and best_inner (never the scored fold)",
+    )
+    monitor: Literal["loss", "auc", "pauc"] = Field("loss", description="what the inner split watches")
+    early_stopping_patience: int | None = Field(None, ge=1, description="epochs without inner improvement")
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool | Literal["auto"] = "auto"
     compile: bool = False
@@ -73,6 +84,12 @@ class TrainCfg(Frozen):
     def _check(self) -> TrainCfg:
         if self.checkpoint == "ema" and self.ema_decay is None:
             raise ValueError("train.checkpoint=ema needs train.ema_decay (e.g. 0.998)")
+        needs_inner = self.checkpoint == "best_inner" or self.early_stopping_patience is not None
+        if needs_inner and self.inner_val_fraction == 0:
+            raise ValueError(
+                "train.checkpoint=best_inner and train.early_stopping_patience need an inner "
+                "split: set train.inner_val_fraction (e.g. 0.15)"
+            )
         return self
 
 

@@ -81,12 +81,36 @@ def config_sha(cfg: OofConfig, inputs: Inputs) -> str:
     return artifacts.sha256_bytes(json.dumps(key, sort_keys=True).encode())
 
 
-def fold_datasets(
-    cfg: OofConfig, inp: Inputs, fold: int
-) -> tuple[LesionDataset, LesionDataset, LesionDataset, MetaEncoder | None]:
-    """(train, held-out, test) datasets of a fold, and the metadata encoder fitted on its training rows."""
+@dataclass
+class FoldData:
+    train: LesionDataset  # the other folds (less the inner split)
+    valid: LesionDataset  # the held-out fold: scored, never steers training
+    test: LesionDataset
+    inner: LesionDataset | None  # patients of the other folds kept for early stopping / best_inner
+    encoder: MetaEncoder | None
+
+
+def inner_split(cfg: OofConfig, tr: pd.DataFrame, fold: int) -> np.ndarray:
+    """Boolean mask of the training rows whose patients form the inner validation split."""
+    mask = np.zeros(len(tr), dtype=bool)
+    frac = cfg.train.inner_val_fraction
+    if frac <= 0:
+        return mask
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_splits = max(2, round(1 / frac))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=cfg.train.seed + fold)
+    _, inner = next(splitter.split(tr, tr[cfg.columns.target], tr[cfg.columns.group]))
+    mask[inner] = True
+    return mask
+
+
+def fold_datasets(cfg: OofConfig, inp: Inputs, fold: int) -> FoldData:
+    """A fold's datasets, and the metadata encoder fitted on its training rows only."""
     is_val = (inp.folds["fold"] == fold).to_numpy()
     tr, va = inp.train[~is_val], inp.train[is_val]
+    in_inner = inner_split(cfg, tr, fold)
+    tr, inner = tr[~in_inner], tr[in_inner]
     enc = MetaEncoder.fit(cfg, cfg.model.meta_columns, tr) if cfg.model.meta else None
 
     def meta(df: pd.DataFrame) -> np.ndarray | None:
@@ -95,6 +119,10 @@ def fold_datasets(
     aug = build_transform(cfg.augment, inp.img_size, inp.mean, inp.std, train=True)
     plain = build_transform(cfg.augment, inp.img_size, inp.mean, inp.std, train=False)
     ids, tgt = cfg.columns.id, cfg.columns.target
+
+    def plain_ds(df: pd.DataFrame) -> LesionDataset:
+        return LesionDataset(df[ids].tolist(), inp.train_images, plain, df[tgt].to_numpy(), meta(df))
+
     train_ds = LesionDataset(
         tr[ids].tolist(),
         inp.train_images,
@@ -103,9 +131,8 @@ def fold_datasets(
         meta(tr),
         aug_seed=cfg.train.seed * 1000 + fold,
     )
-    valid_ds = LesionDataset(va[ids].tolist(), inp.train_images, plain, va[tgt].to_numpy(), meta(va))
     test_ds = LesionDataset(inp.test[ids].tolist(), inp.test_images, plain, None, meta(inp.test))
-    return train_ds, valid_ds, test_ds, enc
+    return FoldData(train_ds, plain_ds(va), test_ds, plain_ds(inner) if len(inner) else None, enc)
 
 
 def fold_prefix(out: Path, fold: int) -> Path:
@@ -131,11 +158,12 @@ def run_fold(
 ) -> dict:
     """Train (or resume) one fold, predict its held-out rows and the test set, write its files."""
     t0 = time.perf_counter()
-    train_ds, valid_ds, test_ds, enc = fold_datasets(cfg, inp, fold)
+    fd = fold_datasets(cfg, inp, fold)
+    train_ds, valid_ds, test_ds, enc = fd.train, fd.valid, fd.test, fd.encoder
     seed_everything(cfg.train.seed + fold)
     weights = resolve_weights(cfg.model)
     model = LesionNet(cfg.model, enc.size if enc else 0, weights)
-    trainer = FoldTrainer(cfg, model, rt, fold, train_ds, valid_ds, fold_prefix(out, fold), sha)
+    trainer = FoldTrainer(cfg, model, rt, fold, train_ds, valid_ds, fold_prefix(out, fold), sha, fd.inner)
     resumed_from = trainer.state.epoch if trainer.resume() else None
     trainer.fit(lambda log: write_log(out, done_log + [{"fold": fold} | r for r in log]))
     chosen, rule = trainer.chosen_model()
@@ -162,6 +190,8 @@ def run_fold(
         "inference_images_per_s": round((len(valid_ds) + len(test_ds)) * tta / max(infer_s, 1e-9), 1),
         "n_train_rows": len(train_ds),
         "n_valid_rows": len(valid_ds),
+        "n_inner_rows": len(fd.inner) if fd.inner else 0,
+        "stopped_early_after_epoch": trainer.state.stopped_early_after,
     }
     if rt.main:
         save_weights(out / f"fold{fold}.safetensors", chosen.state_dict(), {"checkpoint": rule})

@@ -76,14 +76,15 @@ def build_optimizer(model: nn.Module, t: TrainCfg) -> torch.optim.Optimizer:
     return cls(params, lr=t.lr, weight_decay=t.weight_decay)
 
 
-def build_scheduler(opt: torch.optim.Optimizer, t: TrainCfg, steps_per_epoch: int):
+def build_scheduler(opt: torch.optim.Optimizer, t: TrainCfg, steps_per_epoch: int, mode: str = "min"):
     """Per-step LambdaLR (cosine with linear warm-up, or constant) or a per-epoch ReduceLROnPlateau.
 
-    The plateau schedule watches the training loss, never the held-out fold being scored.
+    The plateau schedule watches the inner split of the training folds when there is one, else the
+    training loss; never the held-out fold being scored.
     """
     if t.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", factor=t.plateau_factor, patience=t.plateau_patience, min_lr=t.min_lr
+            opt, mode=mode, factor=t.plateau_factor, patience=t.plateau_patience, min_lr=t.min_lr
         )
     total = max(1, t.epochs * steps_per_epoch)
     warm = int(t.warmup_epochs * steps_per_epoch)
@@ -115,8 +116,9 @@ class FoldState:
     epoch: int = 0  # epochs completed
     step: int = 0
     log: list[dict] = field(default_factory=list)
-    best_score: float = -1.0
+    best_score: float = float("-inf")
     best_epoch: int = -1
+    stopped_early_after: int | None = None
 
 
 class FoldTrainer:
@@ -132,6 +134,7 @@ class FoldTrainer:
         valid_ds: LesionDataset,
         prefix: Path,
         config_sha: str,
+        inner_ds: LesionDataset | None = None,
     ) -> None:
         t = cfg.train
         self.cfg, self.t, self.rt, self.fold, self.prefix, self.config_sha = (
@@ -142,7 +145,7 @@ class FoldTrainer:
             prefix,
             config_sha,
         )
-        self.train_ds, self.valid_ds = train_ds, valid_ds
+        self.train_ds, self.valid_ds, self.inner_ds = train_ds, valid_ds, inner_ds
         mf = torch.channels_last if rt.channels_last else torch.contiguous_format
         self.raw = model.to(rt.device, memory_format=mf)
         self.model: nn.Module = self.raw
@@ -159,7 +162,8 @@ class FoldTrainer:
         )
         self.steps_per_epoch = min(len(self.loader), t.max_train_batches or len(self.loader))
         self.opt = build_optimizer(self.raw, t)
-        self.sched = build_scheduler(self.opt, t, self.steps_per_epoch)
+        watch_max = inner_ds is not None and t.monitor != "loss"
+        self.sched = build_scheduler(self.opt, t, self.steps_per_epoch, "max" if watch_max else "min")
         self.ema = None
         if t.ema_decay:
             from timm.utils import ModelEmaV3
@@ -275,7 +279,7 @@ class FoldTrainer:
         bar.close()
         seconds = time.perf_counter() - t0
         mean_loss = total / max(n_img, 1)
-        if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau) and self.inner_ds is None:
             self.sched.step(mean_loss)
         return {
             "epoch": epoch + 1,
@@ -286,15 +290,13 @@ class FoldTrainer:
             "train_images_per_s": round(n_img * self.rt.world / max(seconds, 1e-9), 1),
         }
 
-    def evaluate(self, model: nn.Module, prefix: str) -> dict:
-        """Held-out fold scores, for the log (and for the optimistic best-epoch option only)."""
-        p = predict(model, self.valid_ds, self.rt, tta=1, batch_size=self.cfg.predict.batch_size)
-        y = self.valid_ds.targets
-        out = {
-            f"{prefix}loss": float(
-                -np.mean(y * np.log(np.clip(p, 1e-7, 1)) + (1 - y) * np.log(np.clip(1 - p, 1e-7, 1)))
-            )
-        }
+    def evaluate(self, model: nn.Module, prefix: str, ds: LesionDataset | None = None) -> dict:
+        """Scores on `ds` (default the held-out fold, which is only logged unless best_optimistic)."""
+        ds = ds or self.valid_ds
+        p = predict(model, ds, self.rt, tta=1, batch_size=self.cfg.predict.batch_size)
+        y = ds.targets
+        pc = np.clip(p, 1e-7, 1 - 1e-7)
+        out = {f"{prefix}loss": float(-np.mean(y * np.log(pc) + (1 - y) * np.log(1 - pc)))}
         if 0 < y.sum() < len(y):
             out |= {f"{prefix}auc": metrics.auc(y, p), f"{prefix}pauc": metrics.pauc(y, p)}
         return out
@@ -302,33 +304,63 @@ class FoldTrainer:
     def fit(self, on_epoch: Callable[[list[dict]], None] | None = None) -> None:
         """Train the remaining epochs; after each, checkpoint and call on_epoch(log rows)."""
         for epoch in range(self.state.epoch, self.t.epochs):
+            if self.state.stopped_early_after is not None:
+                break
             row = self.train_epoch(epoch)
             row |= self.evaluate(self.raw, "valid_")
             if self.ema is not None:
                 row |= self.evaluate(self.ema.module, "ema_valid_")
+            if self.inner_ds is not None:
+                row |= self.evaluate(self.raw, "inner_", self.inner_ds)
+                if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.sched.step(row.get(f"inner_{self.t.monitor}", row["inner_loss"]))
             self.state.epoch = epoch + 1
             self._track_best(row)
+            patience = self.t.early_stopping_patience
+            if (
+                patience
+                and self.state.best_epoch > 0
+                and self.state.epoch - self.state.best_epoch >= patience
+            ):
+                self.state.stopped_early_after = self.state.epoch
             self.state.log.append(row)
             self.save()
             if on_epoch is not None and self.rt.main:
                 on_epoch(self.state.log)
 
+    def _score(self, row: dict) -> float | None:
+        """The number best-epoch tracking maximises, or None when nothing is tracked."""
+        if self.t.checkpoint == "best_optimistic":
+            return row.get("valid_pauc" if self.cfg.metric == "pauc80" else "valid_auc")
+        if self.inner_ds is None:
+            return None
+        value = row.get(f"inner_{self.t.monitor}")
+        if value is None:  # no positive in the inner split: fall back to its loss
+            value, sign = row["inner_loss"], -1.0
+        else:
+            sign = -1.0 if self.t.monitor == "loss" else 1.0
+        return sign * value
+
     def _track_best(self, row: dict) -> None:
-        if self.t.checkpoint != "best_optimistic":
+        score = self._score(row)
+        if score is None or score <= self.state.best_score:
             return
-        key = "valid_pauc" if self.cfg.metric == "pauc80" else "valid_auc"
-        score = row.get(key, -1.0)
-        if score > self.state.best_score:
-            self.state.best_score, self.state.best_epoch = score, row["epoch"]
+        self.state.best_score, self.state.best_epoch = score, row["epoch"]
+        if self.t.checkpoint in ("best_inner", "best_optimistic"):
             self.best = {k: v.detach().cpu().clone() for k, v in self.raw.state_dict().items()}
 
     def chosen_model(self) -> tuple[nn.Module, str]:
         """The weights that make the OOF and test predictions, and the rule that chose them."""
         if self.t.checkpoint == "ema":
             return self.ema.module, f"EMA weights (decay {self.t.ema_decay}) after epoch {self.state.epoch}"
-        if self.t.checkpoint == "best_optimistic" and self.best is not None:
+        if self.t.checkpoint in ("best_inner", "best_optimistic") and self.best is not None:
             model = copy.deepcopy(self.raw)
             model.load_state_dict(self.best)
+            if self.t.checkpoint == "best_inner":
+                return model, (
+                    f"best epoch {self.state.best_epoch} by inner-split {self.t.monitor} "
+                    f"(patients of the training folds; the scored fold took no part)"
+                )
             return model, (
                 f"best epoch {self.state.best_epoch} by the held-out fold's own score "
                 f"(OPTIMISTIC: the scored rows chose the checkpoint)"
