@@ -387,3 +387,31 @@ def test_best_inner_with_early_stopping(tiny_isic2024, tmp_path, monkeypatch):
 def test_best_inner_needs_an_inner_split():
     with pytest.raises(ConfigError, match="inner_val_fraction"):
         tiny_oof_config("/tmp/unused", "train.checkpoint=best_inner")
+
+
+def test_a_model_config_overrides_only_what_differs_from_its_base():
+    base = load_oof_config("isic2024", "mobilenetv2_128")
+    frozen = load_oof_config("isic2024", "mobilenetv2_128_frozen")
+    assert frozen.model.freeze_backbone and not base.model.freeze_backbone
+    assert frozen.model.backbone == base.model.backbone and frozen.train == base.train
+    assert frozen.run == "mobilenetv2_128_frozen"
+
+
+def test_circular_base_is_an_error(tmp_path, monkeypatch):
+    import foldstack.config as config_mod
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/a.yaml").write_text("base: b\n")
+    (tmp_path / "models/b.yaml").write_text("base: a\n")
+    monkeypatch.setattr(config_mod, "CONFIG_ROOT", tmp_path)
+    from foldstack.stage1.config import model_sources
+
+    with pytest.raises(ConfigError, match="circular base chain a -> b -> a"):
+        model_sources("a")
+
+
+def test_head_input_dropout_comes_first():
+    cfg = load_oof_config("isic2020", "effnet_b0_frozen", "model.backbone=test_efficientnet")
+    head = LesionNet(cfg.model).head
+    assert isinstance(head[0], torch.nn.Dropout) and head[0].p == 0.4
+    assert [type(m).__name__ for m in head] == ["Dropout", "Linear", "ReLU", "Linear"]

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from foldstack.config import CompetitionConfig, Frozen, build_config, config_path
+from foldstack.config import CompetitionConfig, Frozen, build_config, config_path, read_yaml
+from foldstack.errors import ConfigError
 
 
 class ModelCfg(Frozen):
@@ -18,7 +19,10 @@ class ModelCfg(Frozen):
     pretrained_file: str | None = None
     drop_rate: float = Field(0.2, ge=0, lt=1)
     head: tuple[int, ...] = Field((), description="hidden sizes of an MLP head; () = one linear layer")
-    head_dropout: float = Field(0.0, ge=0, lt=1)
+    head_dropout: float = Field(0.0, ge=0, lt=1, description="dropout before the head's last layer")
+    head_input_dropout: float = Field(
+        0.0, ge=0, lt=1, description="dropout on the features entering the head"
+    )
     meta: bool = Field(False, description="fuse an encoded metadata vector with the image features")
     meta_columns: tuple[str, ...] = ("age_approx", "sex", "anatom_site_general", "clin_size_long_diam_mm")
     meta_hidden: tuple[int, ...] = (64,)
@@ -116,8 +120,17 @@ class OofConfig(CompetitionConfig):
     predict: PredictCfg = PredictCfg()
 
 
+def model_sources(model: str, seen: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """A model config and, first, the chain of configs it names as `base` (it overrides only what differs)."""
+    if model in seen:
+        raise ConfigError(f"configs/models: circular base chain {' -> '.join((*seen, model))}")
+    tree = read_yaml(config_path("models", model))
+    base = tree.pop("base", None)
+    return ([*model_sources(base, (*seen, model))] if base else []) + [tree]
+
+
 def load_oof_config(comp: str, model: str, overrides: str | Iterable[str] | None = None) -> OofConfig:
-    """configs/competitions/<comp>.yaml + configs/models/<model>.yaml + overrides."""
+    """configs/competitions/<comp>.yaml + configs/models/<model>.yaml (+ its bases) + overrides."""
     # the run name defaults to the model config's name; an override `run=...` renames it
-    sources = [config_path("competitions", comp), {"run": model}, config_path("models", model)]
+    sources = [read_yaml(config_path("competitions", comp)), {"run": model}, *model_sources(model)]
     return build_config(OofConfig, sources, overrides)

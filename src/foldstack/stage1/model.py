@@ -89,6 +89,8 @@ class LesionNet(nn.Module):
             self.meta = mlp([n_meta, *cfg.meta_hidden], last_activation=False)
             n_feat += cfg.meta_hidden[-1] if cfg.meta_hidden else n_meta
         self.head = mlp([n_feat, *cfg.head, 1], dropout=cfg.head_dropout)
+        if cfg.head_input_dropout > 0:
+            self.head = nn.Sequential(nn.Dropout(cfg.head_input_dropout), *self.head)
         if cfg.freeze_backbone:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +101,9 @@ def inner_split(cfg: OofConfig, tr: pd.DataFrame, fold: int) -> np.ndarray:
 
     n_splits = max(2, round(1 / frac))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=cfg.train.seed + fold)
-    _, inner = next(splitter.split(tr, tr[cfg.columns.target], tr[cfg.columns.group]))
+    with warnings.catch_warnings():  # few positives: the split may hold none, then the inner loss is watched
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        _, inner = next(splitter.split(tr, tr[cfg.columns.target], tr[cfg.columns.group]))
     mask[inner] = True
     return mask
 
