@@ -25,12 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(args.data) if args.data else Path("data") / cfg.name
     models = [m for m in args.models.split(",") if m] or None
     r = run_stack(cfg, data_dir, models, workers=args.workers, n_trials=args.n_trials)
-    print(f"{'':24} {'OOF pAUC':>9} {'OOF AUC':>8}")
+    print(f"{'':24} {'OOF pAUC':>9} {'OOF AUC':>8} {'F1@0.5':>7}")
     rows = [(f"stack ({cfg.blend.method} blend)", r["stack"])]
     rows += [(f"  {n}", v) for n, v in r["models"].items()]
     rows += [("tabular only", r["tabular_only"])] + [(f"CNN {n}", v) for n, v in r["cnn"].items()]
     for label, v in rows:
-        print(f"{label:24} {v['oof_pauc']:9.4f} {v['oof_auc']:8.4f}")
+        f1 = f"{v['f1_at_0.5']:7.4f}" if "f1_at_0.5" in v else ""
+        print(f"{label:24} {v['oof_pauc']:9.4f} {v['oof_auc']:8.4f} {f1}")
     s = r["stack"]
     print(
         f"untouched hold-out fold {s['holdout_fold']}: "

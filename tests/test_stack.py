@@ -194,3 +194,17 @@ def test_train_and_test_matrices_must_have_the_same_columns():
         check_same_columns(a, a.assign(z=1.0))
     with pytest.raises(DataError, match=r"lacks \['y'\]"):
         check_same_columns(a, a[["x"]])
+
+
+def test_knn_baseline_saves_without_pickle_and_reloads(tmp_path):
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300), "c": pd.Categorical(["x"] * 300)})
+    y = (X["a"] > 1).astype(int).to_numpy()
+    est = GBDTClassifier(kind="knn", params={"n_neighbors": 7}).fit(X, y)
+    p = est.predict_proba(X)[:, 1]
+    assert set(np.round(p * 7).astype(int)) <= set(range(8))  # shares of 7 neighbours
+    est.save(tmp_path)
+    assert list(tmp_path.glob("*.knn.npz")) and not list(tmp_path.glob("*.pkl"))
+    (b,) = load_boosters(tmp_path)
+    np.testing.assert_allclose(b.predict(X), p)
+    assert (est.feature_importance() == 0).all()

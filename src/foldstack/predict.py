@@ -110,7 +110,7 @@ def stack_test_predictions(
 
 
 def _predict(kind: str, booster, X: pd.DataFrame) -> np.ndarray:
-    if kind == "lightgbm":
+    if kind in ("lightgbm", "knn"):
         return booster.predict(X)
     import xgboost as xgb
 

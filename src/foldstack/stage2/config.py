@@ -32,7 +32,7 @@ class ModelSpec(Frozen):
     """One stage-2 model: its engine, fixed parameters and the search space tuned by Optuna."""
 
     name: str
-    kind: Literal["lightgbm", "xgboost"]
+    kind: Literal["lightgbm", "xgboost", "knn"]
     params: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, SearchDim] = Field(default_factory=dict)
     n_estimators: int = Field(300, ge=1)

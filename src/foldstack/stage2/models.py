@@ -14,13 +14,64 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from foldstack import artifacts
 
-KINDS = ("lightgbm", "xgboost")
+KINDS = ("lightgbm", "xgboost", "knn")
 LGB_DEFAULTS = {"objective": "binary", "verbosity": -1, "n_jobs": 0}
 XGB_DEFAULTS = {"objective": "binary:logistic", "tree_method": "hist", "verbosity": 0}
 
 
+class KNNModel:
+    """k nearest neighbours on standardised numeric features: a baseline. Saved as .npz, never pickled."""
+
+    def __init__(
+        self, k: int, columns: list[str], mean: np.ndarray, std: np.ndarray, Z: np.ndarray, y: np.ndarray
+    ) -> None:
+        self.k, self.columns, self.mean, self.std, self.Z, self.y = k, columns, mean, std, Z, y
+        self._nn = None
+
+    @classmethod
+    def fit(cls, X: pd.DataFrame, y: np.ndarray, k: int) -> KNNModel:
+        num = X.select_dtypes(include="number")
+        mean, std = num.mean().to_numpy(), num.std().replace(0, 1).fillna(1).to_numpy()
+        return cls(k, list(num.columns), mean, std, cls._standardise(num.to_numpy(float), mean, std), y)
+
+    @staticmethod
+    def _standardise(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+        return np.nan_to_num((values - mean) / std, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """The share of positives among the k nearest training rows."""
+        from sklearn.neighbors import NearestNeighbors
+
+        if self._nn is None:
+            self._nn = NearestNeighbors(n_neighbors=min(self.k, len(self.Z))).fit(self.Z)
+        q = self._standardise(X[self.columns].to_numpy(float), self.mean, self.std)
+        _, idx = self._nn.kneighbors(q)
+        return self.y[idx].mean(axis=1)
+
+    def save(self, path: Path) -> None:
+        def write(p: Path) -> None:
+            with open(p, "wb") as f:
+                np.savez(
+                    f,
+                    k=self.k,
+                    columns=np.array(self.columns),
+                    mean=self.mean,
+                    std=self.std,
+                    Z=self.Z,
+                    y=self.y,
+                )
+
+        artifacts.write_atomic(path, write)
+
+    @classmethod
+    def load(cls, path: Path) -> KNNModel:
+        d = np.load(path, allow_pickle=False)
+        return cls(int(d["k"]), [str(c) for c in d["columns"]], d["mean"], d["std"], d["Z"], d["y"])
+
+
 class GBDTClassifier(ClassifierMixin, BaseEstimator):
-    """Gradient-boosted trees with optional negative undersampling and several seeds (averaged).
+    """Gradient-boosted trees (or the k-NN baseline, kind='knn', params n_neighbors) with optional
+    negative undersampling and several seeds (averaged).
 
     Follows the scikit-learn estimator contract: __init__ only stores hyperparameters, fit returns
     self, fitted state ends in '_', so `sklearn.base.clone` per fold and `set_params` are safe.
@@ -61,7 +112,9 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
         for seed in self.seeds:
             rows = self._rows(y, seed)
             Xs, ys = X.iloc[rows], y[rows]
-            if self.kind == "lightgbm":
+            if self.kind == "knn":
+                self.boosters_.append(KNNModel.fit(Xs, ys, int((self.params or {}).get("n_neighbors", 5))))
+            elif self.kind == "lightgbm":
                 params = LGB_DEFAULTS | {"seed": self.random_state + seed} | (self.params or {})
                 data = lgb.Dataset(Xs, ys, categorical_feature="auto", free_raw_data=True)
                 self.boosters_.append(lgb.train(params, data, num_boost_round=self.n_estimators))
@@ -79,7 +132,7 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
         return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
 
     def _predict_one(self, booster: Any, X: pd.DataFrame) -> np.ndarray:
-        if self.kind == "lightgbm":
+        if self.kind in ("lightgbm", "knn"):
             return booster.predict(X)
         return booster.predict(xgb.DMatrix(X, enable_categorical=True))
 
@@ -88,6 +141,8 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
         names = list(self.feature_names_in_)
         total = pd.Series(0.0, index=names)
         for b in self.boosters_:
+            if self.kind == "knn":
+                continue  # no importance for neighbours
             if self.kind == "lightgbm":
                 total += (
                     pd.Series(b.feature_importance("gain"), index=b.feature_name()).reindex(names).fillna(0)
@@ -100,7 +155,10 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
         """Native formats only: LightGBM model text, XGBoost JSON (never pickles)."""
         paths = []
         for i, b in enumerate(self.boosters_):
-            if self.kind == "lightgbm":
+            if self.kind == "knn":
+                path = folder / f"seed{i}.knn.npz"
+                b.save(path)
+            elif self.kind == "lightgbm":
                 path = folder / f"seed{i}.lgb.txt"
                 artifacts.write_atomic(path, lambda p, b=b: b.save_model(str(p)))
             else:
@@ -119,6 +177,8 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
 def load_boosters(folder: Path) -> list[Any]:
     """Boosters saved by GBDTClassifier.save, in seed order."""
     meta = json.loads((folder / "estimator.json").read_text())
+    if meta["kind"] == "knn":
+        return [KNNModel.load(p) for p in sorted(folder.glob("seed*.knn.npz"))]
     if meta["kind"] == "lightgbm":
         return [lgb.Booster(model_file=str(p)) for p in sorted(folder.glob("seed*.lgb.txt"))]
     out = []

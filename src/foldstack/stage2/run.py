@@ -124,7 +124,15 @@ def scores(metric_y: np.ndarray, p: np.ndarray, fold: np.ndarray) -> dict:
         }
         for f in np.unique(fold)
     ]
-    return {"oof_pauc": metrics.pauc(metric_y, p), "oof_auc": metrics.auc(metric_y, p), "per_fold": per}
+    at_half = metrics.threshold_metrics(metric_y, p, 0.5)
+    return {
+        "oof_pauc": metrics.pauc(metric_y, p),
+        "oof_auc": metrics.auc(metric_y, p),
+        "f1_at_0.5": at_half["f1"],
+        "precision_at_0.5": at_half["precision"],
+        "recall_at_0.5": at_half["recall"],
+        "per_fold": per,
+    }
 
 
 @dataclass

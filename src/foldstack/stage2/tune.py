@@ -141,6 +141,7 @@ def tune(
             _optimize(storage, study_name, spec, d, t, n, 0)
         else:
             shares = [n // workers + (i < n % workers) for i in range(workers)]
+            spec = _share_cores(spec, workers)
             ctx = mp.get_context("spawn")
             procs = [
                 ctx.Process(target=_worker, args=(t.storage, str(journal), study_name, spec, d, t, s, i))
@@ -155,6 +156,15 @@ def tune(
             if failed:
                 raise RuntimeError(f"{len(failed)} Optuna worker process(es) failed (exit codes {failed})")
     return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def _share_cores(spec: ModelSpec, workers: int) -> ModelSpec:
+    """Give each tuning process its share of the cores (OpenMP threads oversubscribed crawl)."""
+    import os
+
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    key = {"lightgbm": "n_jobs", "xgboost": "nthread"}.get(spec.kind)
+    return spec.model_copy(update={"params": {**spec.params, key: threads}}) if key else spec
 
 
 def best_sampled(study: optuna.Study) -> tuple[dict, float | None]:
