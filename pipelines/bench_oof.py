@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from foldstack import artifacts
-from foldstack.cli import base_parser, run_main
+from foldstack.cli import base_parser, data_dir, run_main
 from foldstack.data.metadata import read_metadata
 from foldstack.folds import folds_paths, make_folds
 from foldstack.stage1.bench import bench_oof
@@ -19,10 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=30)
     args = p.parse_args(argv)
     cfg = load_oof_config(args.comp, args.model, args.overrides)
-    data_dir = Path(args.data) if args.data else Path("data") / cfg.name
+    data = data_dir(args, cfg)
     if not folds_paths(cfg)[1].exists():
-        make_folds(cfg, read_metadata(cfg, data_dir, "train"), data_dir)
-    r = bench_oof(cfg, data_dir, steps=args.steps)
+        make_folds(cfg, read_metadata(cfg, data, "train"), data)
+    r = bench_oof(cfg, data, steps=args.steps)
     print(
         f"{r['model']} @ {r['img_size']} px, batch {r['batch_size']}, {r['device']}, amp={r['amp']}, "
         f"channels_last={r['channels_last']}, workers={r['num_workers']}, threads={r['torch_threads']}"

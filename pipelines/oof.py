@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from foldstack.cli import base_parser, run_main
+from foldstack.cli import base_parser, data_dir, run_main
 from foldstack.data.metadata import read_metadata
 from foldstack.folds import folds_paths, make_folds
 from foldstack.stage1.config import load_oof_config
@@ -19,12 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     cfg = load_oof_config(args.comp, args.model, args.overrides)
-    data_dir = Path(args.data) if args.data else Path("data") / cfg.name
+    data = data_dir(args, cfg)
     rt = make_runtime(cfg)
     if rt.main and not folds_paths(cfg)[1].exists():
-        make_folds(cfg, read_metadata(cfg, data_dir, "train"), data_dir)
+        make_folds(cfg, read_metadata(cfg, data, "train"), data)
     barrier(rt)
-    result = run_oof(cfg, data_dir, progress=not args.no_progress)
+    result = run_oof(cfg, data, progress=not args.no_progress)
     if result:
         keys = (
             "oof_pauc",

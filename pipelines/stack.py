@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from foldstack.cli import base_parser, run_main
+from foldstack.cli import base_parser, data_dir, run_main
 from foldstack.stage2.config import load_stack_config
 from foldstack.stage2.run import run_stack
 
@@ -22,9 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     extra = f" tuning.timeout={args.timeout}" if args.timeout else ""
     cfg = load_stack_config(args.comp, args.stack, args.overrides + extra)
-    data_dir = Path(args.data) if args.data else Path("data") / cfg.name
+    data = data_dir(args, cfg)
     models = [m for m in args.models.split(",") if m] or None
-    r = run_stack(cfg, data_dir, models, workers=args.workers, n_trials=args.n_trials)
+    r = run_stack(cfg, data, models, workers=args.workers, n_trials=args.n_trials)
     print(f"{'':24} {'OOF pAUC':>9} {'OOF AUC':>8} {'F1@0.5':>7}")
     rows = [(f"stack ({cfg.blend.method} blend)", r["stack"])]
     rows += [(f"  {n}", v) for n, v in r["models"].items()]

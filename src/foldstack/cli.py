@@ -20,10 +20,14 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def data_dir(args: argparse.Namespace, cfg: CompetitionConfig) -> Path:
+    """--data, else data/<comp>."""
+    return Path(args.data) if args.data else Path("data") / cfg.name
+
+
 def competition_from_args(args: argparse.Namespace) -> tuple[CompetitionConfig, Path]:
     cfg = load_competition(args.comp, args.overrides)
-    data_dir = Path(args.data) if args.data else Path("data") / cfg.name
-    return cfg, data_dir
+    return cfg, data_dir(args, cfg)
 
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:

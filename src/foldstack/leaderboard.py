@@ -12,12 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_curve
 
 from foldstack import artifacts, metrics
 from foldstack.config import CompetitionConfig
 from foldstack.errors import DataError
 from foldstack.folds import load_folds
+from foldstack.report import draw_roc, roc_axes, save_figure
 from foldstack.submission import ledger_path, read_ledger
 
 
@@ -108,23 +108,10 @@ def test_scores(cfg: CompetitionConfig, submission: Path, labels: pd.DataFrame) 
 def roc_plot(cfg: CompetitionConfig, top: list[tuple[str, pd.DataFrame]], path: Path) -> None:
     """OOF ROC curves of the top entries; the region that pAUC above 80% TPR scores is shaded."""
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    ax.axhline(0.8, ls="--", lw=1, color="black", label="TPR = 0.8; shaded: the area pAUC scores")
     for name, oof in top:
-        fpr, tpr, _ = roc_curve(oof["target"], oof["pred"])
-        pa = metrics.pauc(oof["target"], oof["pred"])
-        (line,) = ax.plot(fpr, tpr, lw=1.6, label=f"{name} (pAUC {pa:.4f})")
-        ax.fill_between(fpr, 0.8, np.maximum(tpr, 0.8), color=line.get_color(), alpha=0.12)
-    ax.plot([0, 1], [0, 1], ls=":", color="grey")
-    ax.set(
-        xlabel="false positive rate",
-        ylabel="true positive rate",
-        title=f"{cfg.name}: OOF ROC, top entries",
-        xlim=(0, 1),
-        ylim=(0, 1.01),
-    )
-    ax.legend(loc="lower right", fontsize=8)
-    artifacts.write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
+        draw_roc(ax, oof["target"], oof["pred"], name)
+    roc_axes(ax, f"{cfg.name}: OOF ROC, top entries")
+    save_figure(fig, path)
 
 
 def leaderboard(

@@ -15,7 +15,8 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 from foldstack import artifacts, metrics
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """PNG written atomically, figure closed."""
     artifacts.write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
 
@@ -26,18 +27,22 @@ def threshold_sweep(y: np.ndarray, p: np.ndarray, n: int = 101) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _roc(ax, y: np.ndarray, p: np.ndarray, title: str) -> None:
+def draw_roc(ax, y: np.ndarray, p: np.ndarray, label: str, color: str | None = None) -> None:
+    """One ROC curve with the area that pAUC above 80% TPR scores shaded under it."""
     fpr, tpr, _ = roc_curve(y, p)
-    ax.plot(fpr, tpr, color="#3b75af", lw=1.6, label=f"AUC {metrics.auc(y, p):.4f}")
-    ax.fill_between(
+    (line,) = ax.plot(
         fpr,
-        0.8,
-        np.maximum(tpr, 0.8),
-        color="#3b75af",
-        alpha=0.2,
-        label=f"pAUC above 80% TPR {metrics.pauc(y, p):.4f}",
+        tpr,
+        lw=1.6,
+        color=color,
+        label=f"{label} (AUC {metrics.auc(y, p):.4f}, pAUC {metrics.pauc(y, p):.4f})",
     )
-    ax.axhline(0.8, ls="--", lw=1, color="black")
+    ax.fill_between(fpr, 0.8, np.maximum(tpr, 0.8), color=line.get_color(), alpha=0.15)
+
+
+def roc_axes(ax, title: str) -> None:
+    """The TPR = 0.8 line, the chance diagonal, labels and legend of a ROC panel."""
+    ax.axhline(0.8, ls="--", lw=1, color="black", label="TPR = 0.8; shaded: the area pAUC scores")
     ax.plot([0, 1], [0, 1], ls=":", color="grey")
     ax.set(
         xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01)
@@ -50,8 +55,9 @@ def write_report(folder: Path, y: np.ndarray, p: np.ndarray, title: str, thresho
     out = folder / "report"
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    _roc(ax, y, p, f"{title}: OOF ROC")
-    _save(fig, out / "roc.png")
+    draw_roc(ax, y, p, "OOF", color="#3b75af")
+    roc_axes(ax, f"{title}: OOF ROC")
+    save_figure(fig, out / "roc.png")
 
     prec, rec, _ = precision_recall_curve(y, p)
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -65,7 +71,7 @@ def write_report(folder: Path, y: np.ndarray, p: np.ndarray, title: str, thresho
         ylim=(0, 1.01),
     )
     ax.legend(loc="upper right", fontsize=8)
-    _save(fig, out / "pr.png")
+    save_figure(fig, out / "pr.png")
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     bins = np.linspace(0, 1, 51)
@@ -80,7 +86,7 @@ def write_report(folder: Path, y: np.ndarray, p: np.ndarray, title: str, thresho
         )
     ax.set(xlabel="OOF prediction", ylabel="density", title=f"{title}: OOF score distributions", yscale="log")
     ax.legend(fontsize=8)
-    _save(fig, out / "scores.png")
+    save_figure(fig, out / "scores.png")
 
     sweep = threshold_sweep(y, p)
     artifacts.write_csv(out / "thresholds.csv", sweep)
@@ -91,7 +97,7 @@ def write_report(folder: Path, y: np.ndarray, p: np.ndarray, title: str, thresho
         xlabel="threshold", ylabel="value", title=f"{title}: precision / recall vs threshold", ylim=(0, 1.01)
     )
     ax.legend(fontsize=8)
-    _save(fig, out / "thresholds.png")
+    save_figure(fig, out / "thresholds.png")
 
     at_recall = metrics.threshold_for_recall(y, p, 0.8)
     result = {

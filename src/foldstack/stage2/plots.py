@@ -11,12 +11,7 @@ import matplotlib.pyplot as plt
 import optuna
 import pandas as pd
 
-from foldstack import artifacts
-
-
-def _save(fig, path: Path) -> None:
-    artifacts.write_atomic(path, lambda p: fig.savefig(p, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
+from foldstack.report import save_figure
 
 
 def feature_importance(imp: pd.DataFrame, path: Path, title: str, top: int = 30) -> None:
@@ -26,7 +21,7 @@ def feature_importance(imp: pd.DataFrame, path: Path, title: str, top: int = 30)
     ax.barh(head["feature"], head["gain"], color="#3b75af")
     ax.set_xlabel("total gain (mean over folds)")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def optuna_history(studies: dict[str, optuna.Study], path: Path, metric: str) -> None:
@@ -43,4 +38,4 @@ def optuna_history(studies: dict[str, optuna.Study], path: Path, metric: str) ->
         ax.set_xlabel("trial")
         ax.set_ylabel(f"inner-CV {metric}")
         ax.legend(loc="lower right")
-    _save(fig, path)
+    save_figure(fig, path)

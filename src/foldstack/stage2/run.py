@@ -175,8 +175,8 @@ def build_matrices(
     f = cfg.features
     X = build_features(cfg, f, train, {s.name: s.oof for s in s1}, levels)
     X_test = build_features(cfg, f, test, {s.name: s.test for s in s1}, levels)
-    X_tab = build_features(cfg, f, train, {}, levels) if s1 else X
-    X_tab_test = build_features(cfg, f, test, {}, levels) if s1 else X_test
+    cnn_cols = [c for c in X.columns if c.startswith("cnn_")]  # the tabular-only model drops just these
+    X_tab, X_tab_test = X.drop(columns=cnn_cols), X_test.drop(columns=cnn_cols)
     check_same_columns(X, X_test)
     y = folds["target"].to_numpy()
     check_leaks(X, y, cfg.table.train_only)
