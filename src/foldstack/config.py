@@ -50,12 +50,27 @@ class Files(Frozen):
 
 
 class Images(Frozen):
-    """Where the images live: an HDF5 file of JPEG bytes per id, or a folder of JPEG files."""
+    """Where the images live: an HDF5 file of JPEG bytes per id, or JPEG files in one folder or
+    several (HAM10000 ships its train images in two part folders)."""
 
     kind: Literal["hdf5", "jpeg_dir"]
-    train: str
-    test: str
+    train: str | tuple[str, ...]
+    test: str | tuple[str, ...]
     suffix: str = ".jpg"
+
+    def paths(self, split: str) -> tuple[str, ...]:
+        """The file or folders of a split ('train' or 'test'), always as a tuple."""
+        value = self.train if split == "train" else self.test
+        return (value,) if isinstance(value, str) else tuple(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> Images:
+        for split in ("train", "test"):
+            if not self.paths(split):
+                raise ValueError(f"images.{split} names no file or folder")
+            if self.kind == "hdf5" and len(self.paths(split)) > 1:
+                raise ValueError(f"images.{split}: an hdf5 store is one file, got {self.paths(split)}")
+        return self
 
 
 class Table(Frozen):
@@ -122,8 +137,13 @@ class CompetitionConfig(Frozen):
     """One competition: its files, column roles, metric and folds."""
 
     name: str
-    slug: str
-    metric: Literal["pauc80", "auc"]
+    slug: str = Field(description="the Kaggle competition slug; empty for a dataset that is no competition")
+    metric: Literal["pauc80", "auc", "macro_auc"]
+    classes: tuple[str, ...] = Field(
+        (),
+        description="multiclass: the target's labels in column order (one probability column each); "
+        "empty for a binary 0/1 target",
+    )
     code_competition: bool
     columns: Columns
     files: Files
@@ -142,7 +162,28 @@ class CompetitionConfig(Frozen):
                 raise ValueError(f"columns.{role} = {col!r} is not in table.columns")
         if self.columns.target not in self.table.train_only:
             raise ValueError(f"the target column {self.columns.target!r} must be listed in table.train_only")
+        if self.classes:
+            if len(self.classes) < 3 or len(set(self.classes)) != len(self.classes):
+                raise ValueError(f"classes must be 3 or more distinct labels, got {list(self.classes)}")
+            if self.metric != "macro_auc":
+                raise ValueError(f"a multiclass competition is scored by macro_auc, not {self.metric!r}")
+        elif self.metric == "macro_auc":
+            raise ValueError("metric macro_auc needs the class labels in `classes`")
         return self
+
+    @property
+    def multiclass(self) -> bool:
+        return bool(self.classes)
+
+    @property
+    def pred_columns(self) -> list[str]:
+        """The probability columns of every prediction file: ['pred'], or one 'pred_<label>' per class."""
+        return [f"pred_{c}" for c in self.classes] if self.classes else ["pred"]
+
+    @property
+    def submission_columns(self) -> list[str]:
+        """The sample submission's header: id then target, or id then one column per class."""
+        return [self.columns.id, *(self.classes or (self.columns.target,))]
 
     @property
     def run_dir(self) -> Path:

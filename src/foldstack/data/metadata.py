@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from foldstack.config import CompetitionConfig
@@ -99,13 +100,25 @@ def _check_roles(df: pd.DataFrame, cfg: CompetitionConfig, split: str, path: Pat
             f"{_shown(no_group)} (every row needs a {group} so folds can group by it)"
         )
     if split == "train":
-        bad = ~df[target].isin([0, 1])
+        allowed = list(cfg.classes) if cfg.multiclass else [0, 1]
+        bad = ~df[target].isin(allowed)
         if bad.any():
             rows = [f"{i}={v}" for i, v in zip(df.loc[bad, id_col], df.loc[bad, target], strict=True)]
+            expected = f"one of {', '.join(cfg.classes)}" if cfg.multiclass else "0 or 1"
             raise DataError(
-                f"{path}: the target column {target!r} must be 0 or 1 on every row; "
+                f"{path}: the target column {target!r} must be {expected} on every row; "
                 f"{int(bad.sum())} row(s) are not: {_shown(rows)}"
             )
+
+
+def target_codes(cfg: CompetitionConfig, values: pd.Series) -> np.ndarray:
+    """The target as integers: 0/1, or a multiclass label's index in cfg.classes."""
+    if not cfg.multiclass:
+        return values.astype(np.int64).to_numpy()
+    codes = pd.Categorical(values, categories=list(cfg.classes)).codes.astype(np.int64)
+    if (codes < 0).any():
+        raise DataError(f"target labels outside {list(cfg.classes)}: {sorted(set(values[codes < 0]))[:5]}")
+    return codes
 
 
 def read_metadata(cfg: CompetitionConfig, data_dir: Path, split: str) -> pd.DataFrame:
@@ -139,12 +152,12 @@ def feature_columns(cfg: CompetitionConfig) -> list[str]:
 
 
 def read_sample_submission(cfg: CompetitionConfig, data_dir: Path) -> pd.DataFrame:
-    """sample_submission.csv, checked to have exactly the header [id, target]."""
+    """sample_submission.csv, checked to have exactly the header [id, target] (or [id, *classes])."""
     path = Path(data_dir) / cfg.files.sample_submission
     if not path.is_file():
         raise DataError(f"{path}: the sample submission file does not exist")
     header = _read_header(path)
-    expected = [cfg.columns.id, cfg.columns.target]
+    expected = cfg.submission_columns
     if header != expected:
         raise DataError(f"{path}: expected the header {','.join(expected)}, found {','.join(header)}")
     df = pd.read_csv(path, dtype={cfg.columns.id: "str"})
