@@ -16,12 +16,18 @@ def main(argv: list[str] | None = None) -> int:
     meta = make_folds(cfg, train, data_dir, force=args.force)
     csv_path, _ = folds_paths(cfg)
     verb = "reused" if meta["reused"] else "wrote"
+    if cfg.multiclass:
+        counts = ", ".join(f"{c} {n}" for c, n in meta["class_counts"].items())
+        what, per = f"classes: {counts}", "classes present"
+    else:
+        what, per = f"{meta['positives']} positives", "positives"
+    groups = cfg.columns.group
     print(
         f"{verb} {csv_path}: k={meta['k']} seed={meta['seed']} sha256={meta['sha256'][:12]} "
-        f"({meta['rows']} rows, {meta['positives']} positives, {meta['groups']} patients)"
+        f"({meta['rows']} rows, {what}, {meta['groups']} groups of {groups})"
     )
     for f in meta["per_fold"]:
-        print(f"  fold {f['fold']}: {f['rows']} rows, {f['positives']} positives, {f['groups']} patients")
+        print(f"  fold {f['fold']}: {f['rows']} rows, {f['positives']} {per}, {f['groups']} groups")
     return 0
 
 

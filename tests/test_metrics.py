@@ -14,6 +14,8 @@ from foldstack.metrics import (
     METRICS,
     bootstrap_ci,
     confusion,
+    macro_auc,
+    multiclass_report,
     pauc,
     score,
     threshold_for_recall,
@@ -163,10 +165,10 @@ def test_auc_matches_sklearn():
 def test_score_dispatch():
     rng = np.random.default_rng(12)
     y, p = make_data(rng, 400, 0.2, 2)
-    assert set(METRICS) == {"pauc80", "auc"}
+    assert set(METRICS) == {"pauc80", "auc", "macro_auc"}
     assert score("pauc80", y, p) == pauc(y, p, min_tpr=0.8)
     assert score("auc", y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
-    with pytest.raises(ValueError, match=r"unknown metric 'pauc'.*auc, pauc80"):
+    with pytest.raises(ValueError, match=r"unknown metric 'pauc'.*auc, macro_auc, pauc80"):
         score("pauc", y, p)
 
 
@@ -312,3 +314,60 @@ def test_threshold_for_recall_is_the_largest_reaching_target(target):
     assert threshold_metrics(y, p, t)["recall"] >= target
     assert threshold_metrics(y, p, np.nextafter(t, np.inf))["recall"] < target
     assert threshold_metrics(y, p, t + 0.005)["recall"] < target
+
+
+# ----------------------------------------------------------------------------------------- multiclass
+def _multiclass(rng, n=600, c=4, signal=1.5):
+    y = rng.integers(0, c, n)
+    logits = rng.normal(size=(n, c)) + signal * np.eye(c)[y]
+    P = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return y, P
+
+
+def test_macro_auc_matches_sklearn_ovr_macro():
+    rng = np.random.default_rng(3)
+    y, P = _multiclass(rng)
+    assert macro_auc(y, P) == pytest.approx(
+        roc_auc_score(y, P, multi_class="ovr", average="macro"), abs=1e-12
+    )
+    assert score("macro_auc", y, P) == macro_auc(y, P)
+    # a class absent from y_true is left out of the mean instead of failing
+    keep = y != 2
+    expected = np.mean([roc_auc_score(y[keep] == c, P[keep, c]) for c in (0, 1, 3)])
+    assert macro_auc(y[keep], P[keep]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_macro_auc_rejects_bad_input():
+    rng = np.random.default_rng(4)
+    y, P = _multiclass(rng, n=50)
+    with pytest.raises(DataError, match=r"class indices 0\.\.3"):
+        macro_auc(np.where(y == 0, 7, y), P)
+    with pytest.raises(DataError, match=r"\(n, n_classes\) matrix"):
+        macro_auc(y, P[:, 0])
+    bad = P.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(DataError, match="NaN/inf"):
+        macro_auc(y, bad)
+
+
+def test_multiclass_report_counts_and_rates():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    P = np.array(
+        [[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.1, 0.6, 0.3], [0.2, 0.2, 0.6], [0.5, 0.2, 0.3]]
+    )
+    r = multiclass_report(y, P, ["a", "b", "c"])
+    assert r["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert r["per_class"]["a"]["recall"] == 0.5 and r["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert r["balanced_accuracy"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+    assert r["accuracy"] == pytest.approx(4 / 6)
+    assert r["macro_auc"] == pytest.approx(roc_auc_score(y, P, multi_class="ovr", average="macro"))
+    assert r["log_loss"] == pytest.approx(-np.mean(np.log(P[np.arange(6), y])))
+
+
+def test_bootstrap_macro_auc_by_group():
+    rng = np.random.default_rng(5)
+    y, P = _multiclass(rng, n=400, c=3, signal=1.0)
+    groups = np.repeat(np.arange(100), 4)
+    ci = bootstrap_ci(y, P, groups, metric="macro_auc", n_boot=100, seed=1)
+    assert ci["low"] < ci["point"] < ci["high"] and ci["n_boot"] == 100
+    assert ci["point"] == pytest.approx(macro_auc(y, P))

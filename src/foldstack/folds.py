@@ -12,22 +12,42 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from foldstack import artifacts
 from foldstack.config import CompetitionConfig
+from foldstack.data.metadata import target_codes
 from foldstack.errors import DataError
 
 FOLD_COLUMNS = ["id", "group", "target", "fold"]
 
 
-def assign_folds(ids: pd.Series, groups: pd.Series, target: pd.Series, k: int, seed: int) -> pd.DataFrame:
-    """id, group, target, fold with StratifiedGroupKFold; refuses k > groups or a fold without positives."""
+def assign_folds(
+    ids: pd.Series,
+    groups: pd.Series,
+    target: pd.Series | np.ndarray,
+    k: int,
+    seed: int,
+    classes: tuple[str, ...] = (),
+    group_word: str = "patients",
+) -> pd.DataFrame:
+    """id, group, target, fold with StratifiedGroupKFold.
+
+    `target` holds integer codes: 0/1, or with `classes` the index of each row's class. Refuses k
+    greater than the number of groups, and a fold without positives (binary) or without some class.
+    """
+    target = pd.Series(np.asarray(target), index=ids.index)
     n_groups = groups.nunique()
     if k > n_groups:
-        raise DataError(f"cannot make {k} folds from {n_groups} patients: set folds.k to at most {n_groups}")
-    n_pos_groups = groups[target == 1].nunique()
-    if n_pos_groups < k:
         raise DataError(
-            f"only {n_pos_groups} patients have a positive lesion, so some of the {k} folds would have no "
-            f"positives (no AUC can be scored there): set folds.k to at most {max(n_pos_groups, 2)}"
+            f"cannot make {k} folds from {n_groups} {group_word}: set folds.k to at most {n_groups}"
         )
+    labels = list(classes) or ["positive"]
+    codes = range(len(classes)) if classes else [1]
+    for code, label in zip(codes, labels, strict=True):
+        n_with = groups[target == code].nunique()
+        if n_with < k:
+            what = "a positive lesion" if not classes else f"a {label!r} row"
+            raise DataError(
+                f"only {n_with} {group_word} have {what}, so some of the {k} folds would have none "
+                f"(no AUC can be scored there): set folds.k to at most {max(n_with, 2)}"
+            )
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     fold = np.full(len(ids), -1, dtype=np.int64)
     for f, (_, val) in enumerate(splitter.split(np.zeros(len(ids)), target, groups)):
@@ -40,12 +60,13 @@ def assign_folds(ids: pd.Series, groups: pd.Series, target: pd.Series, k: int, s
             "fold": fold,
         }
     )
-    empty = [f for f in range(k) if out.loc[out["fold"] == f, "target"].sum() == 0]
-    if empty:
-        raise DataError(
-            f"folds {empty} have no positive rows with k={k}, seed={seed}: lower folds.k "
-            f"or try another folds.seed"
-        )
+    for code, label in zip(codes, labels, strict=True):
+        empty = [f for f in range(k) if not (out.loc[out["fold"] == f, "target"] == code).any()]
+        if empty:
+            raise DataError(
+                f"folds {empty} have no {label} rows with k={k}, seed={seed}: lower folds.k "
+                f"or try another folds.seed"
+            )
     return out
 
 
@@ -80,15 +101,28 @@ def make_folds(cfg: CompetitionConfig, train: pd.DataFrame, data_dir: Path, forc
             f"rerun with FORCE=1 to replace them (older runs will then be refused), or set runs_dir."
         )
     c = cfg.columns
-    folds = assign_folds(train[c.id], train[c.group], train[c.target], cfg.folds.k, cfg.folds.seed)
+    target = target_codes(cfg, train[c.target])
+    word = "patients" if "patient" in c.group else f"{c.group} groups"
+    folds = assign_folds(train[c.id], train[c.group], target, cfg.folds.k, cfg.folds.seed, cfg.classes, word)
+    counts = {"positives": int(folds["target"].sum())}
+    if cfg.multiclass:
+        n = np.bincount(folds["target"], minlength=len(cfg.classes))
+        counts = {
+            "classes": list(cfg.classes),
+            "class_counts": dict(zip(cfg.classes, n.tolist(), strict=True)),
+        }
     meta = wanted | {
         "sha256": folds_sha256(folds),
         "rows": len(folds),
-        "positives": int(folds["target"].sum()),
+        **counts,
         "groups": int(folds["group"].nunique()),
         "data_dir": str(data_dir),
         "per_fold": folds.groupby("fold")
-        .agg(rows=("id", "size"), positives=("target", "sum"), groups=("group", "nunique"))
+        .agg(
+            rows=("id", "size"),
+            positives=("target", "sum" if not cfg.multiclass else "nunique"),
+            groups=("group", "nunique"),
+        )
         .reset_index()
         .to_dict("records"),
         "git_commit": artifacts.git_commit(),

@@ -138,8 +138,96 @@ def auc(y_true: ArrayLike, y_score: ArrayLike, sample_weight: ArrayLike | None =
     return _auc_core(y, s, w)
 
 
-METRICS: dict[str, Callable[..., float]] = {"pauc80": partial(pauc, min_tpr=0.8), "auc": auc}
-_CORE: dict[str, _CoreMetric] = {"pauc80": partial(_pauc_core, max_fpr=_max_fpr(0.8)), "auc": _auc_core}
+# ------------------------------------------------------------------------------------------ multiclass
+def _validate_multiclass(
+    y_true: ArrayLike, y_prob: ArrayLike, sample_weight: ArrayLike | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Integer class labels 0..C-1 and an (n, C) finite score matrix; otherwise DataError."""
+    y = np.asarray(y_true)
+    P = np.asarray(y_prob, dtype=np.float64)
+    if y.ndim != 1:
+        raise DataError(f"y_true must be 1-D class indices, got shape {y.shape}")
+    if P.ndim != 2 or P.shape[1] < 2:
+        raise DataError(f"y_prob must be an (n, n_classes) matrix, got shape {P.shape}")
+    if len(y) != len(P):
+        raise DataError(f"y_true and y_prob differ in length: {len(y)} vs {len(P)}")
+    if len(y) == 0:
+        raise DataError("y_true and y_prob are empty")
+    if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= P.shape[1]:
+        bad = pd.unique(y[(y < 0) | (y >= P.shape[1])] if y.dtype.kind in "iuf" else y)[:5].tolist()
+        raise DataError(f"y_true must hold class indices 0..{P.shape[1] - 1}; got e.g. {bad}")
+    if not np.isfinite(P).all():
+        raise DataError(f"y_prob has {int((~np.isfinite(P)).sum())} NaN/inf value(s)")
+    w = None if sample_weight is None else _as_real(sample_weight, "sample_weight")
+    return y.astype(np.int64), P, w
+
+
+def _macro_auc_core(y: np.ndarray, P: np.ndarray, w: np.ndarray | None) -> float:
+    """Mean one-vs-rest AUC over the classes that have rows (with weight) and are not every row."""
+    weights = np.ones(len(y)) if w is None else w
+    aucs = []
+    for c in range(P.shape[1]):
+        pos = y == c
+        if (weights[pos] > 0).any() and (weights[~pos] > 0).any():
+            aucs.append(_auc_core(pos.astype(np.int64), P[:, c], w))
+    if not aucs:
+        raise DataError("macro AUC needs at least one class with both members and non-members")
+    return float(np.mean(aucs))
+
+
+def macro_auc(y_true: ArrayLike, y_prob: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+    """Macro one-vs-rest ROC AUC of an (n, C) probability matrix against class indices 0..C-1.
+
+    A class with no row in y_true has no AUC and is left out of the mean (as is a class that is
+    every row); with every class present this equals roc_auc_score(multi_class='ovr', average='macro').
+    """
+    y, P, w = _validate_multiclass(y_true, y_prob, sample_weight)
+    return _macro_auc_core(y, P, w)
+
+
+def multiclass_report(y_true: ArrayLike, y_prob: ArrayLike, classes: list[str] | tuple[str, ...]) -> dict:
+    """Macro OvR AUC, per-class AUC, balanced accuracy, accuracy, log loss, per-class precision /
+    recall / F1 / support and the confusion matrix (rows true, columns predicted = argmax)."""
+    y, P, _ = _validate_multiclass(y_true, y_prob)
+    if P.shape[1] != len(classes):
+        raise DataError(f"y_prob has {P.shape[1]} columns for {len(classes)} classes")
+    pred = P.argmax(axis=1)
+    labels = list(range(len(classes)))
+    prec, rec, f1, support = skm.precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    present = np.bincount(y, minlength=len(classes)) > 0
+    per_class = {}
+    for c, name in enumerate(classes):
+        one = (y == c).astype(np.int64)
+        per_class[name] = {
+            "auc": _auc_core(one, P[:, c], None) if 0 < one.sum() < len(one) else None,
+            "precision": float(prec[c]),
+            "recall": float(rec[c]),
+            "f1": float(f1[c]),
+            "support": int(support[c]),
+        }
+    Pc = np.clip(P / P.sum(axis=1, keepdims=True), 1e-15, 1)
+    return {
+        "macro_auc": _macro_auc_core(y, P, None),
+        "balanced_accuracy": float(np.mean(rec[present])),
+        "accuracy": float(np.mean(pred == y)),
+        "macro_f1": float(np.mean(f1[present])),
+        "log_loss": float(-np.mean(np.log(Pc[np.arange(len(y)), y]))),
+        "per_class": per_class,
+        "classes": list(classes),
+        "confusion": skm.confusion_matrix(y, pred, labels=labels).tolist(),
+    }
+
+
+METRICS: dict[str, Callable[..., float]] = {
+    "pauc80": partial(pauc, min_tpr=0.8),
+    "auc": auc,
+    "macro_auc": macro_auc,
+}
+_CORE: dict[str, _CoreMetric] = {
+    "pauc80": partial(_pauc_core, max_fpr=_max_fpr(0.8)),
+    "auc": _auc_core,
+    "macro_auc": _macro_auc_core,
+}
 
 
 def _check_metric(metric: str) -> str:
@@ -151,7 +239,8 @@ def _check_metric(metric: str) -> str:
 def score(
     metric: str, y_true: ArrayLike, y_score: ArrayLike, sample_weight: ArrayLike | None = None
 ) -> float:
-    """Score by metric name: 'pauc80' (ISIC 2024 pAUC, min_tpr=0.8) or 'auc'."""
+    """Score by metric name: 'pauc80' (ISIC 2024 pAUC, min_tpr=0.8), 'auc', or 'macro_auc' (y_score
+    an (n, C) matrix, y_true class indices)."""
     return METRICS[_check_metric(metric)](y_true, y_score, sample_weight=sample_weight)
 
 
@@ -182,7 +271,7 @@ def bootstrap_ci(
 
     Each resample draws as many groups as there are, with replacement; every row of a drawn group comes
     along, once per draw (done as row weights = multiplicity, which equals duplicating the rows).
-    Resamples with a single class are skipped. Returns 'point' (metric on all rows), 'low', 'high'
+    Resamples that lose a class of the data are skipped. Returns 'point' (metric on all rows), 'low', 'high'
     (the alpha/2 and 1 - alpha/2 quantiles) and 'n_boot' (the number of usable resamples).
     groups=None bootstraps rows.
     """
@@ -191,19 +280,24 @@ def bootstrap_ci(
         raise ValueError(f"n_boot must be >= 1, got {n_boot!r}")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    y, s, _ = _validate(y_true, y_score, need_both=metric)
+    if metric == "macro_auc":
+        y, s, _ = _validate_multiclass(y_true, y_score)
+        onehot = np.eye(s.shape[1])[y]  # a resample must keep every class the data has
+    else:
+        y, s, _ = _validate(y_true, y_score, need_both=metric)
+        onehot = np.column_stack([y == 0, y == 1]).astype(np.float64)
     codes, n_groups = _group_codes(groups, len(y))
-    pos_per_group = np.bincount(codes, weights=y, minlength=n_groups)
-    neg_per_group = np.bincount(codes, minlength=n_groups) - pos_per_group
+    per_group = np.stack([np.bincount(codes, weights=col, minlength=n_groups) for col in onehot.T], 1)
+    present = per_group.sum(axis=0) > 0
     rng = np.random.default_rng(seed)
     stats = []
     for _ in range(int(n_boot)):
         counts = np.bincount(rng.integers(0, n_groups, size=n_groups), minlength=n_groups)
-        if counts @ pos_per_group == 0 or counts @ neg_per_group == 0:
+        if ((counts @ per_group)[present] == 0).any():
             continue
         stats.append(core(y, s, counts[codes].astype(np.float64)))
     if not stats:
-        raise DataError(f"no bootstrap resample of {n_boot} had both classes; {metric} needs both")
+        raise DataError(f"no bootstrap resample of {n_boot} kept every class; {metric} needs them")
     low, high = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return {"point": core(y, s, None), "low": float(low), "high": float(high), "n_boot": len(stats)}
 

@@ -59,7 +59,7 @@ def cnn_test_predictions(
     for f in range(cfg.folds.k):
         info = json.loads((run_dir / f"fold{f}.json").read_text())
         enc = MetaEncoder(**info["meta_encoder"]) if info.get("meta_encoder") else None
-        model = LesionNet(cfg.model, enc.size if enc else 0)
+        model = LesionNet(cfg.model, enc.size if enc else 0, n_outputs=cfg.n_outputs)
         model.load_state_dict(load_file(str(run_dir / f"fold{f}.safetensors")))
         model.to(rt.device)
         ds = LesionDataset(

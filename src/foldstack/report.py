@@ -1,4 +1,9 @@
-"""A run's report/ folder: ROC (pAUC region shaded), PR, OOF score distributions, threshold sweep."""
+"""A run's report/ folder.
+
+Binary: ROC (pAUC region shaded), PR, OOF score distributions, threshold sweep, confusion matrices at
+the chosen threshold and at 80% recall. Multiclass: one-vs-rest ROC per class, per-class precision /
+recall / F1, the confusion matrix (argmax) counted and row-normalised, and the scores as JSON.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from foldstack import artifacts, metrics
+from foldstack.config import CompetitionConfig
 
 
 def save_figure(fig, path: Path) -> None:
@@ -50,8 +56,36 @@ def roc_axes(ax, title: str) -> None:
     ax.legend(loc="lower right", fontsize=8)
 
 
-def write_report(folder: Path, y: np.ndarray, p: np.ndarray, title: str, threshold: float = 0.5) -> dict:
-    """Write folder/report/{roc,pr,scores,thresholds}.png, thresholds.csv and report.json; return the JSON."""
+def draw_confusion(ax, cm: np.ndarray, labels: list[str], title: str, normalise: bool = False) -> None:
+    """A confusion heatmap, rows = true class, columns = predicted; counts (or row shares) written in."""
+    cm = np.asarray(cm, dtype=float)
+    shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalise else cm
+    ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalise else max(shown.max(), 1))
+    ticks = range(len(labels))
+    ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="true", title=title)
+    ax.set_xticklabels(labels, rotation=45, ha="right")
+    ax.set_yticklabels(labels)
+    top = shown.max() if shown.size else 1
+    for i in ticks:
+        for j in ticks:
+            text = f"{shown[i, j]:.2f}" if normalise else f"{int(cm[i, j])}"
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if shown[i, j] > 0.6 * top else "black",
+            )
+
+
+def write_report(
+    cfg: CompetitionConfig, folder: Path, y: np.ndarray, p: np.ndarray, title: str, threshold: float = 0.5
+) -> dict:
+    """Write folder/report/ (see the module doc) and report.json; return the JSON."""
+    if cfg.multiclass:
+        return write_multiclass_report(cfg, folder, y, p, title)
     out = folder / "report"
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -100,11 +134,69 @@ def write_report(folder: Path, y: np.ndarray, p: np.ndarray, title: str, thresho
     save_figure(fig, out / "thresholds.png")
 
     at_recall = metrics.threshold_for_recall(y, p, 0.8)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+    for ax, t, what in ((axes[0], threshold, "chosen threshold"), (axes[1], at_recall, "80% recall")):
+        draw_confusion(ax, metrics.confusion(y, p, t), ["benign", "malignant"], f"{what}: p >= {t:.3g}")
+    fig.suptitle(f"{title}: OOF confusion")
+    save_figure(fig, out / "confusion.png")
     result = {
         "auc": metrics.auc(y, p),
         "pauc": metrics.pauc(y, p),
         "at_threshold": metrics.threshold_metrics(y, p, threshold),
         "at_recall_0.8": metrics.threshold_metrics(y, p, at_recall),
     }
+    artifacts.write_json(out / "report.json", result)
+    return result
+
+
+def write_multiclass_report(
+    cfg: CompetitionConfig, folder: Path, y: np.ndarray, P: np.ndarray, title: str
+) -> dict:
+    """report/: roc.png (one-vs-rest per class), per_class.csv/.png, confusion.png, report.json."""
+    out = folder / "report"
+    y, P = np.asarray(y).astype(int), np.asarray(P, dtype=float)
+    labels = list(cfg.classes)
+    result = metrics.multiclass_report(y, P, labels)
+
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    for c, name in enumerate(labels):
+        one = (y == c).astype(int)
+        if 0 < one.sum() < len(one):
+            fpr, tpr, _ = roc_curve(one, P[:, c])
+            ax.plot(
+                fpr, tpr, lw=1.4, label=f"{name} (AUC {result['per_class'][name]['auc']:.3f}, n={one.sum()})"
+            )
+    ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    ax.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title=f"{title}: one-vs-rest ROC, macro AUC {result['macro_auc']:.4f}",
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    save_figure(fig, out / "roc.png")
+
+    table = pd.DataFrame(result["per_class"]).T.rename_axis("class").reset_index()
+    artifacts.write_csv(out / "per_class.csv", table)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    x = np.arange(len(labels))
+    for i, col in enumerate(("precision", "recall", "f1")):
+        ax.bar(x + (i - 1) * 0.27, table[col].astype(float), width=0.27, label=col)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels)
+    ax.set(
+        ylim=(0, 1.01),
+        ylabel="value",
+        title=f"{title}: per class at argmax (balanced accuracy {result['balanced_accuracy']:.3f})",
+    )
+    ax.legend(fontsize=8)
+    save_figure(fig, out / "per_class.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    draw_confusion(axes[0], np.array(result["confusion"]), labels, "counts")
+    draw_confusion(axes[1], np.array(result["confusion"]), labels, "share of each true class", normalise=True)
+    fig.suptitle(f"{title}: OOF confusion matrix (predicted = argmax)")
+    save_figure(fig, out / "confusion.png")
     artifacts.write_json(out / "report.json", result)
     return result

@@ -49,7 +49,7 @@ def bench_oof(
     fd = fold_datasets(cfg, inp, 0)
     train_ds, valid_ds, test_ds, enc = fd.train, fd.valid, fd.test, fd.encoder
     seed_everything(cfg.train.seed)
-    model = LesionNet(cfg.model, enc.size if enc else 0)
+    model = LesionNet(cfg.model, enc.size if enc else 0, n_outputs=cfg.n_outputs)
     trainer = FoldTrainer(cfg, model, rt, 0, train_ds, valid_ds, Path("/nonexistent/bench"), "bench")
     trainer.model.train()
     batches = _endless(trainer.loader)

@@ -54,6 +54,9 @@ class TrainCfg(Frozen):
         None, gt=0, le=1, description="share of the negatives drawn afresh each epoch (overrides neg_ratio)"
     )
     pos_weight: float | Literal["auto"] | None = Field(None, description="BCE pos_weight; auto = neg/pos")
+    class_weight: Literal["balanced"] | None = Field(
+        None, description="multiclass: cross-entropy class weights, balanced = n / (C * n_class)"
+    )
     ema_decay: float | None = Field(None, gt=0, lt=1)
     checkpoint: Literal["last", "ema", "best_inner", "best_optimistic"] = Field(
         "last",
@@ -67,7 +70,9 @@ class TrainCfg(Frozen):
         description="share of the training patients held out inside the fold for "
         "early stopping, the plateau schedule and best_inner (never the scored fold)",
     )
-    monitor: Literal["loss", "auc", "pauc"] = Field("loss", description="what the inner split watches")
+    monitor: Literal["loss", "auc", "pauc"] = Field(
+        "loss", description="what the inner split watches (auc: the macro one-vs-rest AUC for multiclass)"
+    )
     early_stopping_patience: int | None = Field(None, ge=1, description="epochs without inner improvement")
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool | Literal["auto"] = "auto"
@@ -118,6 +123,28 @@ class OofConfig(CompetitionConfig):
     train: TrainCfg = TrainCfg()
     augment: tuple[AugmentCfg, ...] = ()
     predict: PredictCfg = PredictCfg()
+
+    @property
+    def n_outputs(self) -> int:
+        """Logits per image: 1 (sigmoid) for a binary target, one per class (softmax) for multiclass."""
+        return len(self.classes) if self.multiclass else 1
+
+    @model_validator(mode="after")
+    def _check_task(self) -> OofConfig:
+        t = self.train
+        if self.multiclass:
+            if t.neg_ratio > 0 or t.neg_fraction is not None:
+                raise ValueError(
+                    f"{self.name} is multiclass: negative sampling has no meaning there; set "
+                    f"train.neg_ratio=0 (and no train.neg_fraction): every row is shown every epoch"
+                )
+            if t.pos_weight is not None:
+                raise ValueError("train.pos_weight is for a binary target; use train.class_weight=balanced")
+            if t.monitor == "pauc":
+                raise ValueError("train.monitor=pauc is for a binary target; use auc (macro) or loss")
+        elif t.class_weight is not None:
+            raise ValueError("train.class_weight is for multiclass targets; use train.pos_weight")
+        return self
 
 
 def model_sources(model: str, seen: tuple[str, ...] = ()) -> list[dict[str, Any]]:

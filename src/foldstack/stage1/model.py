@@ -78,9 +78,11 @@ def create_backbone(cfg: ModelCfg, weights: str | None) -> nn.Module:
 
 
 class LesionNet(nn.Module):
-    """image (+ metadata vector) -> {'logit': (B,), 'features': (B, F)}."""
+    """image (+ metadata vector) -> {'logit': (B,) or (B, n_outputs) for multiclass, 'features': (B, F)}."""
 
-    def __init__(self, cfg: ModelCfg, n_meta: int = 0, weights: str | None = None) -> None:
+    def __init__(
+        self, cfg: ModelCfg, n_meta: int = 0, weights: str | None = None, n_outputs: int = 1
+    ) -> None:
         super().__init__()
         self.backbone = create_backbone(cfg, weights)
         n_feat = self.backbone.num_features
@@ -88,7 +90,8 @@ class LesionNet(nn.Module):
         if cfg.meta and n_meta > 0:
             self.meta = mlp([n_meta, *cfg.meta_hidden], last_activation=False)
             n_feat += cfg.meta_hidden[-1] if cfg.meta_hidden else n_meta
-        self.head = mlp([n_feat, *cfg.head, 1], dropout=cfg.head_dropout)
+        self.head = mlp([n_feat, *cfg.head, n_outputs], dropout=cfg.head_dropout)
+        self.n_outputs = n_outputs
         if cfg.head_input_dropout > 0:
             self.head = nn.Sequential(nn.Dropout(cfg.head_input_dropout), *self.head)
         if cfg.freeze_backbone:
@@ -108,4 +111,5 @@ class LesionNet(nn.Module):
             if meta is None:
                 raise ValueError("this model fuses metadata: pass the meta tensor")
             feats = torch.cat([feats, self.meta(meta.to(feats.dtype))], dim=1)
-        return {"logit": self.head(feats).squeeze(1), "features": feats}
+        logit = self.head(feats)
+        return {"logit": logit.squeeze(1) if self.n_outputs == 1 else logit, "features": feats}

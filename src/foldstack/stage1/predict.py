@@ -16,7 +16,8 @@ from foldstack.stage1.runtime import Runtime, gather_objects
 def predict(
     model: nn.Module, ds: LesionDataset, rt: Runtime, tta: int, batch_size: int, desc: str | None = None
 ) -> np.ndarray:
-    """Probability per row of `ds`: the mean of sigmoid(logit) over `tta` flip views."""
+    """Probability per row of `ds`: the mean over `tta` flip views of sigmoid(logit), shape (n,), or
+    for a multiclass model of softmax(logits), shape (n, n_classes)."""
     was_training = model.training
     model.eval()
     shard = np.arange(rt.rank, len(ds), rt.world)
@@ -35,20 +36,23 @@ def predict(
     ):
         x = batch["image"].to(rt.device, non_blocking=True).contiguous(memory_format=mf)
         meta = batch["meta"].to(rt.device, non_blocking=True)
-        prob = torch.zeros(len(x), device=rt.device)
+        prob = None
         with torch.autocast(rt.device.type, dtype=rt.amp_dtype or torch.float32, enabled=use_amp):
             for view in flip_views(x, tta):
-                logit = model(view, meta if meta.shape[1] else None)["logit"]
-                prob += torch.sigmoid(logit.float())
+                logit = model(view, meta if meta.shape[1] else None)["logit"].float()
+                p = torch.softmax(logit, dim=1) if logit.ndim == 2 else torch.sigmoid(logit)
+                prob = p if prob is None else prob + p
         out.append((prob / tta).cpu().numpy())
     model.train(was_training)
-    local = np.concatenate(out) if out else np.zeros(0, np.float32)
+    width = getattr(model, "n_outputs", 1)
+    local = np.concatenate(out) if out else np.zeros((0, width) if width > 1 else 0, np.float32)
     parts = gather_objects((shard, local), rt)
     rows = np.concatenate([r for r, _ in parts])
     if len(rows) != len(ds) or not np.array_equal(np.sort(rows), np.arange(len(ds))):
         raise RuntimeError(
             f"gathered {len(rows)} predictions for {len(ds)} rows: shards overlap or miss rows"
         )
-    preds = np.empty(len(ds), np.float64)
-    preds[rows] = np.concatenate([v for _, v in parts])
+    values = np.concatenate([v for _, v in parts])
+    preds = np.empty((len(ds), *values.shape[1:]), np.float64)
+    preds[rows] = values
     return preds

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import timm
 
-from foldstack import artifacts, metrics
-from foldstack.config import to_yaml
+from foldstack import artifacts, predictions
+from foldstack.config import CompetitionConfig, to_yaml
 from foldstack.data.images import ImageStore, check_ids, open_images
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
@@ -68,6 +68,7 @@ def load_inputs(cfg: OofConfig, data_dir: Path) -> Inputs:
             f"`make folds FORCE=1 DATA={data_dir}`"
         )
     train = train.set_index(ids).loc[folds["id"]].reset_index()  # rows in folds.csv order
+    train[cfg.columns.target] = folds["target"].to_numpy()  # integer codes: 0/1 or the class index
     train_images, test_images = open_images(cfg, data_dir, "train"), open_images(cfg, data_dir, "test")
     check_ids(train_images, train[ids])
     check_ids(test_images, test[ids])
@@ -165,7 +166,7 @@ def run_fold(
     train_ds, valid_ds, test_ds, enc = fd.train, fd.valid, fd.test, fd.encoder
     seed_everything(cfg.train.seed + fold)
     weights = resolve_weights(cfg.model)
-    model = LesionNet(cfg.model, enc.size if enc else 0, weights)
+    model = LesionNet(cfg.model, enc.size if enc else 0, weights, cfg.n_outputs)
     trainer = FoldTrainer(cfg, model, rt, fold, train_ds, valid_ds, fold_prefix(out, fold), sha, fd.inner)
     resumed_from = trainer.state.epoch if trainer.resume() else None
     trainer.fit(lambda log: write_log(out, done_log + [{"fold": fold} | r for r in log]))
@@ -175,10 +176,8 @@ def run_fold(
     oof = predict(chosen, valid_ds, rt, tta, bs, desc=f"fold {fold} OOF")
     test = predict(chosen, test_ds, rt, tta, bs, desc=f"fold {fold} test")
     infer_s = time.perf_counter() - t1
-    y = valid_ds.targets
     info = {
-        "auc": metrics.auc(y, oof),
-        "pauc": metrics.pauc(y, oof),
+        **predictions.headline(cfg, valid_ds.targets.astype(np.int64), oof),
         "fold": fold,
         "config_sha": sha,
         "checkpoint": rule,
@@ -187,6 +186,7 @@ def run_fold(
         "resumed_from_epoch": resumed_from,
         "pretrained_weights": weights or "none (random init)",
         "pos_weight": trainer.pos_weight,
+        "class_weights": trainer.class_weights,
         "log": [{"fold": fold} | r for r in trainer.state.log],
         "meta_encoder": enc.state() if enc else None,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -201,9 +201,12 @@ def run_fold(
         ids = cfg.columns.id
         preds = pd.concat(
             [
-                pd.DataFrame({"id": valid_ds.ids, "split": "oof", "pred": oof}),
-                pd.DataFrame({"id": inp.test[ids].tolist(), "split": "test", "pred": test}),
-            ]
+                pd.DataFrame({"id": valid_ds.ids, "split": "oof"}).join(predictions.columns_frame(cfg, oof)),
+                pd.DataFrame({"id": inp.test[ids].tolist(), "split": "test"}).join(
+                    predictions.columns_frame(cfg, test)
+                ),
+            ],
+            ignore_index=True,
         )
         artifacts.write_parquet(out / f"fold{fold}.preds.parquet", preds)
         artifacts.write_json(fold_prefix(out, fold).with_suffix(".json"), info)
@@ -214,46 +217,47 @@ def run_fold(
 
 def assemble(cfg: OofConfig, inp: Inputs, out: Path, infos: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """oof.parquet (one row per train id, from the one model that never saw it) and test.parquet."""
-    k = cfg.folds.k
+    k, cols = cfg.folds.k, cfg.pred_columns
     preds = [pd.read_parquet(out / f"fold{f}.preds.parquet") for f in range(k)]
     oof = pd.concat([p[p["split"] == "oof"].assign(fold=f) for f, p in enumerate(preds)])
     oof = inp.folds[["id", "fold", "target"]].merge(
-        oof[["id", "fold", "pred"]], on="id", how="left", suffixes=("", "_pred"), validate="one_to_one"
+        oof[["id", "fold", *cols]], on="id", how="left", suffixes=("", "_pred"), validate="one_to_one"
     )
-    if oof["pred"].isna().any() or not (oof["fold"] == oof["fold_pred"]).all():
+    if oof[cols].isna().any(axis=None) or not (oof["fold"] == oof["fold_pred"]).all():
         raise DataError(f"{out}: the fold predictions do not cover every train id exactly once from its fold")
     oof["checkpoint"] = [infos[f]["checkpoint"] for f in oof["fold"]]
     oof = oof.drop(columns="fold_pred")
     ids = inp.test[cfg.columns.id].tolist()
     test = pd.DataFrame({"id": ids})
+    per_fold = []
     for f, p in enumerate(preds):
-        t = p[p["split"] == "test"].set_index("id")["pred"]
+        t = p[p["split"] == "test"].set_index("id")[cols]
         if len(t) != len(ids) or set(t.index) != set(ids):
             raise DataError(f"{out}/fold{f}.preds.parquet: test ids differ from {cfg.files.test}")
-        test[f"pred_fold{f}"] = t.loc[ids].to_numpy()
-    fold_cols = [f"pred_fold{f}" for f in range(k)]
-    test.insert(1, "pred", test[fold_cols].mean(axis=1))
-    return oof, test
+        per_fold.append(t.loc[ids].to_numpy())
+    mean = predictions.columns_frame(cfg, np.mean(per_fold, axis=0))
+    folds = [
+        predictions.columns_frame(cfg, v, predictions.fold_columns(cfg, f)) for f, v in enumerate(per_fold)
+    ]
+    return oof, pd.concat([test, mean, *folds], axis=1)
 
 
-def score_oof(cfg: OofConfig, oof: pd.DataFrame) -> dict:
-    y, p = oof["target"].to_numpy(), oof["pred"].to_numpy()
+def score_oof(cfg: CompetitionConfig, oof: pd.DataFrame) -> dict:
+    """Pooled OOF headline scores (oof_<name>), their per-fold means (fold_<name>_mean) and per fold."""
+    y, p = oof["target"].to_numpy(), predictions.read(cfg, oof, "oof.parquet")
     per_fold = []
-    for f, g in oof.groupby("fold"):
-        per_fold.append(
-            {
-                "fold": int(f),
-                "rows": len(g),
-                "positives": int(g["target"].sum()),
-                "auc": metrics.auc(g["target"], g["pred"]),
-                "pauc": metrics.pauc(g["target"], g["pred"]),
-            }
+    for f in sorted(oof["fold"].unique()):
+        m = (oof["fold"] == f).to_numpy()
+        count = (
+            {"classes_present": len(np.unique(y[m]))} if cfg.multiclass else {"positives": int(y[m].sum())}
         )
+        per_fold.append(
+            {"fold": int(f), "rows": int(m.sum()), **count, **predictions.headline(cfg, y[m], p[m])}
+        )
+    pooled = predictions.headline(cfg, y, p)
     return {
-        "oof_auc": metrics.auc(y, p),
-        "oof_pauc": metrics.pauc(y, p),
-        "fold_auc_mean": float(np.mean([r["auc"] for r in per_fold])),
-        "fold_pauc_mean": float(np.mean([r["pauc"] for r in per_fold])),
+        **{f"oof_{k}": v for k, v in pooled.items()},
+        **{f"fold_{k}_mean": float(np.mean([r[k] for r in per_fold])) for k in pooled},
         "per_fold": per_fold,
     }
 
@@ -311,10 +315,8 @@ def run_oof(cfg: OofConfig, data_dir: Path, progress: bool = True) -> dict:
         infos.append(run_fold(cfg, inp, rt, out, fold, sha, [r for i in infos for r in i["log"]]))
         if rt.main:
             i = infos[-1]
-            print(
-                f"fold {fold}: {i['checkpoint']}; held-out pAUC {i['pauc']:.4f} AUC {i['auc']:.4f} "
-                f"({i['seconds']} s)"
-            )
+            scores = " ".join(f"{k} {v:.4f}" for k, v in predictions.headline_of(cfg, i).items())
+            print(f"fold {fold}: {i['checkpoint']}; held-out {scores} ({i['seconds']} s)")
     if not rt.main:
         return {}
     write_log(out, [r for i in infos for r in i["log"]])
@@ -323,5 +325,5 @@ def run_oof(cfg: OofConfig, data_dir: Path, progress: bool = True) -> dict:
     artifacts.write_parquet(out / "test.parquet", test)
     result = run_metrics(cfg, inp, rt, oof, infos, time.time() - t0)
     artifacts.write_json(out / "metrics.json", result)
-    write_report(out, oof["target"].to_numpy(), oof["pred"].to_numpy(), cfg.run)
+    write_report(cfg, out, oof["target"].to_numpy(), predictions.read(cfg, oof, "oof.parquet"), cfg.run)
     return result

@@ -101,6 +101,15 @@ def build_scheduler(opt: torch.optim.Optimizer, t: TrainCfg, steps_per_epoch: in
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def class_weights(t: TrainCfg, targets: np.ndarray, n_classes: int) -> list[float] | None:
+    """Cross-entropy class weights: None, or 'balanced' = n / (C * count), a class with no row gets 0."""
+    if t.class_weight is None:
+        return None
+    counts = np.bincount(targets.astype(np.int64), minlength=n_classes).astype(float)
+    w = np.where(counts > 0, len(targets) / (n_classes * np.maximum(counts, 1)), 0.0)
+    return [round(float(v), 6) for v in w]
+
+
 def pos_weight(t: TrainCfg, targets: np.ndarray) -> float | None:
     """BCE pos_weight: the config's number, or negatives/positives of what one epoch actually shows."""
     if t.pos_weight != "auto":
@@ -155,6 +164,9 @@ class FoldTrainer:
         if t.compile and rt.device.type == "cuda":
             self.model = torch.compile(self.model)
         y = train_ds.targets
+        self.multiclass = cfg.multiclass
+        if self.multiclass:  # every row every epoch: epoch_indices draws "negatives" among all rows
+            y = np.zeros(len(y), np.float32)
         n_neg = t.negatives(int((y == 1).sum()), int((y == 0).sum()))
         self.sampler = EpochSampler(y, n_neg, t.seed + fold, rt.rank, rt.world)
         self.loader = make_loader(
@@ -170,11 +182,19 @@ class FoldTrainer:
 
             self.ema = ModelEmaV3(self.raw, decay=t.ema_decay)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
-        pw = pos_weight(t, train_ds.targets)
-        self.pos_weight = pw
-        self.loss_fn = nn.BCEWithLogitsLoss(
-            pos_weight=None if pw is None else torch.tensor(pw, device=rt.device)
-        )
+        if self.multiclass:
+            cw = class_weights(t, train_ds.targets, cfg.n_outputs)
+            self.pos_weight = None
+            self.class_weights = cw
+            self.loss_fn: nn.Module = nn.CrossEntropyLoss(
+                weight=None if cw is None else torch.tensor(cw, device=rt.device)
+            )
+        else:
+            pw = pos_weight(t, train_ds.targets)
+            self.pos_weight, self.class_weights = pw, None
+            self.loss_fn = nn.BCEWithLogitsLoss(
+                pos_weight=None if pw is None else torch.tensor(pw, device=rt.device)
+            )
         self.state = FoldState()
         self.best: dict[str, torch.Tensor] | None = None
 
@@ -236,7 +256,7 @@ class FoldTrainer:
             rt.device.type, dtype=rt.amp_dtype or torch.float32, enabled=rt.amp_dtype is not None
         ):
             logit = self.model(x, meta if meta.shape[1] else None)["logit"]
-        loss = self.loss_fn(logit.float(), y)
+        loss = self.loss_fn(logit.float(), y.long() if self.multiclass else y)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.t.grad_clip:
@@ -295,6 +315,12 @@ class FoldTrainer:
         ds = ds or self.valid_ds
         p = predict(model, ds, self.rt, tta=1, batch_size=self.cfg.predict.batch_size)
         y = ds.targets
+        if self.multiclass:  # loss: cross-entropy; auc: the macro one-vs-rest AUC
+            yi = y.astype(np.int64)
+            out = {f"{prefix}loss": float(-np.mean(np.log(np.clip(p[np.arange(len(yi)), yi], 1e-7, 1))))}
+            if len(np.unique(yi)) > 1:
+                out[f"{prefix}auc"] = metrics.macro_auc(yi, p)
+            return out
         pc = np.clip(p, 1e-7, 1 - 1e-7)
         out = {f"{prefix}loss": float(-np.mean(y * np.log(pc) + (1 - y) * np.log(1 - pc)))}
         if 0 < y.sum() < len(y):

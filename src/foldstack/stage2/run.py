@@ -317,4 +317,4 @@ def _write(
         out / "inputs.json", {"stage1_runs": list(result["cnn"]), "columns": list(m.X.columns)}
     )
     artifacts.write_json(out / "metrics.json", result)
-    write_report(out, m.y, blended, f"stack {cfg.run}")
+    write_report(cfg, out, m.y, blended, f"stack {cfg.run}")

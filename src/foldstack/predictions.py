@@ -1,0 +1,73 @@
+"""Prediction columns shared by every stage: one `pred` for a binary target, one `pred_<label>` per class
+for a multiclass one, and `<column>_fold<k>` for the fold models' test predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from foldstack import metrics
+from foldstack.config import CompetitionConfig
+from foldstack.errors import DataError
+
+
+def fold_columns(cfg: CompetitionConfig, fold: int) -> list[str]:
+    """The test-prediction columns of one fold model: pred_fold<k>, or pred_<label>_fold<k> per class."""
+    return [f"{c}_fold{fold}" for c in cfg.pred_columns]
+
+
+def as_matrix(values: np.ndarray) -> np.ndarray:
+    """(n,) -> (n, 1); (n, C) unchanged."""
+    a = np.asarray(values, dtype=np.float64)
+    return a[:, None] if a.ndim == 1 else a
+
+
+def squeeze(values: np.ndarray) -> np.ndarray:
+    """(n, 1) -> (n,): the binary shape the metrics and plots take; (n, C) unchanged."""
+    a = np.asarray(values, dtype=np.float64)
+    return a[:, 0] if a.ndim == 2 and a.shape[1] == 1 else a
+
+
+def columns_frame(
+    cfg: CompetitionConfig, values: np.ndarray, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """A frame of the prediction columns (or `columns`) from an (n,) or (n, C) array."""
+    cols = columns or cfg.pred_columns
+    m = as_matrix(values)
+    if m.shape[1] != len(cols):
+        raise DataError(f"{m.shape[1]} prediction column(s) for {len(cols)} names {cols}")
+    return pd.DataFrame(m, columns=cols)
+
+
+def read(
+    cfg: CompetitionConfig, frame: pd.DataFrame, where: str, columns: list[str] | None = None
+) -> np.ndarray:
+    """The prediction columns of `frame` as (n,) (binary) or (n, C); a missing column names `where`."""
+    cols = columns or cfg.pred_columns
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{where}: missing prediction column(s) {missing} (a {cfg.name} prediction file has {cols})"
+        )
+    return squeeze(frame[cols].to_numpy(dtype=np.float64))
+
+
+def headline(cfg: CompetitionConfig, y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """The scores every table shows: AUC and pAUC (binary), or macro OvR AUC, balanced accuracy,
+    accuracy, macro F1 and log loss (multiclass)."""
+    if cfg.multiclass:
+        r = metrics.multiclass_report(y, p, cfg.classes)
+        return {k: r[k] for k in ("macro_auc", "balanced_accuracy", "accuracy", "macro_f1", "log_loss")}
+    return {"auc": metrics.auc(y, p), "pauc": metrics.pauc(y, p)}
+
+
+def main_key(cfg: CompetitionConfig) -> str:
+    """The headline key of the competition metric: pauc, auc or macro_auc."""
+    return {"pauc80": "pauc", "auc": "auc", "macro_auc": "macro_auc"}[cfg.metric]
+
+
+def headline_of(cfg: CompetitionConfig, record: dict) -> dict[str, float]:
+    """The two headline scores of a record for a one-line print: pAUC and AUC, or macro AUC and
+    balanced accuracy."""
+    keys = ("macro_auc", "balanced_accuracy") if cfg.multiclass else ("pauc", "auc")
+    return {k: record[k] for k in keys if k in record}
