@@ -68,10 +68,22 @@ def main(argv: list[str] | None = None) -> int:
     path, row = write_submission(cfg, data_dir, source)
     ledger = ledger_path(cfg)
     record(ledger, row)
-    print(f"wrote {path} (sha256 {row['sha256'][:12]}), OOF pAUC {row['oof_pauc']:.4f}; ledger {ledger}")
-    message = (
-        args.message or f"foldstack {row['name']} (OOF pAUC {row['oof_pauc']:.4f}, {row['git_commit'][:10]})"
+    score = (
+        f"OOF pAUC {row['oof_pauc']:.4f}"
+        if row["oof_pauc"] is not None
+        else f"OOF {'macro ' if cfg.multiclass else ''}AUC {row['oof_auc']:.4f}"
     )
+    print(f"wrote {path} (sha256 {row['sha256'][:12]}), {score}; ledger {ledger}")
+    if not cfg.slug:
+        record(
+            ledger, row | {"kaggle_status": "local only", "note": f"{cfg.name} is not a Kaggle competition"}
+        )
+        print(
+            f"{cfg.name} has no Kaggle competition (slug is empty): the file is written and validated, "
+            "not sent"
+        )
+        return 0
+    message = args.message or f"foldstack {row['name']} ({score}, {row['git_commit'][:10]})"
     flow = submit_code if cfg.code_competition else submit_file
     try:
         result = flow(cfg, source if cfg.code_competition else path, message, args.dry_run)

@@ -13,8 +13,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from foldstack import artifacts, metrics
+from foldstack import artifacts, metrics, predictions
 from foldstack.config import CompetitionConfig
+from foldstack.data.metadata import target_codes
 from foldstack.errors import DataError
 from foldstack.folds import load_folds
 from foldstack.report import draw_roc, roc_axes, save_figure
@@ -50,19 +51,22 @@ def collect(cfg: CompetitionConfig, out_dir: Path = Path("submissions")) -> list
     return entries
 
 
+def _key(metric: str) -> str:
+    return {"pauc80": "pauc"}.get(metric, metric)
+
+
 def oof_scores(cfg: CompetitionConfig, oof: pd.DataFrame, groups: pd.Series) -> dict:
-    """Pooled OOF pAUC/AUC with a patient-bootstrap 95% interval, and the per-fold mean and spread."""
-    y, p = oof["target"].to_numpy(), oof["pred"].to_numpy()
+    """Pooled OOF scores with a group-bootstrap 95% interval and the per-fold mean and spread: pAUC and
+    AUC (binary) or macro OvR AUC, plus balanced accuracy without an interval (multiclass)."""
+    y, p = oof["target"].to_numpy(), predictions.read(cfg, oof, "oof.parquet")
     g = groups.loc[oof["id"]].to_numpy()
+    fold = oof["fold"].to_numpy()
     lb = cfg.leaderboard
     out = {}
-    for name in ("pauc80", "auc"):
+    for name in ("macro_auc",) if cfg.multiclass else ("pauc80", "auc"):
         ci = metrics.bootstrap_ci(y, p, g, metric=name, n_boot=lb.n_boot, seed=lb.seed)
-        per = [
-            metrics.score(name, y[oof["fold"] == f], p[oof["fold"] == f])
-            for f in sorted(oof["fold"].unique())
-        ]
-        key = "pauc" if name == "pauc80" else "auc"
+        per = [metrics.score(name, y[fold == f], p[fold == f]) for f in np.unique(fold)]
+        key = _key(name)
         out |= {
             f"oof_{key}": ci["point"],
             f"oof_{key}_lo": ci["low"],
@@ -70,35 +74,54 @@ def oof_scores(cfg: CompetitionConfig, oof: pd.DataFrame, groups: pd.Series) -> 
             f"fold_{key}_mean": float(np.mean(per)),
             f"fold_{key}_std": float(np.std(per)),
         }
+    if cfg.multiclass:
+        r = metrics.multiclass_report(y, p, cfg.classes)
+        out |= {
+            "oof_balanced_accuracy": r["balanced_accuracy"],
+            "oof_macro_f1": r["macro_f1"],
+            **{f"auc_{c}": v["auc"] for c, v in r["per_class"].items()},
+        }
     return out
 
 
 def test_scores(cfg: CompetitionConfig, submission: Path, labels: pd.DataFrame) -> dict:
-    """Test pAUC/AUC against the labels, and public/private scores over random patient splits."""
+    """Test scores against the labels, and public/private scores (the competition metric) over random
+    splits of the test groups."""
     idc, gc, tc = cfg.columns.id, cfg.columns.group, cfg.columns.target
     sub = pd.read_csv(submission, dtype={idc: str})
-    merged = labels.merge(sub, on=idc, suffixes=("_true", ""), validate="one_to_one")
+    sub = sub.rename(columns=dict(zip(cfg.submission_columns[1:], cfg.pred_columns, strict=True)))
+    merged = labels.merge(sub, on=idc, validate="one_to_one")
     if len(merged) != len(labels):
         raise DataError(f"{submission}: {len(labels) - len(merged)} labelled ids have no prediction")
-    y, p, g = merged[f"{tc}_true"].to_numpy(), merged[tc].to_numpy(), merged[gc].to_numpy()
+    y = target_codes(cfg, merged[tc])
+    p, g = predictions.read(cfg, merged, str(submission)), merged[gc].to_numpy()
     lb = cfg.leaderboard
-    patients = np.unique(g)
+    key = _key(cfg.metric)
+    groups = np.unique(g)
     rng = np.random.default_rng(lb.seed)
     gaps, first = [], None
     for _ in range(lb.n_splits):
         public = np.isin(
-            g, rng.choice(patients, max(1, round(lb.public_fraction * len(patients))), replace=False)
+            g, rng.choice(groups, max(1, round(lb.public_fraction * len(groups))), replace=False)
         )
-        if len(np.unique(y[public])) < 2 or len(np.unique(y[~public])) < 2:
+        try:
+            pub, priv = (
+                metrics.score(cfg.metric, y[public], p[public]),
+                metrics.score(cfg.metric, y[~public], p[~public]),
+            )
+        except DataError:  # a split without both classes has no score
             continue
-        pub, priv = metrics.pauc(y[public], p[public]), metrics.pauc(y[~public], p[~public])
         first = first or (pub, priv)
         gaps.append(pub - priv)
-    out = {"test_pauc": metrics.pauc(y, p), "test_auc": metrics.auc(y, p)}
+    out = {
+        f"test_{k}": v
+        for k, v in predictions.headline(cfg, y, p).items()
+        if k in ("auc", "pauc", "macro_auc", "balanced_accuracy")
+    }
     if first:
         out |= {
-            "public_pauc": first[0],
-            "private_pauc": first[1],
+            f"public_{key}": first[0],
+            f"private_{key}": first[1],
             "public_minus_private_p05": float(np.percentile(gaps, 5)),
             "public_minus_private_p95": float(np.percentile(gaps, 95)),
         }
@@ -106,11 +129,31 @@ def test_scores(cfg: CompetitionConfig, submission: Path, labels: pd.DataFrame) 
 
 
 def roc_plot(cfg: CompetitionConfig, top: list[tuple[str, pd.DataFrame]], path: Path) -> None:
-    """OOF ROC curves of the top entries; the region that pAUC above 80% TPR scores is shaded."""
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    for name, oof in top:
-        draw_roc(ax, oof["target"], oof["pred"], name)
-    roc_axes(ax, f"{cfg.name}: OOF ROC, top entries")
+    """Binary: OOF ROC curves of the top entries with the pAUC region shaded. Multiclass: each top
+    entry's one-vs-rest AUC per class, side by side."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5) if not cfg.multiclass else (8, 4.5))
+    if not cfg.multiclass:
+        for name, oof in top:
+            draw_roc(ax, oof["target"], oof["pred"], name)
+        roc_axes(ax, f"{cfg.name}: OOF ROC, top entries")
+    else:
+        x = np.arange(len(cfg.classes))
+        width = 0.8 / max(len(top), 1)
+        for i, (name, oof) in enumerate(top):
+            r = metrics.multiclass_report(
+                oof["target"].to_numpy(), predictions.read(cfg, oof, name), cfg.classes
+            )
+            aucs = [r["per_class"][c]["auc"] or np.nan for c in cfg.classes]
+            ax.bar(
+                x + (i - (len(top) - 1) / 2) * width,
+                aucs,
+                width,
+                label=f"{name} (macro {r['macro_auc']:.3f})",
+            )
+        ax.set_xticks(x)
+        ax.set_xticklabels(cfg.classes)
+        ax.set(ylim=(0.5, 1.0), ylabel="one-vs-rest OOF AUC", title=f"{cfg.name}: per-class AUC, top entries")
+        ax.legend(fontsize=7, loc="lower right")
     save_figure(fig, path)
 
 
@@ -129,13 +172,13 @@ def leaderboard(
         if e.oof is not None:
             row |= oof_scores(cfg, e.oof, groups)
             if e.kind != "submission":
-                curves.append((e.name, e.oof, row["oof_pauc"]))
+                curves.append((e.name, e.oof, row[f"oof_{_key(cfg.metric)}"]))
         if e.submission is not None and labels is not None and e.submission.exists():
             row |= test_scores(cfg, e.submission, labels)
         rows.append(row)
     if not rows:
         raise DataError(f"nothing to rank under {cfg.run_dir}: run `make oof` / `make stack` first")
-    table = pd.DataFrame(rows).sort_values("oof_pauc", ascending=False, na_position="last")
+    table = pd.DataFrame(rows).sort_values(f"oof_{_key(cfg.metric)}", ascending=False, na_position="last")
     folder = out_dir / cfg.name
     artifacts.write_csv(folder / "leaderboard.csv", table)
     artifacts.write_text(folder / "leaderboard.md", to_markdown(cfg, table, labels_path))
@@ -156,10 +199,23 @@ def to_markdown(cfg: CompetitionConfig, table: pd.DataFrame, labels: Path | None
             "fold_pauc_mean",
             "fold_pauc_std",
             "oof_auc",
+            "oof_macro_auc",
+            "oof_macro_auc_lo",
+            "oof_macro_auc_hi",
+            "fold_macro_auc_mean",
+            "fold_macro_auc_std",
+            "oof_balanced_accuracy",
+            "oof_macro_f1",
             "test_pauc",
             "test_auc",
+            "test_macro_auc",
+            "test_balanced_accuracy",
             "public_pauc",
             "private_pauc",
+            "public_auc",
+            "private_auc",
+            "public_macro_auc",
+            "private_macro_auc",
             "public_minus_private_p05",
             "public_minus_private_p95",
         )
@@ -168,9 +224,10 @@ def to_markdown(cfg: CompetitionConfig, table: pd.DataFrame, labels: Path | None
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     body = "".join("| " + " | ".join(_fmt(r[c]) for c in cols) + " |\n" for _, r in table.iterrows())
     note = (
-        f"\nOOF scores pool each run's out-of-fold predictions; [lo, hi] is a patient-bootstrap 95% interval "
+        f"\nOOF scores pool each run's out-of-fold predictions; [lo, hi] is a {cfg.columns.group}-bootstrap "
+        f"95% interval "
         f"({cfg.leaderboard.n_boot} resamples). Test scores use {labels or 'no labels file'}; public/private "
-        f"split {cfg.leaderboard.public_fraction:.0%} of test patients, spread over "
+        f"split {cfg.leaderboard.public_fraction:.0%} of test {cfg.columns.group} groups, spread over "
         f"{cfg.leaderboard.n_splits} random splits (5th-95th percentile of public - private).\n"
     )
     return f"# Offline leaderboard: {cfg.name} ({cfg.metric})\n\n{head}{body}{note}"

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from safetensors.torch import load_file
 
-from foldstack import artifacts
+from foldstack import artifacts, predictions
 from foldstack.cli import run_main
 from foldstack.config import build_config
 from foldstack.data.images import check_ids, open_images
@@ -30,8 +30,8 @@ from foldstack.stage1.predict import predict
 from foldstack.stage1.run import preprocessing
 from foldstack.stage1.runtime import make_runtime
 from foldstack.stage2.config import StackConfig
-from foldstack.stage2.features import build_features
-from foldstack.stage2.models import load_boosters
+from foldstack.stage2.features import build_features, cnn_inputs
+from foldstack.stage2.models import load_boosters, predict_booster
 from foldstack.stage2.run import blend
 
 T = TypeVar("T", OofConfig, StackConfig)
@@ -47,7 +47,8 @@ def _runs_root_config(cls: type[T], path: Path, runs_root: Path) -> T:
 def cnn_test_predictions(
     run_dir: Path, runs_root: Path, data_dir: Path, progress: bool = True
 ) -> pd.DataFrame:
-    """id, pred, pred_fold<k> of one stage-1 run on `data_dir`'s test split (same TTA as training)."""
+    """id, the prediction columns and their per-fold copies of one stage-1 run on `data_dir`'s test split
+    (same TTA as training)."""
     cfg: OofConfig = _runs_root_config(OofConfig, run_dir / "config.yaml", runs_root)
     test = read_metadata(cfg, data_dir, "test")
     ids = test[cfg.columns.id].tolist()
@@ -55,7 +56,7 @@ def cnn_test_predictions(
     check_ids(store, ids)
     size, mean, std = preprocessing(cfg)
     rt = make_runtime(cfg, progress)
-    out = pd.DataFrame({"id": ids})
+    per_fold = []
     for f in range(cfg.folds.k):
         info = json.loads((run_dir / f"fold{f}.json").read_text())
         enc = MetaEncoder(**info["meta_encoder"]) if info.get("meta_encoder") else None
@@ -69,29 +70,42 @@ def cnn_test_predictions(
             None,
             enc.transform(test) if enc else None,
         )
-        out[f"pred_fold{f}"] = predict(
-            model, ds, rt, cfg.predict.tta, cfg.predict.batch_size, desc=f"{run_dir.name} fold {f}"
+        per_fold.append(
+            predict(model, ds, rt, cfg.predict.tta, cfg.predict.batch_size, desc=f"{run_dir.name} fold {f}")
         )
-    folds = [c for c in out.columns if c.startswith("pred_fold")]
-    out.insert(1, "pred", out[folds].mean(axis=1))
-    return out
+    return prediction_frame(cfg, ids, per_fold)
+
+
+def prediction_frame(cfg, ids: list[str], per_fold: list[np.ndarray]) -> pd.DataFrame:
+    """id, the mean of the fold models in the prediction columns, then each fold's columns."""
+    frame = predictions.columns_frame
+    return pd.concat(
+        [
+            pd.DataFrame({"id": ids}),
+            frame(cfg, np.mean(per_fold, axis=0)),
+            *(frame(cfg, p, predictions.fold_columns(cfg, f)) for f, p in enumerate(per_fold)),
+        ],
+        axis=1,
+    )
 
 
 def stack_test_predictions(
     stack_dir: Path, runs_root: Path, data_dir: Path, progress: bool = True
 ) -> pd.DataFrame:
-    """id, pred, pred_fold<k> of a trained stack on `data_dir`'s test split."""
+    """id, the prediction columns and their per-fold copies of a trained stack on `data_dir`'s test split."""
     cfg: StackConfig = _runs_root_config(StackConfig, stack_dir / "config.yaml", runs_root)
     test = read_metadata(cfg, data_dir, "test")
     levels = json.loads((stack_dir / "levels.json").read_text())
     inputs = json.loads((stack_dir / "inputs.json").read_text())
     cnn = {
-        name: cnn_test_predictions(runs_root / cfg.name / "oof" / name, runs_root, data_dir, progress)[
-            "pred"
-        ].to_numpy()
+        name: predictions.read(
+            cfg,
+            cnn_test_predictions(runs_root / cfg.name / "oof" / name, runs_root, data_dir, progress),
+            f"stage-1 run {name}",
+        )
         for name in inputs["stage1_runs"]
     }
-    X = build_features(cfg, cfg.features, test, cnn, levels)
+    X = build_features(cfg, cfg.features, test, cnn_inputs(cfg, cnn), levels)
     if list(X.columns) != inputs["columns"]:
         raise DataError(f"{stack_dir}: the features built now differ from those the models were trained on")
     k = cfg.folds.k
@@ -100,38 +114,31 @@ def stack_test_predictions(
         preds = {}
         for spec in cfg.models:
             boosters = load_boosters(stack_dir / "models" / spec.name / f"fold{f}")
-            preds[spec.name] = np.mean([_predict(spec.kind, b, X) for b in boosters], axis=0)
+            n_classes = len(cfg.classes) if cfg.multiclass else 2
+            preds[spec.name] = np.mean(
+                [predict_booster(spec.kind, b, X, n_classes) for b in boosters], axis=0
+            )
         per_fold.append(blend(preds, cfg.blend.method, cfg.blend.weights))
-    out = pd.DataFrame({"id": test[cfg.columns.id].tolist()})
-    out["pred"] = np.mean(per_fold, axis=0)
-    for f in range(k):
-        out[f"pred_fold{f}"] = per_fold[f]
-    return out
-
-
-def _predict(kind: str, booster, X: pd.DataFrame) -> np.ndarray:
-    if kind in ("lightgbm", "knn"):
-        return booster.predict(X)
-    import xgboost as xgb
-
-    return booster.predict(xgb.DMatrix(X, enable_categorical=True))
+    return prediction_frame(cfg, test[cfg.columns.id].tolist(), per_fold)
 
 
 def submission_frame(cfg, data_dir: Path, preds: pd.DataFrame) -> pd.DataFrame:
-    """preds in the order and header of data_dir's sample_submission.csv."""
+    """preds in the order and header of data_dir's sample_submission.csv (id, target or id, *classes)."""
     sample = read_sample_submission(cfg, data_dir)
-    idc, tc = cfg.columns.id, cfg.columns.target
-    by_id = preds.set_index("id")["pred"]
+    idc = cfg.columns.id
+    by_id = preds.set_index("id")[cfg.pred_columns]
     missing = sorted(set(sample[idc]) - set(by_id.index))
     if missing:
         raise DataError(f"no prediction for {len(missing)} sample_submission id(s): {missing[:10]}")
     values = by_id.loc[sample[idc]].to_numpy(dtype=float)
-    bad = ~np.isfinite(values) | (values < 0) | (values > 1)
+    bad = (~np.isfinite(values) | (values < 0) | (values > 1)).any(axis=1)
     if bad.any():
         raise DataError(
             f"predictions outside [0, 1] or not finite for ids {sample.loc[bad, idc].tolist()[:10]}"
         )
-    return pd.DataFrame({idc: sample[idc], tc: values})
+    out = pd.DataFrame(values, columns=cfg.submission_columns[1:])
+    out.insert(0, idc, sample[idc].to_numpy())
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,7 +53,7 @@ def source_metrics(source: Path) -> dict:
     return {
         "folds_sha256": m.get("folds_sha256"),
         "oof_pauc": scores.get("oof_pauc"),
-        "oof_auc": scores.get("oof_auc"),
+        "oof_auc": scores.get("oof_auc", scores.get("oof_macro_auc")),  # multiclass: the macro OvR AUC
         "run": m.get("run", source.parent.name),
     }
 
@@ -69,9 +69,12 @@ def validate_predictions(
     cfg: CompetitionConfig, test: pd.DataFrame, sample: pd.DataFrame, source: Path, fold_sha: str | None
 ) -> None:
     """Refuse anything Kaggle would reject or that breaks the fold contract; messages name the ids."""
-    idc = cfg.columns.id
-    if "id" not in test or "pred" not in test:
-        raise DataError(f"{source}: expected columns id, pred (+ pred_fold<k>), found {list(test.columns)}")
+    idc, cols = cfg.columns.id, cfg.pred_columns
+    if "id" not in test or any(c not in test for c in cols):
+        raise DataError(
+            f"{source}: expected columns id, {', '.join(cols)} (+ their _fold<k> copies), "
+            f"found {list(test.columns)}"
+        )
     dup = test.loc[test["id"].duplicated(), "id"].unique()
     if len(dup):
         raise DataError(f"{source}: duplicate ids: {_ids(dup)}")
@@ -81,21 +84,25 @@ def validate_predictions(
             f"{source}: ids differ from {cfg.files.sample_submission}: missing {_ids(sorted(missing))}; "
             f"extra {_ids(sorted(extra))}"
         )
-    pred = test["pred"].to_numpy(dtype=float)
-    bad = ~np.isfinite(pred)
-    if bad.any():
-        raise DataError(f"{source}: NaN or infinite predictions for ids {_ids(test.loc[bad, 'id'])}")
-    out = (pred < 0) | (pred > 1)
-    if out.any():
-        rows = [f"{i}={v:g}" for i, v in zip(test.loc[out, "id"], pred[out], strict=True)]
-        raise DataError(f"{source}: predictions outside [0, 1]: {_ids(rows)}")
-    folds = [c for c in test.columns if c.startswith("pred_fold")]
-    if folds:
-        off = ~np.isclose(test[folds].mean(axis=1).to_numpy(), pred, rtol=0, atol=1e-9)
-        if off.any():
+    for col in cols:
+        pred = test[col].to_numpy(dtype=float)
+        bad = ~np.isfinite(pred)
+        if bad.any():
             raise DataError(
-                f"{source}: pred is not the mean of {', '.join(folds)} for ids {_ids(test.loc[off, 'id'])}"
+                f"{source}: NaN or infinite predictions for ids {_ids(test.loc[bad, 'id'])} (column {col})"
             )
+        out = (pred < 0) | (pred > 1)
+        if out.any():
+            rows = [f"{i}={v:g}" for i, v in zip(test.loc[out, "id"], pred[out], strict=True)]
+            raise DataError(f"{source}: predictions outside [0, 1]: {_ids(rows)} (column {col})")
+        folds = [c for c in test.columns if c.startswith(f"{col}_fold") and c[len(col) + 5 :].isdigit()]
+        if folds:
+            off = ~np.isclose(test[folds].mean(axis=1).to_numpy(), pred, rtol=0, atol=1e-9)
+            if off.any():
+                raise DataError(
+                    f"{source}: {col} is not the mean of {', '.join(folds)} for ids "
+                    f"{_ids(test.loc[off, 'id'])}"
+                )
     current = load_folds(cfg)[1]["sha256"]
     if fold_sha != current:
         raise DataError(
@@ -116,8 +123,10 @@ def write_submission(
     test = pd.read_parquet(source)
     sample = read_sample_submission(cfg, data_dir)
     validate_predictions(cfg, test, sample, source, meta["folds_sha256"])
-    idc, tc = cfg.columns.id, cfg.columns.target
-    sub = pd.DataFrame({idc: sample[idc], tc: test.set_index("id").loc[sample[idc], "pred"].to_numpy()})
+    idc = cfg.columns.id
+    values = test.set_index("id").loc[sample[idc], cfg.pred_columns].to_numpy()
+    sub = pd.DataFrame(values, columns=cfg.submission_columns[1:])
+    sub.insert(0, idc, sample[idc].to_numpy())
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     name = name or meta["run"]
     path = out_dir / cfg.name / f"{stamp}_{name}.csv"
@@ -135,7 +144,7 @@ def write_submission(
         "kaggle_status": "written",
         "public_score": None,
         "private_score": None,
-        "note": "",
+        "note": "oof_auc is the macro one-vs-rest AUC" if cfg.multiclass else "",
     }
     return path, row
 

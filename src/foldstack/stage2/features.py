@@ -145,6 +145,13 @@ def build_features(
     return X.iloc[inverse].reset_index(drop=True)
 
 
+def cnn_inputs(cfg: CompetitionConfig, runs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Stage-1 probabilities by feature name: the run's name (binary), or <run>_<class> per class."""
+    if not cfg.multiclass:
+        return runs
+    return {f"{name}_{c}": p[:, i] for name, p in runs.items() for i, c in enumerate(cfg.classes)}
+
+
 def check_same_columns(train: Frame, test: Frame) -> None:
     """A test matrix must have exactly the train matrix's columns, in the same order."""
     extra, missing = [c for c in test if c not in train], [c for c in train if c not in test]
@@ -156,7 +163,8 @@ def check_same_columns(train: Frame, test: Frame) -> None:
 
 
 def check_leaks(X: Frame, y: np.ndarray, train_only: tuple[str, ...], limit: float = 0.995) -> None:
-    """Refuse train-only columns and any single feature that separates the target almost perfectly."""
+    """Refuse train-only columns and any single feature that separates the target (or, multiclass,
+    one class from the rest) almost perfectly."""
     from sklearn.metrics import roc_auc_score
 
     bad = [c for c in X.columns if c in train_only]
@@ -164,14 +172,20 @@ def check_leaks(X: Frame, y: np.ndarray, train_only: tuple[str, ...], limit: flo
         raise DataError(
             f"train-only columns {bad} are features: they describe the diagnosis and leak the label"
         )
+    labels = np.unique(y)
+    targets = [(None, y)] if len(labels) <= 2 else [(c, (y == c).astype(int)) for c in labels]
     for col in X.select_dtypes(include="number").columns:
         v = X[col].to_numpy(dtype=np.float64)
         ok = np.isfinite(v)
-        if ok.sum() < 0.5 * len(v) or len(np.unique(y[ok])) < 2:
+        if ok.sum() < 0.5 * len(v):
             continue
-        auc = roc_auc_score(y[ok], v[ok])
-        if max(auc, 1 - auc) >= limit:
-            raise DataError(
-                f"feature {col!r} alone separates the target on train (AUC {auc:.4f}): that is a leak "
-                f'(e.g. a label-derived column); drop it with SET="features.drop=[{col}]"'
-            )
+        for label, t in targets:
+            if len(np.unique(t[ok])) < 2:
+                continue
+            auc = roc_auc_score(t[ok], v[ok])
+            if max(auc, 1 - auc) >= limit:
+                what = "the target" if label is None else f"class {label} from the rest"
+                raise DataError(
+                    f"feature {col!r} alone separates {what} on train (AUC {auc:.4f}): that is a leak "
+                    f'(e.g. a label-derived column); drop it with SET="features.drop=[{col}]"'
+                )

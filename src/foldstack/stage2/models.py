@@ -38,14 +38,17 @@ class KNNModel:
     def _standardise(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
         return np.nan_to_num((values - mean) / std, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        """The share of positives among the k nearest training rows."""
+    def predict(self, X: pd.DataFrame, n_classes: int = 2) -> np.ndarray:
+        """The share of positives among the k nearest training rows, or (multiclass, n_classes > 2)
+        the share of each class, shape (n, n_classes)."""
         from sklearn.neighbors import NearestNeighbors
 
         if self._nn is None:
             self._nn = NearestNeighbors(n_neighbors=min(self.k, len(self.Z))).fit(self.Z)
         q = self._standardise(X[self.columns].to_numpy(float), self.mean, self.std)
         _, idx = self._nn.kneighbors(q)
+        if n_classes > 2:
+            return np.eye(n_classes)[self.y[idx].astype(int)].mean(axis=1)
         return self.y[idx].mean(axis=1)
 
     def save(self, path: Path) -> None:
@@ -71,7 +74,8 @@ class KNNModel:
 
 class GBDTClassifier(ClassifierMixin, BaseEstimator):
     """Gradient-boosted trees (or the k-NN baseline, kind='knn', params n_neighbors) with optional
-    negative undersampling and several seeds (averaged).
+    negative undersampling and several seeds (averaged). n_classes > 2 fits a multiclass model
+    (LightGBM multiclass, XGBoost multi:softprob) on integer labels 0..n_classes-1.
 
     Follows the scikit-learn estimator contract: __init__ only stores hyperparameters, fit returns
     self, fitted state ends in '_', so `sklearn.base.clone` per fold and `set_params` are safe.
@@ -85,7 +89,9 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
         neg_ratio: float | None = None,
         seeds: tuple[int, ...] = (0,),
         random_state: int = 0,
+        n_classes: int = 2,
     ) -> None:
+        self.n_classes = n_classes
         self.kind = kind
         self.params = params
         self.n_estimators = n_estimators
@@ -106,7 +112,12 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         y = np.asarray(y).astype(int)
-        self.classes_ = np.array([0, 1])
+        multi = self.n_classes > 2
+        if multi and self.neg_ratio:
+            raise ValueError("neg_ratio (negative undersampling) is for a binary target; leave it unset")
+        self.classes_ = np.arange(self.n_classes)
+        lgb_task = {"objective": "multiclass", "num_class": self.n_classes} if multi else {}
+        xgb_task = {"objective": "multi:softprob", "num_class": self.n_classes} if multi else {}
         self.feature_names_in_ = np.array(X.columns, dtype=object)
         self.boosters_ = []
         for seed in self.seeds:
@@ -115,26 +126,26 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
             if self.kind == "knn":
                 self.boosters_.append(KNNModel.fit(Xs, ys, int((self.params or {}).get("n_neighbors", 5))))
             elif self.kind == "lightgbm":
-                params = LGB_DEFAULTS | {"seed": self.random_state + seed} | (self.params or {})
+                params = LGB_DEFAULTS | {"seed": self.random_state + seed} | (self.params or {}) | lgb_task
                 data = lgb.Dataset(Xs, ys, categorical_feature="auto", free_raw_data=True)
                 self.boosters_.append(lgb.train(params, data, num_boost_round=self.n_estimators))
             else:
-                params = XGB_DEFAULTS | {"seed": self.random_state + seed} | (self.params or {})
+                params = XGB_DEFAULTS | {"seed": self.random_state + seed} | (self.params or {}) | xgb_task
                 dm = xgb.DMatrix(Xs, ys, enable_categorical=True)
                 self.boosters_.append(xgb.train(params, dm, num_boost_round=self.n_estimators))
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        p = np.mean([self._predict_one(b, X) for b in self.boosters_], axis=0)
-        return np.column_stack([1 - p, p])
+        p = np.mean([predict_booster(self.kind, b, X, self.n_classes) for b in self.boosters_], axis=0)
+        return p if self.n_classes > 2 else np.column_stack([1 - p, p])
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+        return self.predict_proba(X).argmax(axis=1)
 
-    def _predict_one(self, booster: Any, X: pd.DataFrame) -> np.ndarray:
-        if self.kind in ("lightgbm", "knn"):
-            return booster.predict(X)
-        return booster.predict(xgb.DMatrix(X, enable_categorical=True))
+    def scores(self, X: pd.DataFrame) -> np.ndarray:
+        """P(positive), shape (n,), or the class probabilities, shape (n, n_classes)."""
+        p = self.predict_proba(X)
+        return p if self.n_classes > 2 else p[:, 1]
 
     def feature_importance(self) -> pd.Series:
         """Total gain per feature, averaged over seeds."""
@@ -172,6 +183,15 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
             {"kind": self.kind, **self.get_params(), "features": list(self.feature_names_in_)},
         )
         return paths
+
+
+def predict_booster(kind: str, booster: Any, X: pd.DataFrame, n_classes: int = 2) -> np.ndarray:
+    """One fitted booster's probabilities: (n,) for binary, (n, n_classes) for multiclass."""
+    if kind == "knn":
+        return booster.predict(X, n_classes)
+    if kind == "lightgbm":
+        return booster.predict(X)
+    return booster.predict(xgb.DMatrix(X, enable_categorical=True))
 
 
 def load_boosters(folder: Path) -> list[Any]:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from foldstack import artifacts, metrics
+from foldstack import artifacts, metrics, predictions
 from foldstack.config import to_yaml
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
@@ -19,14 +19,20 @@ from foldstack.folds import load_folds
 from foldstack.report import write_report
 from foldstack.stage2 import plots
 from foldstack.stage2.config import ModelSpec, StackConfig
-from foldstack.stage2.features import build_features, category_levels, check_leaks, check_same_columns
+from foldstack.stage2.features import (
+    build_features,
+    category_levels,
+    check_leaks,
+    check_same_columns,
+    cnn_inputs,
+)
 from foldstack.stage2.tune import TuneData, best_sampled, estimator, tune
 
 
 @dataclass
 class StageOne:
     name: str
-    oof: np.ndarray  # aligned with the train rows
+    oof: np.ndarray  # aligned with the train rows: (n,) or (n, n_classes)
     test: np.ndarray  # aligned with the test rows
     score: dict
 
@@ -68,12 +74,16 @@ def load_stage1(
         out.append(
             StageOne(
                 name,
-                oof.loc[train_ids, "pred"].to_numpy(),
-                test.loc[test_ids, "pred"].to_numpy(),
-                {"oof_pauc": m["oof_pauc"], "oof_auc": m["oof_auc"]},
+                predictions.read(cfg, oof.loc[train_ids], f"{d}/oof.parquet"),
+                predictions.read(cfg, test.loc[test_ids], f"{d}/test.parquet"),
+                {k: v for k, v in m.items() if k.startswith("oof_") and isinstance(v, float)},
             )
         )
     return out
+
+
+def n_classes(cfg: StackConfig) -> int:
+    return len(cfg.classes) if cfg.multiclass else 2
 
 
 def fit_folds(
@@ -85,18 +95,21 @@ def fit_folds(
     X_test: pd.DataFrame,
     seed: int,
     save_to: Path | None = None,
+    n_classes: int = 2,
 ) -> tuple[np.ndarray, np.ndarray, pd.Series]:
     """Per fold: fit on the other folds, predict the held-out fold and the test set.
 
-    Returns (OOF predictions, test predictions of shape (n_test, k), mean gain importance).
+    Returns (OOF predictions (n,) or (n, C), test predictions of shape (k, n_test) or (k, n_test, C),
+    mean gain importance).
     """
-    base = estimator(spec, sampled, seed)
+    base = estimator(spec, sampled, seed, n_classes)
     k = int(fold.max()) + 1
-    oof, test, imp = np.full(len(y), np.nan), np.zeros((len(X_test), k)), []
+    width = (n_classes,) if n_classes > 2 else ()
+    oof, test, imp = np.full((len(y), *width), np.nan), np.zeros((k, len(X_test), *width)), []
     for f in range(k):
         est = clone(base).fit(X[fold != f], y[fold != f])
-        oof[fold == f] = est.predict_proba(X[fold == f])[:, 1]
-        test[:, f] = est.predict_proba(X_test)[:, 1]
+        oof[fold == f] = est.scores(X[fold == f])
+        test[f] = est.scores(X_test)
         imp.append(est.feature_importance())
         if save_to is not None:
             est.save(save_to / spec.name / f"fold{f}")
@@ -104,35 +117,26 @@ def fit_folds(
 
 
 def blend(preds: dict[str, np.ndarray], method: str, weights: dict[str, float]) -> np.ndarray:
-    """Weighted average of probabilities or of ranks scaled to [0, 1]; the same rule for OOF and test."""
+    """Weighted average of probabilities (any shape) or of ranks scaled to [0, 1] (binary, 1-D); the
+    same rule for OOF and test."""
     w = np.array([weights.get(n, 1.0) for n in preds], dtype=float)
     w = w / w.sum()
-    cols = []
+    arrays = []
     for p in preds.values():
         if method == "rank":
             p = (pd.Series(p).rank(method="average").to_numpy() - 1) / max(len(p) - 1, 1)
-        cols.append(p)
-    return np.average(np.column_stack(cols), axis=1, weights=w)
+        arrays.append(np.asarray(p, dtype=float))
+    return np.tensordot(w, np.stack(arrays), axes=1)
 
 
-def scores(metric_y: np.ndarray, p: np.ndarray, fold: np.ndarray) -> dict:
-    per = [
-        {
-            "fold": int(f),
-            "auc": metrics.auc(metric_y[fold == f], p[fold == f]),
-            "pauc": metrics.pauc(metric_y[fold == f], p[fold == f]),
-        }
-        for f in np.unique(fold)
-    ]
-    at_half = metrics.threshold_metrics(metric_y, p, 0.5)
-    return {
-        "oof_pauc": metrics.pauc(metric_y, p),
-        "oof_auc": metrics.auc(metric_y, p),
-        "f1_at_0.5": at_half["f1"],
-        "precision_at_0.5": at_half["precision"],
-        "recall_at_0.5": at_half["recall"],
-        "per_fold": per,
-    }
+def scores(cfg: StackConfig, y: np.ndarray, p: np.ndarray, fold: np.ndarray) -> dict:
+    """Pooled OOF headline scores (oof_<name>), per fold, and for binary F1/precision/recall at 0.5."""
+    per = [{"fold": int(f), **predictions.headline(cfg, y[fold == f], p[fold == f])} for f in np.unique(fold)]
+    out = {f"oof_{k}": v for k, v in predictions.headline(cfg, y, p).items()}
+    if not cfg.multiclass:
+        at_half = metrics.threshold_metrics(y, p, 0.5)
+        out |= {f"{k}_at_0.5": at_half[k] for k in ("f1", "precision", "recall")}
+    return out | {"per_fold": per}
 
 
 @dataclass
@@ -173,8 +177,8 @@ def build_matrices(
     cats = [c for c in train.columns if cfg.table.columns.get(c) == "cat"]
     levels = category_levels([train, test], cats)
     f = cfg.features
-    X = build_features(cfg, f, train, {s.name: s.oof for s in s1}, levels)
-    X_test = build_features(cfg, f, test, {s.name: s.test for s in s1}, levels)
+    X = build_features(cfg, f, train, cnn_inputs(cfg, {s.name: s.oof for s in s1}), levels)
+    X_test = build_features(cfg, f, test, cnn_inputs(cfg, {s.name: s.test for s in s1}), levels)
     cnn_cols = [c for c in X.columns if c.startswith("cnn_")]  # the tabular-only model drops just these
     X_tab, X_tab_test = X.drop(columns=cnn_cols), X_test.drop(columns=cnn_cols)
     check_same_columns(X, X_test)
@@ -219,27 +223,36 @@ def run_stack(
     holdout = cfg.tuning.holdout_fold % k
     oofs, tests, model_info, importance, studies = {}, {}, {}, None, {}
     for spec in cfg.models:
-        d = TuneData(m.X, m.y, m.fold, holdout, cfg.metric)
+        d = TuneData(m.X, m.y, m.fold, holdout, cfg.metric, n_classes(cfg))
         study = tune(
             spec, d, cfg.tuning, out / "study.journal", study_name(cfg, spec, m, fmeta), workers, n_trials
         )
         sampled, tuned_cv = best_sampled(study)
-        oof, test, imp = fit_folds(spec, sampled, m.X, m.y, m.fold, m.X_test, cfg.tuning.seed, out / "models")
+        oof, test, imp = fit_folds(
+            spec, sampled, m.X, m.y, m.fold, m.X_test, cfg.tuning.seed, out / "models", n_classes(cfg)
+        )
         oofs[spec.name], tests[spec.name], studies[spec.name] = oof, test, study
         importance = imp if importance is None else importance
-        model_info[spec.name] = scores(m.y, oof, m.fold) | {
+        model_info[spec.name] = scores(cfg, m.y, oof, m.fold) | {
             "tuned_cv": tuned_cv,
             "trials_in_study": len(study.trials),
             "best_params": sampled,
             "study": study.study_name,
         }
     blended = blend(oofs, cfg.blend.method, cfg.blend.weights)
-    test_folds = np.column_stack(
-        [blend({n: t[:, f] for n, t in tests.items()}, cfg.blend.method, cfg.blend.weights) for f in range(k)]
+    test_folds = np.stack(
+        [blend({n: t[f] for n, t in tests.items()}, cfg.blend.method, cfg.blend.weights) for f in range(k)]
     )
     first = cfg.models[0]
     tab_oof, _, _ = fit_folds(
-        first, best_sampled(studies[first.name])[0], m.X_tab, m.y, m.fold, m.X_tab_test, cfg.tuning.seed
+        first,
+        best_sampled(studies[first.name])[0],
+        m.X_tab,
+        m.y,
+        m.fold,
+        m.X_tab_test,
+        cfg.tuning.seed,
+        n_classes=n_classes(cfg),
     )
     result = _report(cfg, m, s1, fmeta, blended, model_info, tab_oof, holdout, time.time() - t0)
     _write(cfg, out, m, blended, oofs, test_folds, importance, studies, result)
@@ -258,14 +271,15 @@ def _report(
     wall: float,
 ) -> dict:
     hold = m.fold == holdout
-    stack = scores(m.y, blended, m.fold) | {
-        "holdout_fold": holdout,
-        "holdout_pauc": metrics.pauc(m.y[hold], blended[hold]),
-        "holdout_auc": metrics.auc(m.y[hold], blended[hold]),
-    }
+    held = predictions.headline(cfg, m.y[hold], blended[hold])
+    stack = (
+        scores(cfg, m.y, blended, m.fold)
+        | {"holdout_fold": holdout}
+        | {f"holdout_{k}": v for k, v in held.items()}
+    )
     how = (
         f"Optuna tuned each model on an inner CV over folds != {holdout} (tuned_cv); fold {holdout} never "
-        f"took part in tuning, so holdout_pauc/holdout_auc are untouched scores. With the best parameters "
+        f"took part in tuning, so the holdout_* scores are untouched. With the best parameters "
         f"every fold's model was fitted on the other folds: oof_pauc pools those OOF predictions (the "
         f"folds other than {holdout} were also used to choose the parameters, so it is mildly "
         f"optimistic). Blend: {cfg.blend.method} average, same rule for OOF and test."
@@ -277,7 +291,7 @@ def _report(
         "how_scored": how,
         "stack": stack,
         "models": model_info,
-        "tabular_only": scores(m.y, tab_oof, m.fold) | {"model": cfg.models[0].name},
+        "tabular_only": scores(cfg, m.y, tab_oof, m.fold) | {"model": cfg.models[0].name},
         "cnn": {s.name: s.score for s in s1},
         "n_features": int(m.X.shape[1]),
         "rows": len(m.y),
@@ -298,13 +312,20 @@ def _write(
     studies: dict,
     result: dict,
 ) -> None:
-    k = test_folds.shape[1]
-    oof = pd.DataFrame({"id": m.train_ids, "fold": m.fold, "target": m.y, "pred": blended})
-    for name, p in oofs.items():
-        oof[f"pred_{name}"] = p
-    test = pd.DataFrame({"id": m.test_ids, "pred": test_folds.mean(axis=1)})
-    for f in range(k):
-        test[f"pred_fold{f}"] = test_folds[:, f]
+    k = test_folds.shape[0]
+    frame = predictions.columns_frame
+    parts = [pd.DataFrame({"id": m.train_ids, "fold": m.fold, "target": m.y}), frame(cfg, blended)]
+    for name, p in oofs.items():  # each model's own OOF: pred_<model> (or pred_<model>_<class>)
+        parts.append(frame(cfg, p, [c.replace("pred", f"pred_{name}", 1) for c in cfg.pred_columns]))
+    oof = pd.concat(parts, axis=1)
+    test = pd.concat(
+        [
+            pd.DataFrame({"id": m.test_ids}),
+            frame(cfg, test_folds.mean(axis=0)),
+            *(frame(cfg, test_folds[f], predictions.fold_columns(cfg, f)) for f in range(k)),
+        ],
+        axis=1,
+    )
     artifacts.write_parquet(out / "oof.parquet", oof)
     artifacts.write_parquet(out / "test.parquet", test)
     imp = importance.rename("gain").rename_axis("feature").reset_index()

@@ -30,6 +30,7 @@ class TuneData:
     fold: np.ndarray
     holdout: int
     metric: str
+    n_classes: int = 2
 
 
 def storage_for(tuning: TuningCfg, default_path: Path) -> optuna.storages.BaseStorage | str:
@@ -41,7 +42,7 @@ def storage_for(tuning: TuningCfg, default_path: Path) -> optuna.storages.BaseSt
     return optuna.storages.JournalStorage(JournalFileBackend(str(default_path)))
 
 
-def estimator(spec: ModelSpec, sampled: dict, seed: int) -> GBDTClassifier:
+def estimator(spec: ModelSpec, sampled: dict, seed: int, n_classes: int = 2) -> GBDTClassifier:
     """The spec's estimator with sampled values: n_estimators/neg_ratio set it, the rest are params."""
     est_kw = {k: sampled[k] for k in ESTIMATOR_KEYS if k in sampled}
     params = dict(spec.params) | {k: v for k, v in sampled.items() if k not in ESTIMATOR_KEYS}
@@ -52,6 +53,7 @@ def estimator(spec: ModelSpec, sampled: dict, seed: int) -> GBDTClassifier:
         neg_ratio=est_kw.get("neg_ratio", spec.neg_ratio),
         seeds=spec.seeds,
         random_state=seed,
+        n_classes=n_classes,
     )
 
 
@@ -70,11 +72,11 @@ def suggest(trial: optuna.Trial, spec: ModelSpec) -> dict:
 def inner_cv(est: GBDTClassifier, d: TuneData, trial: optuna.Trial | None = None) -> float:
     """Metric of the inner OOF over the folds other than the hold-out one; reports each fold for pruning."""
     inner = [f for f in np.unique(d.fold) if f != d.holdout]
-    pred = np.full(len(d.y), np.nan)
+    pred = np.full((len(d.y), d.n_classes) if d.n_classes > 2 else len(d.y), np.nan)
     for step, f in enumerate(inner):
         tr = (d.fold != f) & (d.fold != d.holdout)
         va = d.fold == f
-        pred[va] = est.fit(d.X[tr], d.y[tr]).predict_proba(d.X[va])[:, 1]
+        pred[va] = est.fit(d.X[tr], d.y[tr]).scores(d.X[va])
         if trial is not None:
             trial.report(metrics.score(d.metric, d.y[va], pred[va]), step)
             if trial.should_prune():
@@ -85,7 +87,7 @@ def inner_cv(est: GBDTClassifier, d: TuneData, trial: optuna.Trial | None = None
 
 def _objective(spec: ModelSpec, d: TuneData, seed: int):
     def objective(trial: optuna.Trial) -> float:
-        return inner_cv(estimator(spec, suggest(trial, spec), seed), d, trial)
+        return inner_cv(estimator(spec, suggest(trial, spec), seed, d.n_classes), d, trial)
 
     return objective
 
