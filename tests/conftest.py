@@ -20,6 +20,10 @@ TINY = {
         "synthetic.n_train_patients=18 synthetic.n_test_patients=5 synthetic.lesions_per_patient=8 "
         "synthetic.pos_rate=0.08 synthetic.img_min=48 synthetic.img_max=64 folds.k=3"
     ),
+    "ham10000": (
+        "synthetic.n_train_patients=150 synthetic.n_test_patients=20 synthetic.img_min=40 "
+        "synthetic.img_max=48 folds.k=3"
+    ),
 }
 
 
@@ -50,3 +54,12 @@ def fixture_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"the real fixtures are missing: expected {FIXTURES} (shared/ beside the repo)")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def tiny_ham10000(tmp_path_factory) -> tuple[CompetitionConfig, Path]:
+    """A tiny synthetic HAM10000 (metadata CSV + JPEG part folders), read-only."""
+    root = tmp_path_factory.mktemp("ham10000")
+    cfg = tiny_config("ham10000", root / "runs")
+    generate(cfg, root / "data", workers=1)
+    return cfg, root / "data"

@@ -16,7 +16,7 @@ from foldstack.data.metadata import read_metadata
 from foldstack.errors import ConfigError, DataError
 from foldstack.folds import make_folds
 from foldstack.stage1 import train as train_mod
-from foldstack.stage1.config import load_oof_config
+from foldstack.stage1.config import load_oof_config, model_competition
 from foldstack.stage1.data import LesionDataset, MetaEncoder, build_transform, epoch_indices
 from foldstack.stage1.model import LesionNet, resolve_weights
 from foldstack.stage1.predict import predict
@@ -283,14 +283,20 @@ def test_pretrained_file_is_loaded(tmp_path):
 
 
 @pytest.mark.parametrize("name", available("models"))
-def test_every_model_config_smoke_runs_with_the_tiny_backbone(name, tiny_isic2024, tmp_path):
-    _, data = tiny_isic2024
+def test_every_model_config_smoke_runs_with_the_tiny_backbone(name, request, tmp_path):
+    comp = model_competition(name) or "isic2024"  # a published setup names its competition
+    _, data = request.getfixturevalue(f"tiny_{comp}")
     extra = (
         "model.backbone=test_efficientnet model.pretrained=false train.epochs=1 "
-        "train.max_train_batches=2 predict.tta=1"
+        f"train.max_train_batches=2 predict.tta=1 data.img_size=32 runs_dir={tmp_path / 'runs'}"
     )
-    _, result = run_tiny(tmp_path, data, extra, model=name)
-    assert 0 <= result["oof_pauc"] <= 0.2
+    cfg = load_oof_config(comp, name, f"{TINY[comp]} {extra}")
+    make_folds(cfg, read_metadata(cfg, data, "train"), data)
+    result = run_oof(cfg, data, progress=False)
+    if cfg.multiclass:
+        assert 0 <= result["oof_macro_auc"] <= 1 and 0 <= result["oof_balanced_accuracy"] <= 1
+    else:
+        assert 0 <= result["oof_pauc"] <= 0.2 and 0 <= result["oof_auc"] <= 1
 
 
 def test_ddp_on_cpu_with_gloo_gathers_each_id_once(tiny_isic2024, tmp_path):

@@ -148,16 +148,41 @@ class OofConfig(CompetitionConfig):
 
 
 def model_sources(model: str, seen: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """A model config and, first, the chain of configs it names as `base` (it overrides only what differs)."""
+    """A model config and, first, the chain of configs it names as `base` (it overrides only what differs).
+
+    The keys `base` and `competition` (the competition a published setup belongs to) are not config
+    fields and are removed here.
+    """
     if model in seen:
         raise ConfigError(f"configs/models: circular base chain {' -> '.join((*seen, model))}")
     tree = read_yaml(config_path("models", model))
     base = tree.pop("base", None)
+    tree.pop("competition", None)
     return ([*model_sources(base, (*seen, model))] if base else []) + [tree]
+
+
+def model_competition(model: str) -> str | None:
+    """The competition a model config is written for (its `competition:` key, or its base's), if any."""
+    seen: list[str] = []
+    while model not in seen:
+        seen.append(model)
+        tree = read_yaml(config_path("models", model))
+        if "competition" in tree:
+            return str(tree["competition"])
+        if "base" not in tree:
+            return None
+        model = tree["base"]
+    raise ConfigError(f"configs/models: circular base chain {' -> '.join([*seen, model])}")
 
 
 def load_oof_config(comp: str, model: str, overrides: str | Iterable[str] | None = None) -> OofConfig:
     """configs/competitions/<comp>.yaml + configs/models/<model>.yaml (+ its bases) + overrides."""
+    meant_for = model_competition(model)
+    if meant_for is not None and meant_for != comp:
+        raise ConfigError(
+            f"configs/models/{model}.yaml is a {meant_for} setup (its `competition:` key), not {comp}: "
+            f"run it with COMP={meant_for} (e.g. `make oof COMP={meant_for} MODEL={model}`)"
+        )
     # the run name defaults to the model config's name; an override `run=...` renames it
     sources = [read_yaml(config_path("competitions", comp)), {"run": model}, *model_sources(model)]
     return build_config(OofConfig, sources, overrides)
