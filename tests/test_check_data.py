@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -175,3 +176,93 @@ def test_cli_unknown_override_is_readable() -> None:
     result = run_cli("--data", str(FIXTURE), "--set", "folds.kk=3")
     assert result.returncode == 2
     assert "unknown config key 'folds.kk'" in result.stderr and "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------- HAM10000 (multiclass)
+HAM = load_competition("ham10000")
+HAM_ROWS = [  # lesion_id, image_id, dx, dx_type, age, sex, localization
+    ["HAM_0000118", "ISIC_0027419", "bkl", "histo", "80.0", "male", "scalp"],
+    ["HAM_0000118", "ISIC_0025030", "bkl", "histo", "80.0", "male", "scalp"],
+    ["HAM_0002730", "ISIC_0026769", "nv", "follow_up", "", "female", "back"],
+    ["HAM_0001466", "ISIC_0031633", "mel", "histo", "75.0", "male", "ear"],
+    ["HAM_0002761", "ISIC_0029068", "nv", "consensus", "60.0", "unknown", "face"],
+]
+
+
+def ham10000_folder(folder: Path) -> Path:
+    """A complete tiny HAM10000 folder: 5 train images over the two part folders, 2 test images."""
+    pd.DataFrame(HAM_ROWS, columns=HAM.table.train_columns).to_csv(folder / HAM.files.train, index=False)
+    test = pd.DataFrame(
+        [
+            ["HAM_0009999", "ISIC_0034524", "50.0", "female", "trunk"],
+            ["HAM_0009998", "ISIC_0034525", "", "", ""],
+        ],
+        columns=HAM.table.test_columns,
+    )
+    test.to_csv(folder / HAM.files.test, index=False)
+    sample = pd.DataFrame({"image_id": test["image_id"]} | {c: 1 / 7 for c in HAM.classes})
+    sample.to_csv(folder / HAM.files.sample_submission, index=False)
+    part_1, part_2 = (folder / p for p in HAM.images.paths("train"))
+    test_dir = folder / HAM.images.paths("test")[0]
+    for d in (part_1, part_2, test_dir):
+        d.mkdir(parents=True)
+    for i, row in enumerate(HAM_ROWS):
+        ((part_1 if i < 3 else part_2) / f"{row[1]}.jpg").write_bytes(jpeg(45, 60, seed=i))
+    for i, image_id in enumerate(test["image_id"]):
+        (test_dir / f"{image_id}.jpg").write_bytes(jpeg(45, 60, seed=10 + i))
+    return folder
+
+
+def test_ham10000_counts_per_class_and_lists_both_folders(tmp_path: Path) -> None:
+    report = check_data(HAM, ham10000_folder(tmp_path), sample=4)
+    text = report.format()
+    assert report.ok, text
+    assert (
+        "train metadata: HAM10000_metadata.csv: 5 rows, nv 2, mel 1, bkl 2, bcc 0, akiec 0, vasc 0, df 0, "
+        "4 lesion_id groups" in text
+    )
+    assert "positives" not in text and "patients" not in text
+    assert "test metadata: HAM10000_test_metadata.csv: 2 rows, 2 lesion_id groups" in text
+    assert (
+        "train images: HAM10000_images_part_1 + HAM10000_images_part_2: 5 images "
+        "(HAM10000_images_part_1 3, HAM10000_images_part_2 2), 4 sampled decode to H 45-45 px, W 60-60 px"
+        in text
+    )
+    assert "test images: HAM10000_test_images: 2 images" in text
+
+
+def test_ham10000_missing_part_folder_is_a_problem(tmp_path: Path) -> None:
+    folder = ham10000_folder(tmp_path)
+    shutil.rmtree(folder / "HAM10000_images_part_2")
+    report = check_data(HAM, folder)
+    assert not report.ok
+    assert any(
+        "1 of the 2 image folders are missing" in p and "HAM10000_images_part_2" in p for p in report.problems
+    )
+    assert any(line.startswith("test images: HAM10000_test_images: 2 images") for line in report.lines)
+    for name in ("HAM10000_images_part_1", "HAM10000_images_part_2"):
+        shutil.rmtree(folder / name, ignore_errors=True)
+    report = check_data(HAM, folder)
+    assert report.ok, report.format()
+    assert any(
+        "train images: missing" in line
+        and "HAM10000_images_part_1" in line
+        and "HAM10000_images_part_2" in line
+        for line in report.lines
+    )
+
+
+def test_ham10000_id_in_both_folders_is_a_problem(tmp_path: Path) -> None:
+    folder = ham10000_folder(tmp_path)
+    shutil.copy(folder / "HAM10000_images_part_1/ISIC_0027419.jpg", folder / "HAM10000_images_part_2")
+    report = check_data(HAM, folder)
+    assert not report.ok
+    assert any("ISIC_0027419 has an image in more than one folder" in p for p in report.problems)
+
+
+def test_ham10000_sample_submission_needs_a_column_per_class(tmp_path: Path) -> None:
+    folder = ham10000_folder(tmp_path)
+    (folder / HAM.files.sample_submission).write_text("image_id,dx\nISIC_0034524,0.5\nISIC_0034525,0.5\n")
+    report = check_data(HAM, folder)
+    assert not report.ok
+    assert any("expected the header image_id,nv,mel,bkl,bcc,akiec,vasc,df" in p for p in report.problems)

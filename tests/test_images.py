@@ -1,9 +1,11 @@
-"""Image stores: the real HDF5 fixture, tiny HDF5 files written like it, and the ISIC 2020 JPEG folder."""
+"""Image stores: the real HDF5 fixture, tiny HDF5 files written like it, the ISIC 2020 JPEG folder and
+the two HAM10000 train folders."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import pickle
+import re
 from pathlib import Path
 
 import cv2
@@ -143,4 +145,70 @@ def test_jpeg_dir_isic2020_layout(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"no image for id ISIC_9 in .*jpeg/train"):
         store.read("ISIC_9")
     with pytest.raises(DataError, match=r"jpeg/test: the image folder does not exist"):
+        open_images(cfg, tmp_path, "test")
+
+
+# ----------------------------------------------------------------------------- several folders (HAM10000)
+def two_folders(root: Path, first: list[str], second: list[str]) -> tuple[Path, Path]:
+    a, b = root / "part_1", root / "part_2"
+    for folder, ids in ((a, first), (b, second)):
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, image_id in enumerate(ids):
+            (folder / f"{image_id}.jpg").write_bytes(jpeg(20 + i, 30, seed=i))
+    return a, b
+
+
+def test_jpeg_dirs_look_up_ids_in_every_folder(tmp_path: Path) -> None:
+    a, b = two_folders(tmp_path, ["ISIC_1", "ISIC_3"], ["ISIC_2"])
+    store = JpegDirImages([a, b])
+    assert store.ids() == ["ISIC_1", "ISIC_2", "ISIC_3"] and len(store) == 3
+    assert "ISIC_2" in store and "ISIC_4" not in store
+    assert store.read("ISIC_2").shape == (20, 30, 3)  # found in the second folder
+    assert store.read_bytes("ISIC_3")[:2] == b"\xff\xd8"
+    assert {f.name: ids for f, ids in store.ids_per_folder().items()} == {
+        "part_1": ["ISIC_1", "ISIC_3"],
+        "part_2": ["ISIC_2"],
+    }
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy.read("ISIC_2").shape == (20, 30, 3) and copy.folders == store.folders
+
+
+def test_jpeg_dirs_missing_id_names_every_folder(tmp_path: Path) -> None:
+    a, b = two_folders(tmp_path, ["ISIC_1"], ["ISIC_2"])
+    store = JpegDirImages([a, b])
+    with pytest.raises(DataError, match=r"no image for id ISIC_9 in .*part_1, .*part_2 \(expected ") as e:
+        store.read("ISIC_9")
+    assert str(a / "ISIC_9.jpg") in str(e.value) and str(b / "ISIC_9.jpg") in str(e.value)
+    with pytest.raises(DataError, match=r"1 id\(s\) have no image in .*part_1, .*part_2: ISIC_9"):
+        check_ids(store, ["ISIC_1", "ISIC_2", "ISIC_9"])
+
+
+def test_jpeg_dirs_refuse_an_id_in_two_folders(tmp_path: Path) -> None:
+    a, b = two_folders(tmp_path, ["ISIC_1", "ISIC_2"], ["ISIC_2"])
+    store = JpegDirImages([a, b])
+    both = re.escape(f"{a / 'ISIC_2.jpg'}, {b / 'ISIC_2.jpg'}")
+    with pytest.raises(DataError, match=rf"id ISIC_2 has an image in more than one folder: {both}"):
+        store.read("ISIC_2")
+    with pytest.raises(DataError, match=rf"id ISIC_2 has an image in more than one folder: {both}"):
+        store.ids()
+    assert store.read("ISIC_1").shape == (20, 30, 3)
+
+
+def test_jpeg_dirs_missing_folder_is_named(tmp_path: Path) -> None:
+    a, _ = two_folders(tmp_path, ["ISIC_1"], [])
+    with pytest.raises(DataError, match=r"part_3: the image folder does not exist"):
+        JpegDirImages([a, tmp_path / "part_3"])
+
+
+def test_open_images_ham10000_layout(tmp_path: Path) -> None:
+    cfg = load_competition("ham10000")
+    first, second = cfg.images.paths("train")
+    two_folders(tmp_path, ["ISIC_0024306"], ["ISIC_0029306"])
+    (tmp_path / "part_1").rename(tmp_path / first)
+    (tmp_path / "part_2").rename(tmp_path / second)
+    store = open_images(cfg, tmp_path, "train")
+    assert isinstance(store, JpegDirImages)
+    assert store.folders == (tmp_path / first, tmp_path / second)
+    assert store.ids() == ["ISIC_0024306", "ISIC_0029306"]
+    with pytest.raises(DataError, match=r"HAM10000_test_images: the image folder does not exist"):
         open_images(cfg, tmp_path, "test")

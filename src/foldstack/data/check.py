@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from foldstack.config import CompetitionConfig
-from foldstack.data.images import ImageStore, check_ids, open_images
+from foldstack.data.images import ImageStore, JpegDirImages, check_ids, open_images
 from foldstack.data.metadata import read_metadata, read_sample_submission
 from foldstack.errors import DataError
 
@@ -41,19 +41,39 @@ class CheckReport:
 
 
 def layout(cfg: CompetitionConfig, data_dir: Path) -> dict[str, Path]:
-    """Every file (or image folder) of the competition layout, by a readable name."""
-    return {
+    """Every file (or image folder) of the competition layout, by a readable name.
+
+    A split whose images lie in several folders gets one entry per folder ('train images 1', ...).
+    """
+    files = {
         "train metadata": data_dir / cfg.files.train,
         "test metadata": data_dir / cfg.files.test,
         "sample submission": data_dir / cfg.files.sample_submission,
-        "train images": data_dir / cfg.images.train,
-        "test images": data_dir / cfg.images.test,
     }
+    for split in SPLITS:
+        paths = cfg.images.paths(split)
+        for k, path in enumerate(paths, 1):
+            files[f"{split} images" + (f" {k}" if len(paths) > 1 else "")] = data_dir / path
+    return files
+
+
+def image_paths(cfg: CompetitionConfig, data_dir: Path, split: str) -> list[Path]:
+    """The image file or folders of a split."""
+    return [data_dir / p for p in cfg.images.paths(split)]
 
 
 def _shown(items: list) -> str:
     text = ", ".join(str(i) for i in items[:MAX_SHOWN])
     return text if len(items) <= MAX_SHOWN else f"{text}, ... ({len(items)} in all)"
+
+
+def _target_summary(cfg: CompetitionConfig, target: pd.Series) -> str:
+    """'12 positives (1.2%)', or the count of each class in config order: 'nv 1340, mel 230, ...'."""
+    if cfg.multiclass:
+        counts = target.value_counts()
+        return ", ".join(f"{c} {int(counts.get(c, 0))}" for c in cfg.classes)
+    pos = int(target.sum())
+    return f"{pos} positives ({pos / len(target):.3%})"
 
 
 def _check_metadata(
@@ -71,9 +91,10 @@ def _check_metadata(
         return None
     parts = [f"{len(df)} rows"]
     if split == "train":
-        pos = int(df[cfg.columns.target].sum())
-        parts.append(f"{pos} positives ({pos / len(df):.3%})")
-    parts.append(f"{df[cfg.columns.group].nunique()} patients")
+        parts.append(_target_summary(cfg, df[cfg.columns.target]))
+    group = cfg.columns.group
+    word = "patients" if "patient" in group else f"{group} groups"
+    parts.append(f"{df[group].nunique()} {word}")
     report.lines.append(f"{split} metadata: {path.name}: {', '.join(parts)}")
     na = df.isna().sum()
     na = na[na > 0]
@@ -121,6 +142,14 @@ def _sample_sizes(store: ImageStore, ids: list[str], sample: int, report: CheckR
     return f"{len(shapes)} sampled decode to H {min(hs)}-{max(hs)} px, W {min(ws)}-{max(ws)} px"
 
 
+def _image_counts(store: ImageStore, stored: list[str]) -> str:
+    """'N images', with the count of each folder when there are several."""
+    if not isinstance(store, JpegDirImages) or len(store.folders) == 1:
+        return f"{len(stored)} images"
+    per = ", ".join(f"{p.name} {len(i)}" for p, i in store.ids_per_folder().items())
+    return f"{len(stored)} images ({per})"
+
+
 def _check_images(
     cfg: CompetitionConfig,
     data_dir: Path,
@@ -129,17 +158,25 @@ def _check_images(
     sample: int,
     report: CheckReport,
 ) -> None:
-    path = layout(cfg, data_dir)[f"{split} images"]
-    if not path.exists():
-        report.lines.append(f"{split} images: missing ({path})")
+    paths = image_paths(cfg, data_dir, split)
+    names = " + ".join(p.name for p in paths)
+    absent = [p for p in paths if not p.exists()]
+    if len(absent) == len(paths):
+        report.lines.append(f"{split} images: missing ({', '.join(map(str, paths))})")
+        return
+    if absent:
+        report.problems.append(
+            f"{split} images: {len(absent)} of the {len(paths)} image folders are missing: "
+            f"{', '.join(map(str, absent))} (the layout has {names})"
+        )
         return
     try:
         store = open_images(cfg, data_dir, split)
         stored = store.ids()
+        parts = [_image_counts(store, stored)]
     except DataError as e:
         report.problems.append(str(e))
         return
-    parts = [f"{len(stored)} images"]
     ids = stored
     if meta is not None:
         stored_set, wanted = set(stored), meta[cfg.columns.id].tolist()
@@ -153,7 +190,7 @@ def _check_images(
             report.problems.append(f"{split} metadata ids without an image: {e}")
     if ids and sample > 0:
         parts.append(_sample_sizes(store, ids, sample, report))
-    report.lines.append(f"{split} images: {path.name}: {', '.join(parts)}")
+    report.lines.append(f"{split} images: {names}: {', '.join(parts)}")
 
 
 def check_data(cfg: CompetitionConfig, data_dir: Path, sample: int = 16) -> CheckReport:

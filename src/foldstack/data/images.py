@@ -1,4 +1,4 @@
-"""Image stores: JPEG bytes per id, from an HDF5 file (ISIC 2024) or a folder of files (ISIC 2020).
+"""Image stores: JPEG bytes per id, from an HDF5 file (ISIC 2024) or folders of files (ISIC 2020, HAM10000).
 
 Stores are lazy and picklable: the HDF5 file is opened on first use in each process, so every
 DataLoader worker gets its own handle.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,13 @@ class ImageStore(ABC):
         """The decoded image: H x W x 3 uint8 RGB."""
         return decode_jpeg(self.read_bytes(image_id), image_id, self.path)
 
+    @property
+    def where(self) -> str:
+        """The file or folders the images come from, for messages."""
+        return str(self.path)
+
     def _missing(self, image_id: str) -> DataError:
-        return DataError(f"no image for id {image_id} in {self.path}")
+        return DataError(f"no image for id {image_id} in {self.where}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -117,42 +122,86 @@ class HDF5Images(ImageStore):
 
 
 class JpegDirImages(ImageStore):
-    """A folder of <id><suffix> files."""
+    """<id><suffix> files in one folder or several (HAM10000 splits its train images over two).
 
-    def __init__(self, folder: str | Path, suffix: str = ".jpg") -> None:
-        self.path = Path(folder)
+    An id is looked up in every folder; an id with a file in two folders is an error.
+    """
+
+    def __init__(self, folders: str | Path | Sequence[str | Path], suffix: str = ".jpg") -> None:
+        paths = [folders] if isinstance(folders, (str, Path)) else list(folders)
+        if not paths:
+            raise DataError("no image folder given")
+        self.folders = tuple(Path(f) for f in paths)
+        self.path = self.folders[0]
         self.suffix = suffix
-        if not self.path.is_dir():
-            raise DataError(f"{self.path}: the image folder does not exist")
+        missing = [str(f) for f in self.folders if not f.is_dir()]
+        if missing:
+            raise DataError(f"{', '.join(missing)}: the image folder does not exist")
+
+    @property
+    def where(self) -> str:
+        return ", ".join(str(f) for f in self.folders)
+
+    def _files(self, image_id: object) -> list[Path]:
+        """The existing files of an id (more than one when it is in several folders)."""
+        if not isinstance(image_id, str) or not image_id or "/" in image_id:
+            return []
+        return [p for p in (f / f"{image_id}{self.suffix}" for f in self.folders) if p.is_file()]
 
     def _file(self, image_id: str) -> Path:
-        return self.path / f"{image_id}{self.suffix}"
+        files = self._files(image_id)
+        if len(files) > 1:
+            raise DataError(
+                f"id {image_id} has an image in more than one folder: {', '.join(map(str, files))}"
+            )
+        if not files:
+            expected = " or ".join(str(f / f"{image_id}{self.suffix}") for f in self.folders)
+            raise DataError(f"no image for id {image_id} in {self.where} (expected {expected})")
+        return files[0]
 
     def read_bytes(self, image_id: str) -> bytes:
-        if image_id not in self:
-            raise DataError(f"no image for id {image_id} in {self.path} (expected {self._file(image_id)})")
         return self._file(image_id).read_bytes()
 
-    def ids(self) -> list[str]:
+    def read(self, image_id: str) -> np.ndarray:
+        path = self._file(image_id)
+        return decode_jpeg(path.read_bytes(), image_id, path)
+
+    def ids_per_folder(self) -> dict[Path, list[str]]:
+        """The sorted ids of each folder."""
         n = len(self.suffix)
-        return sorted(
-            e.name[:-n] for e in os.scandir(self.path) if e.name.endswith(self.suffix) and e.is_file()
-        )
+        return {
+            f: sorted(e.name[:-n] for e in os.scandir(f) if e.name.endswith(self.suffix) and e.is_file())
+            for f in self.folders
+        }
+
+    def ids(self) -> list[str]:
+        """Every id, sorted; an id with a file in two folders raises DataError naming both files."""
+        seen: dict[str, Path] = {}
+        for folder, ids in self.ids_per_folder().items():
+            for i in ids:
+                if i in seen:
+                    raise DataError(
+                        f"id {i} has an image in more than one folder: "
+                        f"{seen[i] / f'{i}{self.suffix}'}, {folder / f'{i}{self.suffix}'}"
+                    )
+                seen[i] = folder
+        return sorted(seen)
 
     def __contains__(self, image_id: object) -> bool:
-        if not isinstance(image_id, str) or not image_id or "/" in image_id:
-            return False
-        return self._file(image_id).is_file()
+        return bool(self._files(image_id))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({[str(f) for f in self.folders]!r})"
 
 
 def open_images(cfg: CompetitionConfig, data_dir: Path, split: str) -> ImageStore:
     """The image store of a split ('train' or 'test') as the competition config lays it out."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    path = Path(data_dir) / (cfg.images.train if split == "train" else cfg.images.test)
+    paths = [Path(data_dir) / p for p in cfg.images.paths(split)]
     if cfg.images.kind == "hdf5":
-        return HDF5Images(path)
-    return JpegDirImages(path, cfg.images.suffix)
+        return HDF5Images(paths[0])
+    return JpegDirImages(paths, cfg.images.suffix)
 
 
 def check_ids(store: ImageStore, ids: Iterable[str]) -> None:
@@ -160,4 +209,4 @@ def check_ids(store: ImageStore, ids: Iterable[str]) -> None:
     missing = [i for i in ids if i not in store]
     if missing:
         shown = ", ".join(missing[:MAX_LISTED]) + (", ..." if len(missing) > MAX_LISTED else "")
-        raise DataError(f"{len(missing)} id(s) have no image in {store.path}: {shown}")
+        raise DataError(f"{len(missing)} id(s) have no image in {store.where}: {shown}")

@@ -1,4 +1,7 @@
-"""Write a whole synthetic competition (metadata, images, sample submission, test labels)."""
+"""Write a whole synthetic competition (metadata, images, sample submission, test labels).
+
+ISIC 2024 and 2020 share the latent patients of lesions.py; HAM10000 has its own lesions (ham10000.py).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import pandas as pd
 from foldstack import artifacts
 from foldstack.config import CompetitionConfig, to_yaml
 from foldstack.errors import ConfigError
-from foldstack.synth import isic2020, isic2024
+from foldstack.synth import ham10000, isic2020, isic2024
 from foldstack.synth.lesions import _ids, make_lesions, make_patients
 from foldstack.synth.render import render_many
 
@@ -71,10 +74,51 @@ def _split(
     return meta, blobs
 
 
+SPLITS: dict[str, Callable[..., tuple[pd.DataFrame, list[bytes]]]] = {
+    "isic2024": _split,
+    "isic2020": _split,
+    "ham10000": ham10000.make_split,
+}
+
+
+def _write_images(cfg: CompetitionConfig, out: Path, split: str, ids: list[str], blobs: list[bytes]) -> None:
+    """The HDF5 file, or the JPEG folder(s): several folders share the ids in sorted order, in parts."""
+    paths = cfg.images.paths(split)
+    if cfg.images.kind == "hdf5":
+        write_hdf5(out / paths[0], ids, blobs)
+        return
+    order = np.argsort(ids, kind="stable")
+    for path, part in zip(paths, np.array_split(order, len(paths)), strict=True):
+        write_jpeg_dir(out / path, [ids[i] for i in part], [blobs[i] for i in part], cfg.images.suffix)
+
+
+def _write_tables(cfg: CompetitionConfig, out: Path, split: str, meta: pd.DataFrame) -> None:
+    idc, gc, tc = cfg.columns.id, cfg.columns.group, cfg.columns.target
+    if split == "train":
+        artifacts.write_csv(out / cfg.files.train, meta)
+        return
+    artifacts.write_csv(out / cfg.files.test, meta[cfg.table.test_columns])
+    artifacts.write_csv(out / cfg.files.test_labels, meta[[idc, gc, tc]])
+    if cfg.multiclass:
+        sample = pd.DataFrame({idc: meta[idc]} | {c: 1 / len(cfg.classes) for c in cfg.classes})
+    else:
+        sample = pd.DataFrame({idc: meta[idc], tc: 0.3 if cfg.name == "isic2024" else 0.0})
+    artifacts.write_csv(out / cfg.files.sample_submission, sample[cfg.submission_columns])
+
+
+def _summary(cfg: CompetitionConfig, meta: pd.DataFrame) -> dict:
+    gc, tc = cfg.columns.group, cfg.columns.target
+    if cfg.multiclass:
+        counts = meta[tc].value_counts()
+        per_class = {c: int(counts.get(c, 0)) for c in cfg.classes}
+        return {"rows": len(meta), "groups": int(meta[gc].nunique()), "per_class": per_class}
+    return {"rows": len(meta), "positives": int(meta[tc].sum()), "patients": int(meta[gc].nunique())}
+
+
 def generate(cfg: CompetitionConfig, out_dir: str | Path, workers: int | None = None) -> dict:
     """Write the synthetic competition for `cfg` into `out_dir`; return a summary."""
-    if cfg.name not in LAYOUTS:
-        raise ConfigError(f"no synthetic generator for competition {cfg.name!r}; have: {', '.join(LAYOUTS)}")
+    if cfg.name not in SPLITS:
+        raise ConfigError(f"no synthetic generator for competition {cfg.name!r}; have: {', '.join(SPLITS)}")
     t0 = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -82,27 +126,12 @@ def generate(cfg: CompetitionConfig, out_dir: str | Path, workers: int | None = 
     s = cfg.synthetic
     rng = np.random.default_rng(s.seed)
     taken: set[str] = set()
-    idc, gc, tc = cfg.columns.id, cfg.columns.group, cfg.columns.target
     summary: dict = {"competition": cfg.name}
-    for split, n_pat in (("train", s.n_train_patients), ("test", s.n_test_patients)):
-        meta, blobs = _split(cfg, rng, n_pat, taken, split, workers)
-        ids = meta[idc].tolist()
-        if cfg.images.kind == "hdf5":
-            write_hdf5(out / getattr(cfg.images, split), ids, blobs)
-        else:
-            write_jpeg_dir(out / getattr(cfg.images, split), ids, blobs, cfg.images.suffix)
-        if split == "train":
-            artifacts.write_csv(out / cfg.files.train, meta)
-        else:
-            artifacts.write_csv(out / cfg.files.test, meta[cfg.table.test_columns])
-            artifacts.write_csv(out / cfg.files.test_labels, meta[[idc, gc, tc]])
-            sample = pd.DataFrame({idc: ids, tc: 0.3 if cfg.name == "isic2024" else 0.0})
-            artifacts.write_csv(out / cfg.files.sample_submission, sample)
-        summary[split] = {
-            "rows": len(meta),
-            "positives": int(meta[tc].sum()),
-            "patients": int(meta[gc].nunique()),
-        }
+    for split, n in (("train", s.n_train_patients), ("test", s.n_test_patients)):
+        meta, blobs = SPLITS[cfg.name](cfg, rng, n, taken, split, workers)
+        _write_images(cfg, out, split, meta[cfg.columns.id].tolist(), blobs)
+        _write_tables(cfg, out, split, meta)
+        summary[split] = _summary(cfg, meta)
     summary["seconds"] = round(time.time() - t0, 1)
     summary["git_commit"] = artifacts.git_commit()
     artifacts.write_json(out / "synthetic.json", summary)
