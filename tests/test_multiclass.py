@@ -62,7 +62,7 @@ def test_fold_maker_refuses_a_class_held_by_too_few_groups():
     groups = pd.Series([f"L{n // 2}" for n in range(12)])
     target = np.array([0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 0, 0])  # class 2: one lesion only
     with pytest.raises(DataError, match="only 1 lesion_id groups have a 'c' row"):
-        assign_folds(ids, groups, target, 3, 0, ("a", "b", "c"), "lesion_id groups")
+        assign_folds(ids, groups, target, 2, 0, ("a", "b", "c"), "lesion_id groups")
 
 
 def test_stage1_writes_one_probability_column_per_class(ham):

@@ -79,13 +79,16 @@ class StackConfig(CompetitionConfig):
         if unknown:
             raise ValueError(f"blend.weights names unknown models {sorted(unknown)}; models are {names}")
         if self.multiclass:
-            if self.blend.method != "prob":
-                raise ValueError(f"{self.name} is multiclass: set blend.method=prob (ranks are per class)")
             sampled = [m.name for m in self.models if m.neg_ratio or "neg_ratio" in m.search]
             if sampled:
                 raise ValueError(
                     f"{self.name} is multiclass: models {sampled} set neg_ratio (negative undersampling "
                     f"is for a binary target); use a multiclass stack config, e.g. STACK=multiclass"
+                )
+            if self.blend.method != "prob":
+                raise ValueError(
+                    f"{self.name} is multiclass: set blend.method=prob (ranks are per class), "
+                    f"e.g. STACK=multiclass"
                 )
         return self
 

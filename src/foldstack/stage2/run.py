@@ -174,7 +174,7 @@ def build_matrices(
             f"{', '.join(stage1_runs(cfg)) or 'none'} (run `make oof MODEL=...`)"
         )
     s1 = load_stage1(cfg, names, train[idc], test[idc], fmeta, folds) if cfg.features.cnn else []
-    cats = [c for c in train.columns if cfg.table.columns.get(c) == "cat"]
+    cats = cfg.table.of_type("cat", split="test")  # train-only categories (the label) never count
     levels = category_levels([train, test], cats)
     f = cfg.features
     X = build_features(cfg, f, train, cnn_inputs(cfg, {s.name: s.oof for s in s1}), levels)
