@@ -19,7 +19,7 @@ import pandas as pd
 from foldstack.config import CompetitionConfig
 from foldstack.errors import ConfigError
 from foldstack.synth.lesions import _ids
-from foldstack.synth.render import _draw_veil_and_dots, _smooth_noise, encode_jpeg, lab_to_rgb
+from foldstack.synth.render import _draw_veil_and_dots, _smooth_noise, encode_jpeg, lab_to_rgb, render_jobs
 
 CLASSES = ("nv", "mel", "bkl", "bcc", "akiec", "vasc", "df")  # nv first: the majority class
 # lesions per class and images per lesion in the published data (10015 images of 7470 lesions)
@@ -336,29 +336,9 @@ def render_jpeg(
     return encode_jpeg(render_view(canvas, height, np.random.default_rng(list(view_seed))), quality)
 
 
-def _render_chunk(jobs: list[tuple]) -> list[bytes]:
-    return [render_jpeg(*job) for job in jobs]
-
-
 def render_all(jobs: list[tuple], workers: int, desc: str) -> list[bytes]:
     """JPEG bytes of every job (render_jpeg's arguments), in order, on `workers` processes."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm.auto import tqdm
-
-    chunks = [jobs[i : i + 32] for i in range(0, len(jobs), 32)]
-    out: list[bytes] = []
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
-    try:
-        results = pool.map(_render_chunk, chunks) if pool else map(_render_chunk, chunks)
-        with tqdm(total=len(jobs), desc=desc, unit="img", leave=False, disable=None) as bar:
-            for res in results:
-                out += res
-                bar.update(len(res))
-    finally:
-        if pool:
-            pool.shutdown()
-    return out
+    return render_jobs(render_jpeg, jobs, workers, desc, chunk=32)
 
 
 # ----------------------------------------------------------------------------- one split

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -97,9 +99,33 @@ def render_jpeg(row: dict, size: int, seed: tuple[int, ...], quality: int) -> by
     return encode_jpeg(render_lesion(row, size, rng), quality)
 
 
-def _render_chunk(args: tuple[list[dict], list[int], list[tuple[int, ...]], int]) -> list[bytes]:
-    rows, sizes, seeds, quality = args
-    return [render_jpeg(r, s, sd, quality) for r, s, sd in zip(rows, sizes, seeds, strict=True)]
+def _run_chunk(args: tuple[Callable[..., bytes], list[tuple]]) -> list[bytes]:
+    fn, jobs = args
+    return [fn(*job) for job in jobs]
+
+
+def render_jobs(
+    fn: Callable[..., bytes], jobs: list[tuple], workers: int, desc: str = "render", chunk: int = 256
+) -> list[bytes]:
+    """fn(*job) for every job, in order, on `workers` processes with a progress bar (fn: a top-level
+    function, so it pickles; each job carries its own seeds, so the output never depends on workers)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    chunks = [(fn, jobs[i : i + chunk]) for i in range(0, len(jobs), chunk)]
+    out: list[bytes] = []
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        results = pool.map(_run_chunk, chunks) if pool else map(_run_chunk, chunks)
+        with tqdm(total=len(jobs), desc=desc, unit="img", leave=False, disable=None) as bar:
+            for res in results:
+                out += res
+                bar.update(len(res))
+    finally:
+        if pool:
+            pool.shutdown()
+    return out
 
 
 def render_many(
@@ -110,25 +136,6 @@ def render_many(
     workers: int,
     desc: str = "render",
 ) -> list[bytes]:
-    """JPEG bytes for every row, in order, rendered on `workers` processes with a progress bar."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm.auto import tqdm
-
-    chunk = 256
-    jobs = [
-        (rows[i : i + chunk], sizes[i : i + chunk], seeds[i : i + chunk], quality)
-        for i in range(0, len(rows), chunk)
-    ]
-    out: list[bytes] = []
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
-    try:
-        results = pool.map(_render_chunk, jobs) if pool else map(_render_chunk, jobs)
-        with tqdm(total=len(rows), desc=desc, unit="img", leave=False, disable=None) as bar:
-            for res in results:
-                out += res
-                bar.update(len(res))
-    finally:
-        if pool:
-            pool.shutdown()
-    return out
+    """JPEG bytes of every ISIC lesion row, in order, rendered on `workers` processes."""
+    jobs = [(r, s, sd, quality) for r, s, sd in zip(rows, sizes, seeds, strict=True)]
+    return render_jobs(render_jpeg, jobs, workers, desc)
