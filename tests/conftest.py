@@ -31,21 +31,28 @@ def tiny_config(comp: str, runs_dir: Path, extra: str = "") -> CompetitionConfig
     return load_competition(comp, f"{TINY[comp]} runs_dir={runs_dir} {extra}")
 
 
+def _generate_tiny(tmp_path_factory, comp: str) -> tuple[CompetitionConfig, Path]:
+    root = tmp_path_factory.mktemp(comp)
+    cfg = tiny_config(comp, root / "runs")
+    generate(cfg, root / "data", workers=1)
+    return cfg, root / "data"
+
+
 @pytest.fixture(scope="session")
 def tiny_isic2024(tmp_path_factory) -> tuple[CompetitionConfig, Path]:
     """(config, data dir) of a tiny synthetic ISIC 2024 competition; treat the files as read-only."""
-    root = tmp_path_factory.mktemp("isic2024")
-    cfg = tiny_config("isic2024", root / "runs")
-    generate(cfg, root / "data", workers=1)
-    return cfg, root / "data"
+    return _generate_tiny(tmp_path_factory, "isic2024")
 
 
 @pytest.fixture(scope="session")
 def tiny_isic2020(tmp_path_factory) -> tuple[CompetitionConfig, Path]:
-    root = tmp_path_factory.mktemp("isic2020")
-    cfg = tiny_config("isic2020", root / "runs")
-    generate(cfg, root / "data", workers=1)
-    return cfg, root / "data"
+    return _generate_tiny(tmp_path_factory, "isic2020")
+
+
+@pytest.fixture(scope="session")
+def tiny_ham10000(tmp_path_factory) -> tuple[CompetitionConfig, Path]:
+    """A tiny synthetic HAM10000 (metadata CSV + JPEG part folders), read-only."""
+    return _generate_tiny(tmp_path_factory, "ham10000")
 
 
 @pytest.fixture
@@ -54,12 +61,3 @@ def fixture_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"the real fixtures are missing: expected {FIXTURES} (shared/ beside the repo)")
     return FIXTURES
-
-
-@pytest.fixture(scope="session")
-def tiny_ham10000(tmp_path_factory) -> tuple[CompetitionConfig, Path]:
-    """A tiny synthetic HAM10000 (metadata CSV + JPEG part folders), read-only."""
-    root = tmp_path_factory.mktemp("ham10000")
-    cfg = tiny_config("ham10000", root / "runs")
-    generate(cfg, root / "data", workers=1)
-    return cfg, root / "data"
