@@ -25,11 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     barrier(rt)
     result = run_oof(cfg, data, progress=not args.no_progress)
     if result:
+        scores = [
+            k for k in result if k.startswith(("oof_", "fold_")) and k.endswith(("_mean", "auc", "pauc"))
+        ]
         keys = (
-            "oof_pauc",
-            "oof_auc",
-            "fold_pauc_mean",
-            "fold_auc_mean",
+            *scores,
             "score_is_optimistic",
             "train_images_per_s",
             "inference_images_per_s",

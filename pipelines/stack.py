@@ -24,17 +24,22 @@ def main(argv: list[str] | None = None) -> int:
     data = data_dir(args, cfg)
     models = [m for m in args.models.split(",") if m] or None
     r = run_stack(cfg, data, models, workers=args.workers, n_trials=args.n_trials)
-    print(f"{'':24} {'OOF pAUC':>9} {'OOF AUC':>8} {'F1@0.5':>7}")
+    names = ("macro_auc", "balanced_accuracy") if cfg.multiclass else ("pauc", "auc")
+    print(
+        f"{'':24} "
+        + " ".join(f"{'OOF ' + n:>22}" for n in names)
+        + (f" {'F1@0.5':>7}" if not cfg.multiclass else "")
+    )
     rows = [(f"stack ({cfg.blend.method} blend)", r["stack"])]
     rows += [(f"  {n}", v) for n, v in r["models"].items()]
     rows += [("tabular only", r["tabular_only"])] + [(f"CNN {n}", v) for n, v in r["cnn"].items()]
     for label, v in rows:
-        f1 = f"{v['f1_at_0.5']:7.4f}" if "f1_at_0.5" in v else ""
-        print(f"{label:24} {v['oof_pauc']:9.4f} {v['oof_auc']:8.4f} {f1}")
+        f1 = f" {v['f1_at_0.5']:7.4f}" if "f1_at_0.5" in v else ""
+        print(f"{label:24} " + " ".join(f"{v.get('oof_' + n, float('nan')):22.4f}" for n in names) + f1)
     s = r["stack"]
     print(
         f"untouched hold-out fold {s['holdout_fold']}: "
-        f"pAUC {s['holdout_pauc']:.4f} AUC {s['holdout_auc']:.4f}"
+        + ", ".join(f"{n} {s['holdout_' + n]:.4f}" for n in names)
     )
     print(
         json.dumps(

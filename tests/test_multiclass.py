@@ -180,3 +180,19 @@ def test_multiclass_estimator_gives_class_probabilities(kind):
     assert metrics.macro_auc(y, p) > 0.8
     with pytest.raises(ValueError, match="neg_ratio"):
         GBDTClassifier(kind=kind, n_classes=3, neg_ratio=2).fit(X, y)
+
+
+def test_oof_and_stack_pipelines_print_multiclass_scores(ham, tmp_path, monkeypatch, capsys):
+    from pipelines import oof as oof_pipeline
+    from pipelines import stack as stack_pipeline
+
+    _, _, data, runs, _, _ = ham
+    monkeypatch.chdir(tmp_path)
+    common = ["--comp", "ham10000", "--data", str(data)]
+    overrides = f"{TINY['ham10000']} runs_dir={runs} {STAGE1} run=ham_pipeline train.epochs=1"
+    assert oof_pipeline.main([*common, "--model", "ham10000_cnn", "--set", overrides, "--no-progress"]) == 0
+    assert '"oof_macro_auc"' in capsys.readouterr().out
+    args = [*common, "--stack", "multiclass", "--set", f"{TINY['ham10000']} runs_dir={runs} run=mc2"]
+    assert stack_pipeline.main([*args, "--n-trials", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "OOF macro_auc" in out and "CNN ham_pipeline" in out and "untouched hold-out fold" in out
