@@ -176,6 +176,11 @@ class CompetitionConfig(Frozen):
         return bool(self.classes)
 
     @property
+    def n_classes(self) -> int:
+        """2 for a binary target, else the number of classes."""
+        return len(self.classes) if self.classes else 2
+
+    @property
     def pred_columns(self) -> list[str]:
         """The probability columns of every prediction file: ['pred'], or one 'pred_<label>' per class."""
         return [f"pred_{c}" for c in self.classes] if self.classes else ["pred"]

@@ -114,9 +114,8 @@ def stack_test_predictions(
         preds = {}
         for spec in cfg.models:
             boosters = load_boosters(stack_dir / "models" / spec.name / f"fold{f}")
-            n_classes = len(cfg.classes) if cfg.multiclass else 2
             preds[spec.name] = np.mean(
-                [predict_booster(spec.kind, b, X, n_classes) for b in boosters], axis=0
+                [predict_booster(spec.kind, b, X, cfg.n_classes) for b in boosters], axis=0
             )
         per_fold.append(blend(preds, cfg.blend.method, cfg.blend.weights))
     return prediction_frame(cfg, test[cfg.columns.id].tolist(), per_fold)

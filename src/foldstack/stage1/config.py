@@ -127,7 +127,7 @@ class OofConfig(CompetitionConfig):
     @property
     def n_outputs(self) -> int:
         """Logits per image: 1 (sigmoid) for a binary target, one per class (softmax) for multiclass."""
-        return len(self.classes) if self.multiclass else 1
+        return self.n_classes if self.multiclass else 1
 
     @model_validator(mode="after")
     def _check_task(self) -> OofConfig:

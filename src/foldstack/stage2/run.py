@@ -82,10 +82,6 @@ def load_stage1(
     return out
 
 
-def n_classes(cfg: StackConfig) -> int:
-    return len(cfg.classes) if cfg.multiclass else 2
-
-
 def fit_folds(
     spec: ModelSpec,
     sampled: dict,
@@ -223,13 +219,13 @@ def run_stack(
     holdout = cfg.tuning.holdout_fold % k
     oofs, tests, model_info, importance, studies = {}, {}, {}, None, {}
     for spec in cfg.models:
-        d = TuneData(m.X, m.y, m.fold, holdout, cfg.metric, n_classes(cfg))
+        d = TuneData(m.X, m.y, m.fold, holdout, cfg.metric, cfg.n_classes)
         study = tune(
             spec, d, cfg.tuning, out / "study.journal", study_name(cfg, spec, m, fmeta), workers, n_trials
         )
         sampled, tuned_cv = best_sampled(study)
         oof, test, imp = fit_folds(
-            spec, sampled, m.X, m.y, m.fold, m.X_test, cfg.tuning.seed, out / "models", n_classes(cfg)
+            spec, sampled, m.X, m.y, m.fold, m.X_test, cfg.tuning.seed, out / "models", cfg.n_classes
         )
         oofs[spec.name], tests[spec.name], studies[spec.name] = oof, test, study
         importance = imp if importance is None else importance
@@ -252,7 +248,7 @@ def run_stack(
         m.fold,
         m.X_tab_test,
         cfg.tuning.seed,
-        n_classes=n_classes(cfg),
+        n_classes=cfg.n_classes,
     )
     result = _report(cfg, m, s1, fmeta, blended, model_info, tab_oof, holdout, time.time() - t0)
     _write(cfg, out, m, blended, oofs, test_folds, importance, studies, result)
