@@ -385,7 +385,7 @@ class FoldTrainer:
             if self.t.checkpoint == "best_inner":
                 return model, (
                     f"best epoch {self.state.best_epoch} by inner-split {self.t.monitor} "
-                    f"(patients of the training folds; the scored fold took no part)"
+                    f"({self.cfg.columns.group} groups of the training folds; the scored fold took no part)"
                 )
             return model, (
                 f"best epoch {self.state.best_epoch} by the held-out fold's own score "
