@@ -21,12 +21,18 @@ N_TRIALS ?=
 TIMEOUT ?=
 WORKERS ?= 1
 DEMO_STACK = tuning.n_trials=10
+# published setups: `make setups` runs each on the embedded data with PROFILE (a CPU profile by
+# default; PROFILE= runs the configs as written, for a GPU machine with pretrained weights)
+SETUPS_ISIC2024 = mobilenetv2_128 mobilenetv2_128_frozen mobilenetv2_128_balanced mobilenetv2_128_aug \
+	mobilenetv2_128_dual resnet50_128 effnetv2_b1_isic24 effnet_b4_meta
+PROFILE ?= data.img_size=48 train.epochs=3 train.max_train_batches=15 predict.tta=1
+HAM_PROFILE ?= data.img_size=64 train.epochs=10 predict.tta=2
 FROM ?=
 DRY_RUN ?=
 MSG ?=
 LABELS ?=
 
-.PHONY: help setup data folds check-data oof bench-oof stack bench-stack predict submit lb demo test lint
+.PHONY: help setup data folds check-data oof bench-oof stack bench-stack predict submit lb demo setups test lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -76,6 +82,22 @@ demo: ## the main job on the embedded data: data -> folds -> oof -> stack -> sub
 	$(MAKE) stack COMP=$(COMP) STACK=lgbm MODELS=effnetv2_b1_demo SET="$(DEMO_STACK) $(SET)"
 	$(MAKE) submit COMP=$(COMP) DRY_RUN=1
 	$(MAKE) lb COMP=$(COMP)
+
+setups: ## every published setup on the embedded data (PROFILE=... overrides), stacked, side by side in make lb
+	for c in isic2024 isic2020 ham10000; do \
+		[ -f data/$$c/synthetic.json ] || $(MAKE) data COMP=$$c || exit 1; \
+		$(MAKE) folds COMP=$$c || exit 1; \
+	done
+	for m in $(SETUPS_ISIC2024); do $(MAKE) oof COMP=isic2024 MODEL=$$m SET="$(PROFILE) $(SET)" || exit 1; done
+	$(MAKE) oof COMP=isic2020 MODEL=effnet_b0_frozen SET="$(PROFILE) $(SET)"
+	$(MAKE) oof COMP=ham10000 MODEL=ham10000_cnn SET="$(HAM_PROFILE) $(SET)"
+	$(MAKE) stack COMP=isic2024 STACK=lgbm SET="run=lgbm_setups $(DEMO_STACK)"
+	$(MAKE) stack COMP=isic2024 STACK=knn
+	$(MAKE) stack COMP=isic2020 STACK=lgbm SET="$(DEMO_STACK)"
+	$(MAKE) stack COMP=ham10000 STACK=multiclass
+	$(MAKE) submit COMP=ham10000
+	$(MAKE) submit COMP=isic2020 DRY_RUN=1
+	for c in isic2024 isic2020 ham10000; do $(MAKE) lb COMP=$$c || exit 1; done
 
 test: ## run the test suite (what CI runs)
 	$(PY) -m pytest -q
