@@ -208,3 +208,17 @@ def test_knn_baseline_saves_without_pickle_and_reloads(tmp_path):
     (b,) = load_boosters(tmp_path)
     np.testing.assert_allclose(b.predict(X), p)
     assert (est.feature_importance() == 0).all()
+
+
+def test_new_stage1_predictions_start_a_fresh_study(stacked):
+    from dataclasses import replace
+
+    from foldstack.stage2.run import build_matrices, study_name
+
+    cfg, data, _, _ = stacked
+    m, _, fmeta = build_matrices(cfg, data, None)
+    spec = cfg.models[0]
+    assert study_name(cfg, spec, m, fmeta) == study_name(cfg, spec, replace(m, X=m.X.copy()), fmeta)
+    cnn = next(c for c in m.X.columns if c.startswith("cnn_"))
+    retrained = m.X.assign(**{cnn: m.X[cnn] * 0.5})  # same columns, other stage-1 predictions
+    assert study_name(cfg, spec, m, fmeta) != study_name(cfg, spec, replace(m, X=retrained), fmeta)

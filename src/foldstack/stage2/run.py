@@ -195,9 +195,13 @@ def build_matrices(
 
 
 def study_name(cfg: StackConfig, spec: ModelSpec, m: Matrices, fmeta: dict) -> str:
+    """The Optuna study of a model on these exact features: re-running adds trials to it, while a
+    retrained stage-1 run (same name, new predictions) or new data starts a fresh study."""
+    values = pd.util.hash_pandas_object(m.X, index=False).to_numpy().tobytes()
     key = {
         "spec": spec.model_dump(mode="json"),
         "features": list(m.X.columns),
+        "values": artifacts.sha256_bytes(values + m.y.tobytes()),
         "folds": fmeta["sha256"],
         "holdout": cfg.tuning.holdout_fold,
     }
