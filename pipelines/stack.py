@@ -25,17 +25,18 @@ def main(argv: list[str] | None = None) -> int:
     models = [m for m in args.models.split(",") if m] or None
     r = run_stack(cfg, data, models, workers=args.workers, n_trials=args.n_trials)
     names = ("macro_auc", "balanced_accuracy") if cfg.multiclass else ("pauc", "auc")
-    print(
-        f"{'':24} "
-        + " ".join(f"{'OOF ' + n:>22}" for n in names)
-        + (f" {'F1@0.5':>7}" if not cfg.multiclass else "")
-    )
     rows = [(f"stack ({cfg.blend.method} blend)", r["stack"])]
     rows += [(f"  {n}", v) for n, v in r["models"].items()]
     rows += [("tabular only", r["tabular_only"])] + [(f"CNN {n}", v) for n, v in r["cnn"].items()]
+    width = max(len(label) for label, _ in rows) + 1
+    print(
+        f"{'':{width}} "
+        + " ".join(f"{'OOF ' + n:>22}" for n in names)
+        + (f" {'F1@0.5':>7}" if not cfg.multiclass else "")
+    )
     for label, v in rows:
         f1 = f" {v['f1_at_0.5']:7.4f}" if "f1_at_0.5" in v else ""
-        print(f"{label:24} " + " ".join(f"{v.get('oof_' + n, float('nan')):22.4f}" for n in names) + f1)
+        print(f"{label:{width}} " + " ".join(f"{v.get('oof_' + n, float('nan')):22.4f}" for n in names) + f1)
     s = r["stack"]
     print(
         f"untouched hold-out fold {s['holdout_fold']}: "

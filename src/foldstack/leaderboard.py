@@ -188,39 +188,15 @@ def leaderboard(
 
 
 def to_markdown(cfg: CompetitionConfig, table: pd.DataFrame, labels: Path | None) -> str:
-    cols = [
-        c
-        for c in (
-            "entry",
-            "kind",
-            "oof_pauc",
-            "oof_pauc_lo",
-            "oof_pauc_hi",
-            "fold_pauc_mean",
-            "fold_pauc_std",
-            "oof_auc",
-            "oof_macro_auc",
-            "oof_macro_auc_lo",
-            "oof_macro_auc_hi",
-            "fold_macro_auc_mean",
-            "fold_macro_auc_std",
-            "oof_balanced_accuracy",
-            "oof_macro_f1",
-            "test_pauc",
-            "test_auc",
-            "test_macro_auc",
-            "test_balanced_accuracy",
-            "public_pauc",
-            "private_pauc",
-            "public_auc",
-            "private_auc",
-            "public_macro_auc",
-            "private_macro_auc",
-            "public_minus_private_p05",
-            "public_minus_private_p95",
-        )
-        if c in table
-    ]
+    main = _key(cfg.metric)
+    keys = [main, *(k for k in ("pauc", "auc") if k != main and not cfg.multiclass)]  # the metric first
+    wanted = ["entry", "kind"]
+    for k in keys:
+        wanted += [f"oof_{k}", f"oof_{k}_lo", f"oof_{k}_hi", f"fold_{k}_mean", f"fold_{k}_std"]
+    wanted += ["oof_balanced_accuracy", "oof_macro_f1"]
+    wanted += [f"test_{k}" for k in (*keys, "balanced_accuracy")]
+    wanted += [f"public_{main}", f"private_{main}", "public_minus_private_p05", "public_minus_private_p95"]
+    cols = [c for c in wanted if c in table]
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     body = "".join("| " + " | ".join(_fmt(r[c]) for c in cols) + " |\n" for _, r in table.iterrows())
     note = (
