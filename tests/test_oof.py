@@ -317,7 +317,8 @@ def test_ddp_on_cpu_with_gloo_gathers_each_id_once(tiny_isic2024, tmp_path):
         overrides,
         "--no-progress",
     ]
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    # CPU + gloo even on a GPU machine: this test checks the gather, not NCCL
+    env = os.environ | {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     cfg = tiny_oof_config(tmp_path / "runs")
