@@ -6,7 +6,9 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp_path, 0o666 & ~umask)
+        fault_point("atomic.before_rename")
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -86,3 +89,251 @@ def git_commit(cwd: str | Path | None = None) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
+
+
+# ---------------------------------------------------------------------------------------------- fault hook
+FAULT_ENV = "FOLDSTACK_FAULT"
+_fault_hits: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """Fault-injection hook for the kill -9 tests: with FOLDSTACK_FAULT="<name>:<n>" the process kills
+    itself with SIGKILL the n-th time (1-based) it passes the point `name`. A no-op otherwise."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    want, _, nth = spec.rpartition(":")
+    if want != name:
+        return
+    _fault_hits[name] = _fault_hits.get(name, 0) + 1
+    if _fault_hits[name] == int(nth):
+        import signal
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------------------------- sets
+# A set is several files (or folders) that only make sense together: a fold's weights + predictions +
+# record, the folds pair, a stack run. Members are staged under hidden names beside their final names;
+# commit() writes a commit record (the commit point), renames every member into place and deletes the
+# record. A reader or writer that finds a commit record rolls it forward; staged files whose writer is
+# gone (its lock is free) are removed. The manifest member lists every member's size and sha256, and
+# check_set refuses a set whose files do not match it.
+COMMIT_SUFFIX = ".commit.json"
+MANIFEST_KEY = "set_members"
+
+
+def _members_digest(path: Path) -> dict:
+    """{"bytes", "sha256"} of a file, or of every file under a folder (sha256 over names and hashes)."""
+    if path.is_dir():
+        h, total = hashlib.sha256(), 0
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            rel = f.relative_to(path).as_posix()
+            h.update(f"{rel}\0{sha256_file(f)}\n".encode())
+            total += f.stat().st_size
+        return {"bytes": total, "sha256": h.hexdigest(), "folder": True}
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _lock_free(lock: Path) -> bool:
+    """True when no live process holds `lock` (its writer finished or was killed)."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases the probe's lock
+    return True
+
+
+def _roll_forward(folder: Path, record: Path) -> None:
+    """Carry out a commit record: every move, in order, skipping those already done; then clean up."""
+    info = json.loads(record.read_text())
+    for mv in info["moves"]:
+        staged, final, old = folder / mv["staged"], folder / mv["final"], folder / mv["old"]
+        if mv.get("drop"):
+            if final.exists():
+                os.replace(final, old)
+        elif staged.exists():
+            if final.is_dir() and not final.is_symlink():
+                _remove(old)
+                os.replace(final, old)  # a folder cannot be renamed onto a non-empty folder
+            os.replace(staged, final)
+        fault_point("set.commit.move")
+    for mv in info["moves"]:
+        _remove(folder / mv["old"])
+    record.unlink(missing_ok=True)
+
+
+def _tx_of(name: str) -> str | None:
+    """The transaction a hidden set file belongs to ('.<set>.set-<pid>-<hex>'), or None."""
+    if not name.startswith(".") or ".set-" not in name:
+        return None
+    for end in ("~", COMMIT_SUFFIX, ".lock"):
+        name = name.split(end, 1)[0] if end == "~" else name.removesuffix(end)
+    return name
+
+
+def recover(folder: str | Path) -> None:
+    """Finish every set commit that a killed process left half done in `folder`, and remove the staged
+    files of writers that are gone. Cheap when there is nothing to do."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    by_tx: dict[str, list[Path]] = {}
+    for p in folder.iterdir():
+        tx = _tx_of(p.name)
+        if tx is not None:
+            by_tx.setdefault(tx, []).append(p)
+    for tx, paths in sorted(by_tx.items()):
+        lock = folder / f"{tx}.lock"
+        if lock.exists() and not _lock_free(lock):
+            continue  # its writer is alive: leave it alone
+        record = folder / f"{tx}{COMMIT_SUFFIX}"
+        if record.exists():
+            _roll_forward(folder, record)
+        for p in paths:
+            if p.exists() and p != record:
+                _remove(p)
+
+
+class SetWriter:
+    """Stage the members of one set in `folder`, then commit them together.
+
+        with SetWriter(folder, "fold3", manifest="fold3.json") as s:
+            save_file(..., s.path("fold3.safetensors"))
+            s.write_json("fold3.json", info)        # the manifest: set_members is added on commit
+        # leaving the block commits; an exception discards every staged member
+
+    Members are names directly inside `folder` (a file or a folder). Members not written keep their
+    current files; `drop=[...]` names files or folders the commit removes (e.g. a checkpoint).
+    """
+
+    def __init__(self, folder: str | Path, name: str, manifest: str | None = None, drop: tuple = ()):
+        self.folder, self.name, self.manifest, self.drop = Path(folder), name, manifest, tuple(drop)
+        self.tx = f".{name}.set-{os.getpid()}-{os.urandom(4).hex()}"
+        self.staged: dict[str, Path] = {}
+        self._lock_fd: int | None = None
+
+    def __enter__(self) -> SetWriter:
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        recover(self.folder)
+        self._lock_fd = os.open(self.folder / f"{self.tx}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        return self
+
+    def path(self, member: str) -> Path:
+        """Where to write `member` now (a hidden staging path); it becomes folder/member on commit."""
+        if "/" in member or member in ("", ".", ".."):
+            raise ValueError(f"a set member is a name inside {self.folder}, got {member!r}")
+        p = self.folder / f"{self.tx}~{member}"
+        self.staged[member] = p
+        return p
+
+    def write_json(self, member: str, obj: Any) -> Path:
+        p = self.path(member)
+        p.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+        return p
+
+    def write_parquet(self, member: str, df: pd.DataFrame) -> Path:
+        p = self.path(member)
+        df.to_parquet(p, index=False)
+        return p
+
+    def write_csv(self, member: str, df: pd.DataFrame) -> Path:
+        p = self.path(member)
+        df.to_csv(p, index=False)
+        return p
+
+    def write_text(self, member: str, text: str) -> Path:
+        p = self.path(member)
+        p.write_text(text)
+        return p
+
+    def _finish_manifest(self) -> None:
+        if self.manifest is None:
+            return
+        if self.manifest not in self.staged:
+            self.write_json(self.manifest, {})
+        mp = self.staged[self.manifest]
+        body = json.loads(mp.read_text())
+        body[MANIFEST_KEY] = {
+            m: _members_digest(p) for m, p in sorted(self.staged.items()) if m != self.manifest
+        }
+        mp.write_text(json.dumps(body, indent=2, default=str) + "\n")
+
+    def commit(self) -> None:
+        self._finish_manifest()
+        for p in self.staged.values():  # the data is on disk before the commit record says so
+            if p.is_file():
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+        fault_point("set.commit.before")
+        moves = [
+            {"staged": p.name, "final": m, "old": f"{self.tx}~old~{m}"}
+            for m, p in self.staged.items()
+            if m != self.manifest
+        ]
+        moves += [{"staged": "", "final": d, "old": f"{self.tx}~old~{d}", "drop": True} for d in self.drop]
+        if self.manifest is not None:  # last: a reader never sees a new manifest beside old members
+            m = self.manifest
+            moves.append({"staged": self.staged[m].name, "final": m, "old": f"{self.tx}~old~{m}"})
+        record = self.folder / f"{self.tx}{COMMIT_SUFFIX}"
+        write_json(record, {"moves": moves})
+        fault_point("set.commit.recorded")
+        _roll_forward(self.folder, record)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.commit()
+            else:
+                for p in self.staged.values():
+                    _remove(p)
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                (self.folder / f"{self.tx}.lock").unlink(missing_ok=True)
+
+
+def read_manifest(path: str | Path, deep: bool = True) -> dict:
+    """The manifest JSON at `path`, after checking every member it lists exists with its size (and,
+    with deep=True, its sha256). A set that does not match raises DataError naming the file."""
+    from foldstack.errors import DataError
+
+    path = Path(path)
+    recover(path.parent)
+    if not path.exists():
+        raise DataError(f"{path} is missing: the set it describes was never completed")
+    try:
+        body = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e}); rerun the step that writes it") from None
+    for member, want in (body.get(MANIFEST_KEY) or {}).items():
+        p = path.parent / member
+        if not p.exists():
+            raise DataError(f"{p} is missing, though {path} lists it: the set is incomplete; rerun its step")
+        got = _members_digest(p) if deep or p.is_dir() else {"bytes": p.stat().st_size}
+        if got["bytes"] != want["bytes"] or (deep and got["sha256"] != want["sha256"]):
+            raise DataError(
+                f"{p} does not match {path} (size or sha256 differs): it was changed or replaced "
+                f"after the set was written; rerun its step"
+            )
+    return body
