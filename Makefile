@@ -69,7 +69,7 @@ predict: ## trained artifacts -> a submission for any Kaggle-layout folder (DATA
 	$(PY) pipelines/predict.py $(ARGS) --stack $(STACK)
 
 submit: ## validate + write the submission CSV + ledger, submit via the kaggle CLI (FROM=... DRY_RUN=1 MSG=...)
-	$(PY) pipelines/submit.py $(ARGS) --from "$(FROM)" --message "$(MSG)" $(if $(DRY_RUN),--dry-run)
+	$(PY) pipelines/submit.py $(ARGS) --from "$(FROM)" --message "$(MSG)" $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force)
 
 lb: ## offline leaderboard -> submissions/<comp>/leaderboard.md/.csv + roc.png (LABELS=file)
 	$(PY) pipelines/lb.py $(ARGS) --labels "$(LABELS)"

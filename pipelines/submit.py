@@ -6,10 +6,12 @@ import sys
 from pathlib import Path
 
 from foldstack import kaggle_cli
-from foldstack.bundle import build_bundle, build_kernel, names
+from foldstack.artifacts import fault_point
+from foldstack.bundle import build_submission_folders, check_stack_source, names
 from foldstack.cli import base_parser, competition_from_args, run_main
 from foldstack.config import CompetitionConfig
-from foldstack.submission import latest_source, ledger_path, record, write_submission
+from foldstack.errors import DataError
+from foldstack.submission import latest_source, ledger_path, ledger_rows, record, write_submission
 
 
 def _owner(dry_run: bool) -> str:
@@ -24,11 +26,10 @@ def _owner(dry_run: bool) -> str:
 
 def submit_code(cfg: CompetitionConfig, source: Path, message: str, dry_run: bool) -> dict:
     """Bundle -> dataset version, kernel -> push, then a code submission of that kernel version."""
+    stack_dir = check_stack_source(cfg, source)
     owner = _owner(dry_run)
-    stack_dir = source.parent
     staging = Path("submissions") / cfg.name / "kaggle"
-    bundle = build_bundle(cfg, stack_dir, owner, staging / "bundle")
-    kernel = build_kernel(cfg, stack_dir.name, owner, staging / "kernel")
+    bundle, kernel = build_submission_folders(cfg, stack_dir, owner, staging)
     print(f"bundle: {bundle}  kernel: {kernel}")
     kaggle_cli.push_dataset(bundle, message, dry_run=dry_run)
     version = kaggle_cli.push_kernel(kernel, dry_run=dry_run)
@@ -62,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from", dest="source", default="", help="a test.parquet (default: the latest stack)")
     p.add_argument("--message", default="", help="submission message")
     p.add_argument("--dry-run", action="store_true", help="print every kaggle command, run none")
+    p.add_argument("--force", action="store_true", help="send again a file an interrupted run was sending")
     args = p.parse_args(argv)
     cfg, data_dir = competition_from_args(args)
     source = Path(args.source) if args.source else latest_source(cfg)
-    path, row = write_submission(cfg, data_dir, source)
     ledger = ledger_path(cfg)
-    record(ledger, row)
+    path, row = write_submission(cfg, data_dir, source, ledger=ledger)
     score = (
         f"OOF pAUC {row['oof_pauc']:.4f}"
         if row["oof_pauc"] is not None
@@ -85,6 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     message = args.message or f"foldstack {row['name']} ({score}, {row['git_commit'][:10]})"
     flow = submit_code if cfg.code_competition else submit_file
+    if not args.dry_run:
+        sending = ledger_rows(ledger, row["sha256"], ("sending",))
+        if len(sending) and not args.force:
+            raise DataError(
+                f"{ledger}: this same file ({sending.iloc[-1]['file']}) was being sent to Kaggle when an "
+                f"earlier `make submit` stopped, so it may already be submitted. Check with `kaggle "
+                f"competitions submissions -c {cfg.slug}`; to send it again anyway, rerun with FORCE=1"
+            )
+        record(ledger, row | {"kaggle_status": "sending"})
+        fault_point("submit.sending")
     try:
         result = flow(cfg, source if cfg.code_competition else path, message, args.dry_run)
     except Exception as e:  # the file and a 'failed' ledger row stay, with the reason

@@ -221,11 +221,25 @@ class SetWriter:
         # leaving the block commits; an exception discards every staged member
 
     Members are names directly inside `folder` (a file or a folder). Members not written keep their
-    current files; `drop=[...]` names files or folders the commit removes (e.g. a checkpoint).
+    current files; `drop=[...]` names files or folders the commit removes (e.g. a checkpoint), and
+    `replace_all=True` makes the folder hold exactly the new set: every other entry is dropped, except
+    hidden ones and those whose name starts with one of `keep` (e.g. a study journal that outlives runs).
+    `workdir()` gives a hidden folder to write into with ordinary paths: each of its top-level entries
+    becomes a member on commit.
     """
 
-    def __init__(self, folder: str | Path, name: str, manifest: str | None = None, drop: tuple = ()):
+    def __init__(
+        self,
+        folder: str | Path,
+        name: str,
+        manifest: str | None = None,
+        drop: tuple = (),
+        replace_all: bool = False,
+        keep: tuple = (),
+    ):
         self.folder, self.name, self.manifest, self.drop = Path(folder), name, manifest, tuple(drop)
+        self.replace_all, self.keep = replace_all, tuple(keep)
+        self._work: Path | None = None
         self.tx = f".{name}.set-{os.getpid()}-{os.urandom(4).hex()}"
         self.staged: dict[str, Path] = {}
         self._lock_fd: int | None = None
@@ -246,6 +260,13 @@ class SetWriter:
         p = self.folder / f"{self.tx}~{member}"
         self.staged[member] = p
         return p
+
+    def workdir(self) -> Path:
+        """A hidden folder in `folder`; what is written in it becomes members (by top-level name)."""
+        if self._work is None:
+            self._work = self.folder / f"{self.tx}~~work"
+            self._work.mkdir()
+        return self._work
 
     def write_json(self, member: str, obj: Any) -> Path:
         p = self.path(member)
@@ -280,6 +301,19 @@ class SetWriter:
         mp.write_text(json.dumps(body, indent=2, default=str) + "\n")
 
     def commit(self) -> None:
+        if self._work is not None:
+            for entry in sorted(self._work.iterdir()):
+                os.replace(entry, self.path(entry.name))
+            self._work.rmdir()
+            self._work = None
+        if self.replace_all:
+            self.drop += tuple(
+                p.name
+                for p in sorted(self.folder.iterdir())
+                if not p.name.startswith(".")
+                and p.name not in self.staged
+                and not p.name.startswith(self.keep or ("\0",))
+            )
         self._finish_manifest()
         for p in self.staged.values():  # the data is on disk before the commit record says so
             if p.is_file():
@@ -305,7 +339,7 @@ class SetWriter:
             if exc_type is None:
                 self.commit()
             else:
-                for p in self.staged.values():
+                for p in [*self.staged.values(), *([self._work] if self._work else [])]:
                     _remove(p)
         finally:
             if self._lock_fd is not None:
@@ -313,9 +347,10 @@ class SetWriter:
                 (self.folder / f"{self.tx}.lock").unlink(missing_ok=True)
 
 
-def read_manifest(path: str | Path, deep: bool = True) -> dict:
-    """The manifest JSON at `path`, after checking every member it lists exists with its size (and,
-    with deep=True, its sha256). A set that does not match raises DataError naming the file."""
+def read_manifest(path: str | Path, deep: bool = True, only: tuple[str, ...] | None = None) -> dict:
+    """The manifest JSON at `path`, after checking every member it lists (or those of them named in
+    `only`, e.g. what a bundle copies) exists with its size (and, with deep=True, its sha256). A set
+    that does not match raises DataError naming the file."""
     from foldstack.errors import DataError
 
     path = Path(path)
@@ -327,6 +362,8 @@ def read_manifest(path: str | Path, deep: bool = True) -> dict:
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e}); rerun the step that writes it") from None
     for member, want in (body.get(MANIFEST_KEY) or {}).items():
+        if only is not None and member not in only:
+            continue
         p = path.parent / member
         if not p.exists():
             raise DataError(f"{p} is missing, though {path} lists it: the set is incomplete; rerun its step")

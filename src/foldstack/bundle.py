@@ -52,33 +52,59 @@ def build_wheel(out: Path) -> Path:
     return next(out.glob("foldstack-*.whl"))
 
 
+def check_stack_source(cfg: CompetitionConfig, source: Path) -> Path:
+    """The stack run folder of `source` (its test.parquet), refused clearly when it is not one: a code
+    competition's kernel reruns a whole stack (stage-1 weights + stage-2 models) on the hidden test set."""
+    folder = source.parent
+    if folder.parent.name == "oof" or not (folder / "inputs.json").exists():
+        raise DataError(
+            f"{source} is not a stack run's test.parquet ({folder / 'inputs.json'} is missing). "
+            f"{cfg.name} is a code competition: Kaggle reruns the kernel on the hidden test set, so it "
+            f"needs a stack run; stack this run with `make stack MODELS={folder.name}` and submit "
+            f"runs/{cfg.name}/stack/<name>/test.parquet (or leave FROM empty for the newest stack)"
+        )
+    artifacts.read_manifest(folder / "metrics.json")
+    return folder
+
+
 def build_bundle(cfg: CompetitionConfig, stack_dir: Path, owner: str, out: Path) -> Path:
-    """out/: runs/<comp>/{stack/<name>, oof/<run>...} with weights and native models, the wheel, metadata."""
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    runs = tmp / "runs" / cfg.name
+    """out/: runs/<comp>/{stack/<name>, oof/<run>...} with weights and native models, the wheel, metadata.
+
+    `out` must not exist yet (build_submission_folders stages it inside a set)."""
+    runs = out / "runs" / cfg.name
     inputs = json.loads((stack_dir / "inputs.json").read_text())
     dst = runs / "stack" / stack_dir.name
+    dst.mkdir(parents=True)
     for f in RUN_FILES:
         if (stack_dir / f).exists():
-            dst.mkdir(parents=True, exist_ok=True)
             shutil.copy2(stack_dir / f, dst / f)
     shutil.copytree(stack_dir / "models", dst / "models")
     for name in inputs["stage1_runs"]:
         _copy_stage1(stack_dir.parents[1] / "oof" / name, runs / "oof" / name)
-    build_wheel(tmp)
+    build_wheel(out)
     dataset, _ = names(cfg)
     artifacts.write_json(
-        tmp / "dataset-metadata.json",
+        out / "dataset-metadata.json",
         {
             "title": f"foldstack {cfg.name} inference bundle",
             "id": f"{owner}/{dataset}",
             "licenses": [{"name": "CC0-1.0"}],
         },
     )
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
     return out
+
+
+def build_submission_folders(
+    cfg: CompetitionConfig, stack_dir: Path, owner: str, staging: Path
+) -> tuple[Path, Path]:
+    """staging/bundle and staging/kernel, written as one set: a killed build never leaves a bundle of one
+    run beside the kernel of another."""
+    with artifacts.SetWriter(staging, "kaggle", manifest="kaggle.json") as s:
+        bundle = build_bundle(cfg, stack_dir, owner, s.path("bundle"))
+        build_kernel(cfg, stack_dir.name, owner, s.path("kernel"))
+        artifacts.fault_point("submit.bundle")
+        s.write_json("kaggle.json", {"stack": str(stack_dir), "owner": owner, "wheel": bundle.name})
+    return staging / "bundle", staging / "kernel"
 
 
 KERNEL_SCRIPT = '''"""foldstack offline inference for {slug}: install the wheel, write submission.csv."""

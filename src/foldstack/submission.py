@@ -111,14 +111,9 @@ def validate_predictions(
         )
 
 
-def write_submission(
-    cfg: CompetitionConfig,
-    data_dir: Path,
-    source: Path,
-    name: str | None = None,
-    out_dir: Path = Path("submissions"),
-) -> tuple[Path, dict]:
-    """Validate `source` (a test.parquet) and write submissions/<comp>/<UTC time>_<name>.csv."""
+def build_submission(cfg: CompetitionConfig, data_dir: Path, source: Path) -> tuple[pd.DataFrame, dict]:
+    """The validated submission frame of `source` (a test.parquet) in sample_submission order, and the
+    metrics of the run it comes from."""
     meta = source_metrics(source)
     test = pd.read_parquet(source)
     sample = read_sample_submission(cfg, data_dir)
@@ -127,10 +122,46 @@ def write_submission(
     values = test.set_index("id").loc[sample[idc], cfg.pred_columns].to_numpy()
     sub = pd.DataFrame(values, columns=cfg.submission_columns[1:])
     sub.insert(0, idc, sample[idc].to_numpy())
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    name = name or meta["run"]
-    path = out_dir / cfg.name / f"{stamp}_{name}.csv"
-    artifacts.write_csv(path, sub)
+    return sub, meta
+
+
+# ledger states of a submission that a killed `make submit` may have left: the rerun takes the row over
+RESUMABLE = ("writing", "written")
+
+
+def ledger_rows(ledger: Path | None, sha: str, states: tuple[str, ...]) -> pd.DataFrame:
+    """Ledger rows of the submission file with this sha256 whose status is one of `states`."""
+    if ledger is None:
+        return pd.DataFrame(columns=LEDGER_COLUMNS)
+    rows = read_ledger(ledger)
+    return rows[(rows["sha256"] == sha) & rows["kaggle_status"].isin(states)]
+
+
+def write_submission(
+    cfg: CompetitionConfig,
+    data_dir: Path,
+    source: Path,
+    name: str | None = None,
+    out_dir: Path = Path("submissions"),
+    ledger: Path | None = None,
+) -> tuple[Path, dict]:
+    """Validate `source` (a test.parquet) and write submissions/<comp>/<UTC time>_<name>.csv.
+
+    With `ledger`, the row is recorded ('writing') before the file is written and again ('written')
+    after, and a row of the same file left 'writing' or 'written' by an interrupted run is taken over
+    (same file name and time), so a rerun after a kill leaves what an uninterrupted run leaves.
+    """
+    sub, meta = build_submission(cfg, data_dir, source)
+    data = sub.to_csv(index=False).encode()
+    sha = artifacts.sha256_bytes(data)
+    earlier = ledger_rows(ledger, sha, RESUMABLE)
+    if len(earlier):
+        stamp, path = str(earlier.iloc[-1]["time_utc"]), Path(str(earlier.iloc[-1]["file"]))
+        name = str(earlier.iloc[-1]["name"])
+    else:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        name = name or meta["run"]
+        path = out_dir / cfg.name / f"{stamp}_{name}.csv"
     row = {
         "time_utc": stamp,
         "name": name,
@@ -139,13 +170,19 @@ def write_submission(
         "source": str(source),
         "oof_pauc": meta["oof_pauc"],
         "oof_auc": meta["oof_auc"],
-        "sha256": artifacts.sha256_file(path),
+        "sha256": sha,
         "flow": "code" if cfg.code_competition else "file",
-        "kaggle_status": "written",
+        "kaggle_status": "writing",
         "public_score": None,
         "private_score": None,
         "note": "oof_auc is the macro one-vs-rest AUC" if cfg.multiclass else "",
     }
+    if ledger is not None:
+        record(ledger, row)
+    artifacts.write_atomic(path, lambda p: p.write_bytes(data))
+    row["kaggle_status"] = "written"
+    if ledger is not None:
+        record(ledger, row)
     return path, row
 
 
@@ -156,7 +193,7 @@ def ledger_path(cfg: CompetitionConfig, out_dir: Path = Path("submissions")) -> 
 def read_ledger(path: Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=LEDGER_COLUMNS)
-    return pd.read_csv(path, dtype={"time_utc": str, "note": str, "kaggle_status": str})
+    return pd.read_csv(path, dtype={"time_utc": str, "note": str, "kaggle_status": str, "sha256": str})
 
 
 def record(path: Path, row: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import xgboost as xgb
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from foldstack import artifacts
+from foldstack.errors import DataError
 
 KINDS = ("lightgbm", "xgboost", "knn")
 LGB_DEFAULTS = {"objective": "binary", "verbosity": -1, "n_jobs": 0}
@@ -163,7 +165,12 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
         return total / len(self.boosters_)
 
     def save(self, folder: Path) -> list[Path]:
-        """Native formats only: LightGBM model text, XGBoost JSON (never pickles)."""
+        """Native formats only: LightGBM model text, XGBoost JSON (never pickles), plus estimator.json,
+        the folder's manifest: the booster files in seed order. The folder is written whole: anything
+        already there is removed first, so no stale booster of an earlier fit is ever loaded."""
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
         paths = []
         for i, b in enumerate(self.boosters_):
             if self.kind == "knn":
@@ -180,7 +187,12 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
             paths.append(path)
         artifacts.write_json(
             folder / "estimator.json",
-            {"kind": self.kind, **self.get_params(), "features": list(self.feature_names_in_)},
+            {
+                "kind": self.kind,
+                **self.get_params(),
+                "features": list(self.feature_names_in_),
+                "boosters": [p.name for p in paths],
+            },
         )
         return paths
 
@@ -194,15 +206,36 @@ def predict_booster(kind: str, booster: Any, X: pd.DataFrame, n_classes: int = 2
     return booster.predict(xgb.DMatrix(X, enable_categorical=True))
 
 
+BOOSTER_GLOB = {"knn": "seed*.knn.npz", "lightgbm": "seed*.lgb.txt", "xgboost": "seed*.xgb.json"}
+
+
 def load_boosters(folder: Path) -> list[Any]:
-    """Boosters saved by GBDTClassifier.save, in seed order."""
-    meta = json.loads((folder / "estimator.json").read_text())
-    if meta["kind"] == "knn":
-        return [KNNModel.load(p) for p in sorted(folder.glob("seed*.knn.npz"))]
-    if meta["kind"] == "lightgbm":
-        return [lgb.Booster(model_file=str(p)) for p in sorted(folder.glob("seed*.lgb.txt"))]
+    """Boosters saved by GBDTClassifier.save, in seed order; refused (naming the file) when the folder
+    does not hold exactly the boosters its estimator.json lists, one per seed."""
+    meta_path = folder / "estimator.json"
+    if not meta_path.exists():
+        raise DataError(
+            f"{meta_path} is missing: {folder} is not a complete stage-2 model; rerun `make stack`"
+        )
+    meta = json.loads(meta_path.read_text())
+    kind = meta.get("kind")
+    if kind not in BOOSTER_GLOB:
+        raise DataError(f"{meta_path}: kind {kind!r} is not one of {', '.join(BOOSTER_GLOB)}")
+    listed = meta.get("boosters")
+    found = sorted(p.name for p in folder.glob(BOOSTER_GLOB[kind]))
+    seeds = list(meta.get("seeds") or ())
+    if listed is None or found != sorted(listed) or len(listed) != len(seeds):
+        raise DataError(
+            f"{folder} holds boosters {found}, but {meta_path} lists {listed} for {len(seeds)} seed(s) "
+            f"{seeds}: the model folder is stale or incomplete; rerun `make stack`"
+        )
+    paths = [folder / name for name in listed]
+    if kind == "knn":
+        return [KNNModel.load(p) for p in paths]
+    if kind == "lightgbm":
+        return [lgb.Booster(model_file=str(p)) for p in paths]
     out = []
-    for p in sorted(folder.glob("seed*.xgb.json")):
+    for p in paths:
         b = xgb.Booster()
         b.load_model(str(p))
         out.append(b)

@@ -28,6 +28,8 @@ from foldstack.stage2.features import (
 )
 from foldstack.stage2.tune import TuneData, best_sampled, estimator, tune
 
+STUDY_FILES = ("study.journal",)  # Optuna's journal (and its lock files) outlive a run's outputs
+
 
 @dataclass
 class StageOne:
@@ -109,6 +111,7 @@ def fit_folds(
         imp.append(est.feature_importance())
         if save_to is not None:
             est.save(save_to / spec.name / f"fold{f}")
+        artifacts.fault_point("stack.fit_fold")
     return oof, test, pd.concat(imp, axis=1).mean(axis=1).sort_values(ascending=False)
 
 
@@ -222,40 +225,44 @@ def run_stack(
     k = cfg.folds.k
     holdout = cfg.tuning.holdout_fold % k
     oofs, tests, model_info, importance, studies = {}, {}, {}, None, {}
-    for spec in cfg.models:
-        d = TuneData(m.X, m.y, m.fold, holdout, cfg.metric, cfg.n_classes)
-        study = tune(
-            spec, d, cfg.tuning, out / "study.journal", study_name(cfg, spec, m, fmeta), workers, n_trials
+    # the run folder is one set: every output is staged and swapped in whole when the run ends (the
+    # study journal stays: it outlives runs); a killed run leaves the previous outputs untouched
+    with artifacts.SetWriter(out, "stack", manifest="metrics.json", replace_all=True, keep=STUDY_FILES) as s:
+        work = s.workdir()
+        for spec in cfg.models:
+            d = TuneData(m.X, m.y, m.fold, holdout, cfg.metric, cfg.n_classes)
+            study = tune(
+                spec, d, cfg.tuning, out / "study.journal", study_name(cfg, spec, m, fmeta), workers, n_trials
+            )
+            sampled, tuned_cv = best_sampled(study)
+            oof, test, imp = fit_folds(
+                spec, sampled, m.X, m.y, m.fold, m.X_test, cfg.tuning.seed, work / "models", cfg.n_classes
+            )
+            oofs[spec.name], tests[spec.name], studies[spec.name] = oof, test, study
+            importance = imp if importance is None else importance
+            model_info[spec.name] = scores(cfg, m.y, oof, m.fold) | {
+                "tuned_cv": tuned_cv,
+                "trials_in_study": len(study.trials),
+                "best_params": sampled,
+                "study": study.study_name,
+            }
+        blended = blend(oofs, cfg.blend.method, cfg.blend.weights)
+        method, weights = cfg.blend.method, cfg.blend.weights
+        test_folds = np.stack([blend({n: t[f] for n, t in tests.items()}, method, weights) for f in range(k)])
+        first = cfg.models[0]
+        tab_oof, _, _ = fit_folds(
+            first,
+            best_sampled(studies[first.name])[0],
+            m.X_tab,
+            m.y,
+            m.fold,
+            m.X_tab_test,
+            cfg.tuning.seed,
+            n_classes=cfg.n_classes,
         )
-        sampled, tuned_cv = best_sampled(study)
-        oof, test, imp = fit_folds(
-            spec, sampled, m.X, m.y, m.fold, m.X_test, cfg.tuning.seed, out / "models", cfg.n_classes
-        )
-        oofs[spec.name], tests[spec.name], studies[spec.name] = oof, test, study
-        importance = imp if importance is None else importance
-        model_info[spec.name] = scores(cfg, m.y, oof, m.fold) | {
-            "tuned_cv": tuned_cv,
-            "trials_in_study": len(study.trials),
-            "best_params": sampled,
-            "study": study.study_name,
-        }
-    blended = blend(oofs, cfg.blend.method, cfg.blend.weights)
-    test_folds = np.stack(
-        [blend({n: t[f] for n, t in tests.items()}, cfg.blend.method, cfg.blend.weights) for f in range(k)]
-    )
-    first = cfg.models[0]
-    tab_oof, _, _ = fit_folds(
-        first,
-        best_sampled(studies[first.name])[0],
-        m.X_tab,
-        m.y,
-        m.fold,
-        m.X_tab_test,
-        cfg.tuning.seed,
-        n_classes=cfg.n_classes,
-    )
-    result = _report(cfg, m, s1, fmeta, blended, model_info, tab_oof, holdout, time.time() - t0)
-    _write(cfg, out, m, blended, oofs, test_folds, importance, studies, result)
+        result = _report(cfg, m, s1, fmeta, blended, model_info, tab_oof, holdout, time.time() - t0)
+        _write(cfg, work, m, blended, oofs, test_folds, importance, studies, result)
+        artifacts.fault_point("stack.before_commit")
     return result
 
 
