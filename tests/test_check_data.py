@@ -71,23 +71,23 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 # ----------------------------------------------------------------------------- the real fixture
 def test_fixture_folder_is_ok_and_train_side_missing() -> None:
-    report = check_data(CFG, FIXTURE, sample=16)
+    report = check_data(CFG, FIXTURE)
     text = report.format()
     assert report.ok, text
     assert "train metadata: missing" in text and "train images: missing" in text
     assert "test metadata: test-metadata.csv: 3 rows, 3 patients" in text
-    assert "test images: test-image.hdf5: 3 images" in text
+    assert "test images: test-image.hdf5: 3 images, 3 checked (3 JPEG): H 119-141 px" in text
     assert text.rstrip().endswith("OK")
 
 
 # ----------------------------------------------------------------------------- tiny folders
 def test_complete_folder(tmp_path: Path) -> None:
-    report = check_data(CFG, isic2024_folder(tmp_path), sample=4)
+    report = check_data(CFG, isic2024_folder(tmp_path))
     text = report.format()
     assert report.ok, text
     assert "train metadata: train-metadata.csv: 10 rows, 1 positives (10.000%), 4 patients" in text
     assert "missing values: lesion_id=10, iddx_2=10," in text
-    assert "4 sampled decode to H " in text
+    assert "train images: train-image.hdf5: 10 images, 10 checked (10 JPEG): H 20-29 px" in text
     assert "missing" not in text.replace("missing values", "")
 
 
@@ -103,7 +103,7 @@ def test_corrupt_image_is_a_problem(tmp_path: Path) -> None:
     folder = isic2024_folder(tmp_path)
     test_ids = ["ISIC_0015657", "ISIC_0015729", "ISIC_0015740"]
     write_hdf5(folder / CFG.images.test, test_ids, bad=("ISIC_0015729",))
-    report = check_data(CFG, folder, sample=16)
+    report = check_data(CFG, folder)
     assert not report.ok
     assert any("ISIC_0015729" in p and "cannot be decoded" in p for p in report.problems)
 
@@ -148,7 +148,7 @@ def test_isic2020_jpeg_layout(tmp_path: Path) -> None:
     assert report.ok, text
     assert "3 rows, 1 positives (33.333%), 2 patients" in text
     assert "missing values: sex=1, age_approx=1, anatom_site_general_challenge=1" in text
-    assert "train images: train: 3 images, 3 sampled decode to H 16-18 px, W 16-16 px" in text
+    assert "train images: train: 3 images, 3 checked (3 JPEG): H 16-18 px (median 17), W 16-16 px (median 16)" in text
 
 
 # ----------------------------------------------------------------------------- the entry point
@@ -214,7 +214,7 @@ def ham10000_folder(folder: Path) -> Path:
 
 
 def test_ham10000_counts_per_class_and_lists_both_folders(tmp_path: Path) -> None:
-    report = check_data(HAM, ham10000_folder(tmp_path), sample=4)
+    report = check_data(HAM, ham10000_folder(tmp_path))
     text = report.format()
     assert report.ok, text
     assert (
@@ -225,7 +225,7 @@ def test_ham10000_counts_per_class_and_lists_both_folders(tmp_path: Path) -> Non
     assert "test metadata: HAM10000_test_metadata.csv: 2 rows, 2 lesion_id groups" in text
     assert (
         "train images: HAM10000_images_part_1 + HAM10000_images_part_2: 5 images "
-        "(HAM10000_images_part_1 3, HAM10000_images_part_2 2), 4 sampled decode to H 45-45 px, W 60-60 px"
+        "(HAM10000_images_part_1 3, HAM10000_images_part_2 2), 5 checked (5 JPEG): H 45-45 px"
         in text
     )
     assert "test images: HAM10000_test_images: 2 images" in text
