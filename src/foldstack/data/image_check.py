@@ -212,7 +212,7 @@ def scan_images(
             if lines and scan.checked * 10 >= (tenth + 1) * len(ids):
                 tenth = scan.checked * 10 // len(ids)
                 print(
-                    f"{label}: checked {scan.checked} of {len(ids)} ({tenth * 10}%)",
+                    f"{label}: checked {scan.checked} of {len(ids)} ({100 * scan.checked // len(ids)}%)",
                     file=sys.stderr,
                     flush=True,
                 )
