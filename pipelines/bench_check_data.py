@@ -87,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--distinct", type=int, default=400, help="distinct crops encoded, reused under ids")
     p.add_argument("--workers", type=int, default=0, help="0: every core this process may use")
     p.add_argument("--out", type=Path, default=Path("data/bench_check_data/train-image.hdf5"))
+    p.add_argument("--one-worker", type=int, default=20_000, help="images timed on one worker first")
     p.add_argument("--regenerate", action="store_true", help="rebuild the HDF5 even if it exists")
     args = p.parse_args(argv)
-    if args.n < 1 or args.distinct < 1 or args.workers < 0:
-        p.error("--n and --distinct must be at least 1, --workers at least 0")
+    if args.n < 1 or args.distinct < 1 or args.workers < 0 or args.one_worker < 1:
+        p.error("--n, --distinct and --one-worker must be at least 1, --workers at least 0")
     info_path = args.out.with_suffix(".json")
     info = json.loads(info_path.read_text()) if info_path.exists() and args.out.exists() else {}
     if args.regenerate or (info.get("n"), info.get("distinct")) != (args.n, args.distinct):
@@ -120,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     store.close()
 
+    few = ids[: args.one_worker]
+    t = time.perf_counter()
+    scan_images(store, few, workers=1, progress=False)
+    one_rate = len(few) / (time.perf_counter() - t)
+    print(f"one worker on the first {len(few)} images: {one_rate:,.0f} images/s")
+
     t = time.perf_counter()
     scan = scan_images(store, ids, workers=workers, label="check")
     wall = time.perf_counter() - t
@@ -132,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": workers,
         "wall_seconds": round(wall, 2),
         "images_per_second": round(rate),
+        "one_worker_images_per_second": round(one_rate),
         "folds_listing_seconds": round(listing, 3),
         "cpu": cpu_model(),
         "cores_usable": cores,

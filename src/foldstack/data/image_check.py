@@ -178,6 +178,9 @@ def _results(store: ImageStore, chunks: list[list[str]], workers: int) -> Iterat
         for chunk in chunks:
             yield scan_chunk(store, chunk)
         return
+    close = getattr(store, "close", None)
+    if close is not None:  # no open HDF5 handle is inherited: each worker opens its own
+        close()
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     with ctx.Pool(workers) as pool:
         yield from pool.imap(_scan_task, [(store, c) for c in chunks])
