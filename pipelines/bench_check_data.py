@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import time
 from pathlib import Path
@@ -73,6 +74,12 @@ def build_hdf5(path: Path, n: int, distinct: int) -> dict:
     }
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the pool's workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def cpu_model() -> str:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -127,11 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     one_rate = len(few) / (time.perf_counter() - t)
     print(f"one worker on the first {len(few)} images: {one_rate:,.0f} images/s")
 
-    t = time.perf_counter()
+    t, cpu0 = time.perf_counter(), _cpu_seconds()
     scan = scan_images(store, ids, workers=workers, label="check")
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, _cpu_seconds() - cpu0
     rate = scan.checked / wall
     print(f"check of every image on {workers} worker(s): {wall:.1f} s wall, {rate:,.0f} images/s")
+    print(
+        f"  CPU time {cpu:.1f} s ({cpu / scan.checked * 1e6:.0f} us per image; {cpu / wall:.2f} cores busy "
+        f"on average, load {os.getloadavg()[0]:.2f} after)"
+    )
     print(f"  {scan.summary()}")
     result = {
         "images": scan.checked,
@@ -140,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(wall, 2),
         "images_per_second": round(rate),
         "one_worker_images_per_second": round(one_rate),
+        "cpu_seconds": round(cpu, 1),
         "folds_listing_seconds": round(listing, 3),
         "cpu": cpu_model(),
         "cores_usable": cores,
