@@ -32,7 +32,7 @@ DRY_RUN ?=
 MSG ?=
 LABELS ?=
 
-.PHONY: help setup data folds check-data oof bench-oof stack bench-stack predict submit lb demo setups test lint
+.PHONY: help setup data folds check-data bench-check-data oof bench-oof stack bench-stack predict submit lb demo setups test lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,8 +49,11 @@ data: ## write the embedded synthetic competition (real Kaggle layout) to data/<
 folds: ## patient-grouped, target-stratified folds -> runs/<comp>/folds.csv (FORCE=1 to replace)
 	$(PY) pipelines/folds.py $(ARGS) $(if $(FORCE),--force)
 
-check-data: ## validate the files of a Kaggle-layout folder (DATA=dir) and print a summary
+check-data: ## validate the files of a Kaggle-layout folder (DATA=dir), every image included, and print a summary
 	$(PY) pipelines/check_data.py $(ARGS)
+
+bench-check-data: ## images/s of the full image check on a synthetic 401,059-JPEG train-image.hdf5 (in data/)
+	$(PY) pipelines/bench_check_data.py
 
 oof: ## stage 1: k-fold CNNs -> runs/<comp>/oof/<model>/ (MODEL=effnetv2_b1, GPUS=N for DDP)
 	$(LAUNCH) pipelines/oof.py $(ARGS) --model $(MODEL)

@@ -1,6 +1,8 @@
 """Check a data folder against the competition layout and print what it holds.
 
-    python pipelines/check_data.py --comp isic2024 --data data/isic2024 [--set ...] [--sample 16]
+    python pipelines/check_data.py --comp isic2024 --data data/isic2024 [--set ...] [--workers N]
+
+Every image is read and checked (non-empty, JPEG/PNG signature, end marker, decodes) in parallel.
 
 Exit code 0 when the files present are valid, 1 when there are problems.
 """
@@ -9,14 +11,23 @@ from __future__ import annotations
 
 from foldstack.cli import base_parser, competition_from_args, run_main
 from foldstack.data.check import check_data
+from foldstack.data.image_check import available_cores
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = base_parser("Check a data folder in the Kaggle layout of a competition.")
-    parser.add_argument("--sample", type=int, default=16, help="how many images to decode (seeded sample)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help=f"processes that check the images (default 0: every core this process may use, "
+        f"{available_cores()} here)",
+    )
     args = parser.parse_args(argv)
+    if args.workers < 0:
+        parser.error(f"--workers must be 0 (every core) or more, got {args.workers}")
     cfg, data_dir = competition_from_args(args)
-    report = check_data(cfg, data_dir, sample=args.sample)
+    report = check_data(cfg, data_dir, workers=args.workers)
     print(report.format())
     return 0 if report.ok else 1
 

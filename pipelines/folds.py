@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = make_folds(cfg, train, data_dir, force=args.force)
     csv_path, _ = folds_paths(cfg)
     verb = "reused" if meta["reused"] else "wrote"
+    if meta.get("upgraded"):
+        verb = "reused (folds.json now holds the table hash of the train data)"
     if cfg.multiclass:
         counts = ", ".join(f"{c} {n}" for c, n in meta["class_counts"].items())
         what, per = f"classes: {counts}", "classes present"

@@ -114,3 +114,156 @@ def test_folds_pipeline_runs(tiny_isic2024, tmp_path):
     )
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "cannot make 500 folds" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- data hash, sets, images
+def _copy_data(data, tmp_path):
+    """A writable copy of the tiny (session-wide, read-only) data folder."""
+    import shutil
+
+    return shutil.copytree(data, tmp_path / "data")
+
+
+def _train(cfg, data):
+    from foldstack.data.metadata import read_metadata
+
+    return read_metadata(cfg, data, "train")
+
+
+@pytest.mark.parametrize("resave", ["crlf", "bom", "crlf+bom"])
+def test_crlf_or_bom_resave_reuses_the_folds(tiny_isic2024, tmp_path, resave):
+    cfg0, data0 = tiny_isic2024
+    data = _copy_data(data0, tmp_path)
+    cfg = tiny_config("isic2024", tmp_path / "runs")
+    first = make_folds(cfg, _train(cfg, data), data)
+    path = data / cfg.files.train
+    raw = path.read_bytes()
+    assert b"\r" not in raw and not raw.startswith(b"\xef\xbb\xbf")
+    if "crlf" in resave:
+        raw = raw.replace(b"\n", b"\r\n")
+    if "bom" in resave:
+        raw = b"\xef\xbb\xbf" + raw
+    path.write_bytes(raw)
+    train = _train(cfg, data)
+    assert train.equals(_train(cfg0, data0))  # read_metadata reads the re-saved table identically
+    again = make_folds(cfg, train, data)
+    assert again["reused"] and again["sha256"] == first["sha256"]
+    assert again["data_sha256"] == first["data_sha256"]
+
+
+@pytest.mark.parametrize("change", ["target", "group", "id"])
+def test_changed_table_is_detected(tiny_isic2024, tmp_path, change):
+    _, data0 = tiny_isic2024
+    data = _copy_data(data0, tmp_path)
+    cfg = tiny_config("isic2024", tmp_path / "runs")
+    train = _train(cfg, data)
+    first = make_folds(cfg, train, data)
+    c = cfg.columns
+    row = int(np.flatnonzero(train[c.target].to_numpy() == 0)[0])
+    changed = train.copy()
+    if change == "target":
+        changed.loc[row, c.target] = 1
+    elif change == "group":
+        changed.loc[row, c.group] = changed[c.group].iloc[-1]
+        assert changed[c.group].iloc[row] != train[c.group].iloc[row]
+    else:  # a row (and so its id) removed
+        changed = changed.drop(index=row)
+    with pytest.raises(DataError, match="FORCE=1") as e:
+        make_folds(cfg, changed, data)
+    assert first["data_sha256"][:12] in str(e.value)
+    assert make_folds(cfg, train, data)["reused"]
+
+
+def _make_folds_in_child(runs, data, seed, fault):
+    code = (
+        "import sys; from pathlib import Path; from foldstack.config import load_competition; "
+        "from foldstack.data.metadata import read_metadata; from foldstack.folds import make_folds; "
+        "cfg = load_competition('isic2024', sys.argv[1]); d = Path(sys.argv[2]); "
+        "make_folds(cfg, read_metadata(cfg, d, 'train'), d, force=True)"
+    )
+    from tests.conftest import TINY
+
+    overrides = f"{TINY['isic2024']} runs_dir={runs} folds.seed={seed}"
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO / "src"), "FOLDSTACK_FAULT": fault}
+    return subprocess.run(
+        [sys.executable, "-c", code, overrides, str(data)], capture_output=True, text=True, env=env
+    )
+
+
+@pytest.mark.parametrize("fault", ["set.commit.move:1", "set.commit.recorded:1", "set.commit.before:1"])
+def test_killed_commit_of_the_pair_is_rolled_forward_or_kept_whole(tiny_isic2024, tmp_path, fault):
+    _, data = tiny_isic2024
+    cfg = tiny_config("isic2024", tmp_path / "runs")
+    old = make_folds(cfg, _train(cfg, data), data)
+    out = _make_folds_in_child(tmp_path / "runs", data, 99, fault)
+    assert out.returncode == -9, out.stderr  # SIGKILL in the middle of the commit
+    json_path = folds_paths(cfg)[1]
+    if fault == "set.commit.before:1":  # killed before the commit record: the old pair stays whole
+        assert json.loads(json_path.read_text())["seed"] == old["seed"]
+    else:  # the commit record exists: before the kill, folds.csv was new and folds.json old (or neither)
+        assert any(p.name.endswith(".commit.json") for p in cfg.run_dir.iterdir())
+    folds, meta = load_folds(cfg)  # rolls a recorded commit forward; never "the folds file was edited"
+    want_seed = old["seed"] if fault == "set.commit.before:1" else 99
+    assert meta["seed"] == want_seed and len(folds) == old["rows"]
+    assert sorted(p.name for p in cfg.run_dir.iterdir()) == ["folds.csv", "folds.json"]
+    seeded = tiny_config("isic2024", tmp_path / "runs", f"folds.seed={want_seed}")
+    assert make_folds(seeded, _train(cfg, data), data)["reused"]
+
+
+def test_half_pair_is_refused_naming_the_file(tiny_isic2024, tmp_path):
+    _, data = tiny_isic2024
+    cfg = tiny_config("isic2024", tmp_path / "runs")
+    make_folds(cfg, _train(cfg, data), data)
+    csv_path = folds_paths(cfg)[0]
+    body = csv_path.read_text()
+    csv_path.write_text(body[: len(body) // 2])  # e.g. a copy cut short
+    with pytest.raises(DataError, match=r"folds\.csv does not match .*folds\.json") as e:
+        load_folds(cfg)
+    assert "edited" not in str(e.value) and "FORCE=1" in str(e.value)
+    csv_path.unlink()
+    with pytest.raises(DataError, match=r"folds\.csv is missing, though .*folds\.json lists it"):
+        load_folds(cfg)
+
+
+def test_folds_json_of_an_older_foldstack(tiny_isic2024, tmp_path):
+    """Before sets and the table hash: no set_members, data_sha256 = sha256 of the train CSV's bytes."""
+    from foldstack import artifacts
+
+    _, data0 = tiny_isic2024
+    data = _copy_data(data0, tmp_path)
+    cfg = tiny_config("isic2024", tmp_path / "runs")
+    made = make_folds(cfg, _train(cfg, data), data)
+    json_path = folds_paths(cfg)[1]
+    legacy = {k: v for k, v in made.items() if k not in ("set_members", "data_hash", "reused")}
+    legacy["data_sha256"] = artifacts.sha256_file(data / cfg.files.train)
+    json_path.write_text(json.dumps(legacy))
+    again = make_folds(cfg, _train(cfg, data), data)  # same bytes, k, seed: upgraded in place
+    assert again["reused"] and again["upgraded"] and again["sha256"] == made["sha256"]
+    assert again["data_sha256"] == made["data_sha256"]
+    assert load_folds(cfg)[1]["data_hash"] == "table-v1"
+
+    legacy["data_sha256"] = "0" * 64  # made on other bytes: refused, saying why
+    json_path.write_text(json.dumps(legacy))
+    with pytest.raises(DataError, match=r"hashed as file bytes by an older foldstack.*FORCE=1"):
+        make_folds(cfg, _train(cfg, data), data)
+    json_path.write_text(json.dumps({k: v for k, v in legacy.items() if k != "sha256"}))
+    with pytest.raises(DataError, match=r"folds\.json lacks sha256 .*FORCE=1"):
+        load_folds(cfg)
+    assert not make_folds(cfg, _train(cfg, data), data, force=True)["reused"]
+
+
+def test_make_folds_refuses_ids_without_an_image(tiny_isic2024, tmp_path):
+    _, data0 = tiny_isic2024
+    data = _copy_data(data0, tmp_path)
+    cfg = tiny_config("isic2024", tmp_path / "runs")
+    path = data / cfg.files.train
+    train = pd.read_csv(path, dtype=str, keep_default_na=False)
+    extra = train.iloc[[0, 1]].copy()
+    extra[cfg.columns.id] = ["ISIC_NOIMG1", "ISIC_NOIMG2"]
+    pd.concat([train, extra]).to_csv(path, index=False)
+    with pytest.raises(DataError) as e:
+        make_folds(cfg, _train(cfg, data), data)
+    msg = str(e.value)
+    assert f"2 of the {len(train) + 2} train ids" in msg and "ISIC_NOIMG1, ISIC_NOIMG2" in msg
+    assert str(data / cfg.images.train) in msg and "Add their images, or remove their rows" in msg
+    assert not folds_paths(cfg)[1].exists()

@@ -244,9 +244,10 @@ def test_ham10000_images_are_in_their_folders(small_ham10000):
 
 def test_ham10000_check_data_passes(small_ham10000):
     cfg, data = small_ham10000
-    report = check_data(cfg, data, sample=8)
+    report = check_data(cfg, data, workers=1)
     assert report.ok, report.format()
     assert "lesion_id groups" in report.format()
+    assert any(" checked (" in line and " JPEG)" in line for line in report.lines)
 
 
 def test_ham10000_is_deterministic_whatever_the_workers(small_ham10000, tmp_path):

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from foldstack.config import CompetitionConfig
+from foldstack.data.image_check import bad_image_problems, scan_images
 from foldstack.data.images import ImageStore, JpegDirImages, check_ids, open_images
 from foldstack.data.metadata import read_metadata, read_sample_submission
 from foldstack.errors import DataError
 
 SPLITS = ("train", "test")
-SAMPLE_SEED = 0
 MAX_SHOWN = 5
 
 
@@ -127,21 +126,6 @@ def _check_submission(
         )
 
 
-def _sample_sizes(store: ImageStore, ids: list[str], sample: int, report: CheckReport) -> str:
-    """Decode a seeded random sample; a summary of their sizes (undecodable ones are problems)."""
-    chosen = random.Random(SAMPLE_SEED).sample(ids, min(sample, len(ids)))
-    shapes = []
-    for image_id in chosen:
-        try:
-            shapes.append(store.read(image_id).shape)
-        except DataError as e:
-            report.problems.append(str(e))
-    if not shapes:
-        return "no image decoded"
-    hs, ws = [s[0] for s in shapes], [s[1] for s in shapes]
-    return f"{len(shapes)} sampled decode to H {min(hs)}-{max(hs)} px, W {min(ws)}-{max(ws)} px"
-
-
 def _image_counts(store: ImageStore, stored: list[str]) -> str:
     """'N images', with the count of each folder when there are several."""
     if not isinstance(store, JpegDirImages) or len(store.folders) == 1:
@@ -155,7 +139,8 @@ def _check_images(
     data_dir: Path,
     split: str,
     meta: pd.DataFrame | None,
-    sample: int,
+    workers: int,
+    progress: bool,
     report: CheckReport,
 ) -> None:
     paths = image_paths(cfg, data_dir, split)
@@ -177,10 +162,8 @@ def _check_images(
     except DataError as e:
         report.problems.append(str(e))
         return
-    ids = stored
     if meta is not None:
         stored_set, wanted = set(stored), meta[cfg.columns.id].tolist()
-        ids = [i for i in wanted if i in stored_set]
         extra = len(stored_set - set(wanted))
         if extra:
             parts.append(f"{extra} without a metadata row")
@@ -188,13 +171,21 @@ def _check_images(
             check_ids(store, [i for i in wanted if i not in stored_set])
         except DataError as e:
             report.problems.append(f"{split} metadata ids without an image: {e}")
-    if ids and sample > 0:
-        parts.append(_sample_sizes(store, ids, sample, report))
+    if stored:  # every image in the store, whether or not it has a metadata row
+        scan = scan_images(store, stored, workers=workers, label=f"{split} images", progress=progress)
+        parts.append(scan.summary())
+        report.problems += bad_image_problems(scan, split, MAX_SHOWN)
     report.lines.append(f"{split} images: {names}: {', '.join(parts)}")
 
 
-def check_data(cfg: CompetitionConfig, data_dir: Path, sample: int = 16) -> CheckReport:
-    """Check every file of the layout that `data_dir` holds; missing files are reported, not errors."""
+def check_data(
+    cfg: CompetitionConfig, data_dir: Path, workers: int = 0, progress: bool = True
+) -> CheckReport:
+    """Check every file of the layout that `data_dir` holds; missing files are reported, not errors.
+
+    Every image is read and checked (see image_check.inspect_image) on `workers` processes (0: every
+    core this process may use); `progress` shows a bar (or 10% lines in a log).
+    """
     data_dir = Path(data_dir)
     report = CheckReport(f"data check of {data_dir} for {cfg.name}")
     files = layout(cfg, data_dir)
@@ -208,5 +199,5 @@ def check_data(cfg: CompetitionConfig, data_dir: Path, sample: int = 16) -> Chec
     meta = {split: _check_metadata(cfg, data_dir, split, report) for split in SPLITS}
     _check_submission(cfg, data_dir, meta["test"], report)
     for split in SPLITS:
-        _check_images(cfg, data_dir, split, meta[split], sample, report)
+        _check_images(cfg, data_dir, split, meta[split], workers, progress, report)
     return report

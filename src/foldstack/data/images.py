@@ -53,6 +53,15 @@ class ImageStore(ABC):
     def __len__(self) -> int:
         return len(self.ids())
 
+    def id_set(self) -> set[str]:
+        """Every id that has an image, as a set: one listing, for checking many ids at once."""
+        return set(self.ids())
+
+    def missing_ids(self, ids: Iterable[str]) -> list[str]:
+        """The ids (in the given order) that have no image, from one listing of the store."""
+        have = self.id_set()
+        return [i for i in ids if i not in have]
+
     def read(self, image_id: str) -> np.ndarray:
         """The decoded image: H x W x 3 uint8 RGB."""
         return decode_jpeg(self.read_bytes(image_id), image_id, self.path)
@@ -89,6 +98,9 @@ class HDF5Images(ImageStore):
         return self._h5
 
     def read_bytes(self, image_id: str) -> bytes:
+        fast = self._read_scalar_bytes(image_id)
+        if fast is not None:
+            return fast
         item = self._file().get(image_id) if isinstance(image_id, str) and image_id else None
         if not isinstance(item, h5py.Dataset):
             raise self._missing(image_id)
@@ -97,8 +109,30 @@ class HDF5Images(ImageStore):
             return value.tobytes()
         return bytes(value)
 
+    def _read_scalar_bytes(self, image_id: object) -> bytes | None:
+        """The bytes of a scalar |S<n> dataset through h5py's low-level API (about 4x faster than
+        Dataset[()], which matters for 400,000 images); None for anything else (the caller's
+        high-level path then reads it or raises)."""
+        if not isinstance(image_id, str) or not image_id:
+            return None
+        try:
+            dset = h5py.h5d.open(self._file().id, image_id.encode())
+        except (KeyError, ValueError, TypeError, RuntimeError):
+            return None
+        dtype = dset.dtype
+        if dtype.kind != "S" or dset.shape != ():
+            return None
+        buf = np.empty((), dtype=dtype)
+        dset.read(h5py.h5s.ALL, h5py.h5s.ALL, buf)
+        return bytes(buf[()])  # as Dataset[()] gives it: trailing NUL padding dropped
+
     def ids(self) -> list[str]:
         return list(self._file().keys())
+
+    def id_set(self) -> set[str]:
+        """The root-level names in one listing (a name that is a group, not a dataset, counts here;
+        reading it still raises DataError)."""
+        return set(self._file().keys())
 
     def __contains__(self, image_id: object) -> bool:
         if not isinstance(image_id, str) or not image_id:
@@ -190,6 +224,14 @@ class JpegDirImages(ImageStore):
     def __contains__(self, image_id: object) -> bool:
         return bool(self._files(image_id))
 
+    def id_set(self) -> set[str]:
+        """Every id with a file in some folder (an id in two folders is listed once; ids() refuses it)."""
+        return {i for ids in self.ids_per_folder().values() for i in ids}
+
+    def file_of(self, image_id: str) -> Path:
+        """The file of an id (DataError when it has none, or one in several folders)."""
+        return self._file(image_id)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({[str(f) for f in self.folders]!r})"
 
@@ -205,8 +247,11 @@ def open_images(cfg: CompetitionConfig, data_dir: Path, split: str) -> ImageStor
 
 
 def check_ids(store: ImageStore, ids: Iterable[str]) -> None:
-    """Raise DataError listing (up to 10 of) the ids that have no image in the store."""
-    missing = [i for i in ids if i not in store]
+    """Raise DataError listing (up to 10 of) the ids that have no image in the store.
+
+    Lists the store once (a set), so 400,000 ids cost one HDF5 keys() listing or one folder scan.
+    """
+    missing = store.missing_ids(ids)
     if missing:
         shown = ", ".join(missing[:MAX_LISTED]) + (", ..." if len(missing) > MAX_LISTED else "")
         raise DataError(f"{len(missing)} id(s) have no image in {store.where}: {shown}")
