@@ -185,23 +185,16 @@ def rank_blend_scores(cfg: StackConfig, m: Matrices, rank_oof: np.ndarray | None
     return {"rank_blend_before_calibration": pooled | held}
 
 
-NEAR_MAX = {"pauc": 0.198, "auc": 0.999, "macro_auc": 0.999}  # the maxima are 0.2, 1 and 1
-
-
 def suspicious_reasons(cfg: StackConfig, result: dict) -> list[str]:
-    """Scores at or near the metric's maximum: too good to be true on this task, most likely a leak."""
-    found = []
-    main = predictions.main_key(cfg)
-    places = [("stack", result["stack"])] + [(f"model {n}", v) for n, v in result["models"].items()]
-    for where, rec in places:
-        for key, limit in NEAR_MAX.items():
-            for kind in ("oof", "holdout"):
-                v = rec.get(f"{kind}_{key}")
-                if isinstance(v, float) and v >= limit:
-                    found.append(f"{where} {kind}_{key} {v:.4f} >= {limit}")
+    """Scores at or near the metric's maximum (predictions.NEAR_MAX): the stack's OOF and hold-out
+    scores, and each model's OOF score and inner-CV (tuned_cv) score. Too good to be true: a leak."""
+    found = [f"stack {r}" for r in predictions.near_max(result["stack"])]
+    limit = predictions.NEAR_MAX[predictions.main_key(cfg)]
+    for name, rec in result["models"].items():
+        found += [f"model {name} {r}" for r in predictions.near_max(rec)]
         v = rec.get("tuned_cv")
-        if isinstance(v, float) and v >= NEAR_MAX[main]:
-            found.append(f"{where} tuned_cv ({cfg.metric}) {v:.4f} >= {NEAR_MAX[main]}")
+        if isinstance(v, float) and v >= limit:
+            found.append(f"model {name} tuned_cv ({cfg.metric}) {v:.4f} >= {limit}")
     return found
 
 
