@@ -93,8 +93,10 @@ class RankCalibration:
         if missing:
             raise DataError(f"rank blend: no predictions of model(s) {missing}; have {list(preds)}")
         train = self.fold != f
-        ranks = [to_rank(reference(self.oof[m][train]), preds[m]) for m in self.models]
-        return np.tensordot(self.weights, np.stack(ranks), axes=1)
+        total = np.zeros(len(np.asarray(preds[self.models[0]])))
+        for w, m in zip(self.weights, self.models, strict=True):  # elementwise: same bits for any n
+            total = total + w * to_rank(reference(self.oof[m][train]), preds[m])
+        return total
 
     def probability(self, f: int, preds: dict[str, np.ndarray]) -> np.ndarray:
         return apply_map(self.knots[f], self.rank_score(f, preds))
