@@ -15,11 +15,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     cfg, data_dir = competition_from_args(args)
-    labels = Path(args.labels) if args.labels else data_dir / cfg.files.test_labels
-    if not labels.exists():
-        if args.labels:
-            raise FileNotFoundError(labels)
-        labels = None
+    labels: Path | None = Path(args.labels) if args.labels else data_dir / cfg.files.test_labels
+    if not args.labels and not labels.is_file():
+        labels = None  # no labels file: rank on OOF scores only
     table = leaderboard(cfg, labels)
     folder = Path("submissions") / cfg.name
     print((folder / "leaderboard.md").read_text())

@@ -47,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
             {n: {"tuned_cv": v["tuned_cv"], "trials": v["trials_in_study"]} for n, v in r["models"].items()}
         )
     )
+    if r.get("score_is_optimistic"):
+        print(
+            f"WARNING: optimistic score: stage-1 input(s) {r['optimistic_inputs']} picked their epoch on "
+            f"the scored fold (features.allow_optimistic=true); metrics.json says score_is_optimistic"
+        )
+    if r.get("suspicious_score"):
+        print(f"WARNING: suspicious score: {r['suspicious_score']}")
     print(f"wrote {cfg.run_dir / 'stack' / cfg.run}/")
     return 0
 

@@ -9,16 +9,18 @@ import pytest
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import check_get_params_invariance, check_no_attributes_set_in_init
 
+from foldstack import metrics
 from foldstack.config import available
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
 from foldstack.folds import make_folds
 from foldstack.stage1.config import load_oof_config
 from foldstack.stage1.run import run_oof
+from foldstack.stage2 import calibrate
 from foldstack.stage2.config import load_stack_config
 from foldstack.stage2.features import build_features, category_levels, check_leaks
 from foldstack.stage2.models import GBDTClassifier, load_boosters
-from foldstack.stage2.run import run_stack
+from foldstack.stage2.run import run_stack, stack_flags
 from tests.conftest import TINY
 
 FAST = (
@@ -127,7 +129,7 @@ def test_planted_leak_is_refused():
     rng = np.random.default_rng(0)
     y = (rng.random(500) < 0.1).astype(int)
     X = pd.DataFrame({"ok": rng.normal(size=500) + y, "leak": y * 3.0 + 1})
-    with pytest.raises(DataError, match="'leak' alone separates the target"):
+    with pytest.raises(DataError, match="'leak': its value alone separates the target"):
         check_leaks(X, y, ())
     with pytest.raises(DataError, match="train-only"):
         check_leaks(X.rename(columns={"ok": "iddx_1"}).drop(columns="leak"), y, ("iddx_1",))
@@ -222,3 +224,133 @@ def test_new_stage1_predictions_start_a_fresh_study(stacked):
     cnn = next(c for c in m.X.columns if c.startswith("cnn_"))
     retrained = m.X.assign(**{cnn: m.X[cnn] * 0.5})  # same columns, other stage-1 predictions
     assert study_name(cfg, spec, m, fmeta) != study_name(cfg, spec, replace(m, X=retrained), fmeta)
+
+
+def test_sparse_and_missingness_leaks_are_refused_but_a_strong_cnn_passes():
+    rng = np.random.default_rng(0)
+    n = 1000
+    y = (rng.random(n) < 0.1).astype(int)
+    ok = rng.normal(size=n) + y
+    # the target plus noise on 40% of the rows, empty elsewhere: the old rule (>= 50% filled) skipped it
+    sparse = np.where(rng.random(n) < 0.4, y + rng.normal(0, 0.01, n), np.nan)
+    with pytest.raises(DataError, match="'sparse': its value alone separates the target"):
+        check_leaks(pd.DataFrame({"ok": ok, "sparse": sparse}), y, ())
+    # filled only for negatives: its missingness is the label
+    filled_if_benign = np.where(y == 1, np.nan, rng.normal(size=n))
+    with pytest.raises(DataError, match="'lab': its missingness"):
+        check_leaks(pd.DataFrame({"ok": ok, "lab": filled_if_benign}), y, ())
+    cat = pd.Categorical(np.where(y == 1, None, "x"), categories=["x"])  # categorical columns too
+    with pytest.raises(DataError, match="'site': its missingness"):
+        check_leaks(pd.DataFrame({"ok": ok, "site": cat}), y, ())
+    # a strong CNN (AUC 0.999+) and its patient features are no leak: they have their own fold checks
+    cnn = np.where(y == 1, rng.normal(2.5, 1, n), rng.normal(-2.5, 1, n))
+    assert metrics.auc(y, cnn) >= 0.999
+    check_leaks(pd.DataFrame({"ok": ok, "cnn_strong": cnn, "cnn_strong_patient_rank": cnn}), y, ())
+    # too few filled rows to judge, or a class absent there: not scored
+    few = np.full(n, np.nan)
+    few[:15] = y[:15]
+    check_leaks(pd.DataFrame({"ok": ok, "few": few}), y, ())
+
+
+def test_cnn_input_with_other_fold_column_is_refused(with_cnn, tmp_path):
+    runs, data = with_cnn
+    other = tmp_path / "runs"
+    shutil.copytree(runs, other)
+    path = other / "isic2024/oof/tiny/oof.parquet"
+    oof = pd.read_parquet(path)
+    oof.loc[0, "fold"] = (oof.loc[0, "fold"] + 1) % 3
+    oof.to_parquet(path, index=False)
+    with pytest.raises(DataError, match=r"oof/tiny/oof.parquet: 1 row\(s\) have another fold than in folds"):
+        run_stack(stack_config(other), data)
+
+
+def test_optimistic_stage1_is_refused_unless_allowed_then_flagged(with_cnn, tmp_path):
+    runs, data = with_cnn
+    other = tmp_path / "runs"
+    shutil.copytree(runs, other)
+    m = other / "isic2024/oof/tiny/metrics.json"
+    m.write_text(json.dumps(json.loads(m.read_text()) | {"score_is_optimistic": True}))
+    with pytest.raises(
+        DataError, match=r"\['tiny'\] have score_is_optimistic.*tiny/metrics.json.*allow_optimistic"
+    ):
+        run_stack(stack_config(other), data)
+    r = run_stack(stack_config(other, "features.allow_optimistic=true tuning.n_trials=1"), data)
+    assert r["score_is_optimistic"] is True and r["optimistic_inputs"] == ["tiny"]
+    saved = json.loads((other / "isic2024/stack/lgbm/metrics.json").read_text())
+    assert saved["score_is_optimistic"] is True and saved["optimistic_inputs"] == ["tiny"]
+
+
+def test_rank_blend_pred_is_a_calibrated_probability_with_the_rank_order(stacked):
+    cfg, _data, r, out = stacked
+    oof = pd.read_parquet(out / "oof.parquet")
+    y, p, fold = oof["target"].to_numpy(), oof["pred"].to_numpy(), oof["fold"].to_numpy()
+    assert cfg.blend.method == "rank" and ((p >= 0) & (p <= 1)).all()
+    assert y.mean() / 3 <= p.mean() <= 3 * y.mean()  # a probability, not a mean rank (~0.5)
+    cal = calibrate.load(out)
+    preds = {n: oof[f"pred_{n}"].to_numpy() for n in r["models"]}
+    for f in range(cfg.folds.k):
+        rows = fold == f
+        rank = cal.rank_score(f, preds)[rows]
+        np.testing.assert_array_equal(cal.probability(f, preds)[rows], p[rows])  # saved map == training
+        for score in (metrics.auc, metrics.pauc):
+            assert abs(score(y[rows], p[rows]) - score(y[rows], rank)) <= 1e-12
+    held = r["rank_blend_before_calibration"]
+    assert abs(held["holdout_pauc"] - r["stack"]["holdout_pauc"]) <= 1e-12
+    assert "isotonic regression" in r["how_scored"]
+    test = pd.read_parquet(out / "test.parquet")
+    assert test["pred"].between(0, 1).all()
+
+
+def test_rank_calibration_keeps_the_order_and_matches_the_positive_rate():
+    rng = np.random.default_rng(0)
+    n, k = 4000, 5
+    y = (rng.random(n) < 0.05).astype(int)
+    fold = rng.integers(0, k, n)
+    a = 1 / (1 + np.exp(-(rng.normal(size=n) + 2 * y - 3)))
+    b = 1 / (1 + np.exp(-(rng.normal(size=n) + 1.5 * y - 3)))
+    cal, prob, rank = calibrate.fit_rank_calibration({"a": a, "b": b}, y, fold, {"a": 2.0})
+    assert prob.min() >= 0 and prob.max() <= 1 and abs(prob.mean() - y.mean()) < 0.3 * y.mean()
+    for f in range(k):
+        rows = fold == f
+        assert abs(metrics.auc(y[rows], prob[rows]) - metrics.auc(y[rows], rank[rows])) <= 1e-12
+        assert abs(metrics.pauc(y[rows], prob[rows]) - metrics.pauc(y[rows], rank[rows])) <= 1e-12
+        # ranks are against a fixed reference: a test set of any size ranks a score as OOF did
+        one = {"a": a[rows][:1], "b": b[rows][:1]}
+        assert cal.probability(f, one)[0] == prob[rows][0]
+    # pooled, each fold's own map moves AUC only a little
+    assert abs(metrics.auc(y, prob) - metrics.auc(y, rank)) < 0.01
+
+
+def test_near_max_scores_are_flagged():
+    cfg = load_stack_config("isic2024", "lgbm", TINY["isic2024"])
+    fine = {
+        "stack": {"oof_pauc": 0.15, "oof_auc": 0.9, "holdout_pauc": 0.16},
+        "models": {"m": {"tuned_cv": 0.17}},
+    }
+    assert "suspicious_score" not in stack_flags(cfg, [], fine)
+    hold = {"stack": fine["stack"] | {"holdout_pauc": 0.199}, "models": fine["models"]}
+    assert "stack holdout_pauc 0.1990 >= 0.198" in stack_flags(cfg, [], hold)["suspicious_score"]
+    inner = {"stack": fine["stack"], "models": {"m": {"tuned_cv": 0.1985, "oof_auc": 0.9995}}}
+    reason = stack_flags(cfg, [], inner)["suspicious_score"]
+    assert "model m tuned_cv (pauc80) 0.1985" in reason and "model m oof_auc 0.9995 >= 0.999" in reason
+
+
+def test_stack_pipeline_prints_warnings(monkeypatch, capsys, with_cnn):
+    from pipelines import stack as stack_pipeline
+
+    runs, data = with_cnn
+    rec = {"oof_pauc": 0.1995, "oof_auc": 0.9999, "holdout_pauc": 0.2, "holdout_auc": 1.0, "holdout_fold": 2}
+    result = {
+        "stack": rec,
+        "models": {"lgbm": rec | {"tuned_cv": 0.2, "trials_in_study": 1}},
+        "tabular_only": rec,
+        "cnn": {},
+        "score_is_optimistic": True,
+        "optimistic_inputs": ["tiny"],
+    }
+    result["suspicious_score"] = "score at or near the metric's maximum: stack holdout_pauc 0.2000 >= 0.198"
+    monkeypatch.setattr(stack_pipeline, "run_stack", lambda *a, **k: result)
+    stack_pipeline.main(["--set", f"{TINY['isic2024']} runs_dir={runs}", "--data", str(data)])
+    out = capsys.readouterr().out
+    assert "WARNING: suspicious score: score at or near" in out
+    assert "WARNING: optimistic score: stage-1 input(s) ['tiny']" in out

@@ -109,7 +109,8 @@ def test_predict_from_artifacts_reproduces_the_stack(trained):
     preds = stack_test_predictions(stack, runs, data, progress=False)
     test = pd.read_parquet(stack / "test.parquet")
     assert preds["id"].tolist() == test["id"].tolist()
-    np.testing.assert_allclose(preds["pred"], test["pred"], atol=1e-6)
+    np.testing.assert_allclose(preds["pred"], test["pred"], atol=1e-12)
+    assert preds["pred"].between(0, 1).all()
 
 
 def test_predict_on_the_real_fixtures_gives_a_valid_3_row_file(trained, fixture_dir):
@@ -127,6 +128,8 @@ def test_bundle_and_kernel_hold_what_the_kernel_needs(trained, tmp_path):
     assert (bundle / "runs/isic2024/oof/tiny/fold0.safetensors").exists()
     assert (bundle / "runs/isic2024/stack/lgbm/models/lgbm/fold0/seed0.lgb.txt").exists()
     assert (bundle / "runs/isic2024/stack/lgbm/levels.json").exists()
+    assert (bundle / "runs/isic2024/stack/lgbm/blend.json").exists()  # the rank blend's probability map
+    assert (bundle / "runs/isic2024/stack/lgbm/blend_reference.npz").exists()
     wheel = next(bundle.glob("foldstack-*.whl"))
     assert "foldstack/predict.py" in zipfile.ZipFile(wheel).namelist()
     assert (
@@ -310,3 +313,62 @@ def test_code_flow_dry_run_without_credentials_prints_the_commands(trained, tmp_
     assert "$ kaggle kernels push -p submissions/isic2024/kaggle/kernel" in out
     assert "-k YOUR-USERNAME/foldstack-isic2024-predict -v VERSION -f submission.csv" in out
     assert read_ledger(tmp_path / "submissions/isic2024/ledger.csv").loc[0, "kaggle_status"] == "dry-run"
+
+
+def test_leaderboard_ranks_stacks_by_holdout_and_shows_flags(trained, tmp_path):
+    cfg, _data, runs, _stack = trained
+    other = tmp_path / "runs"
+    shutil.copytree(runs, other)
+    cfg = load_competition("isic2024", f"{TINY['isic2024']} runs_dir={other}")
+    root = other / "isic2024/stack"
+    shutil.copytree(root / "lgbm", root / "better")
+    m = json.loads((root / "better/metrics.json").read_text())
+    m["stack"]["holdout_pauc"] = 0.199  # same OOF as lgbm, a better (and suspicious) hold-out score
+    m |= {"score_is_optimistic": True, "optimistic_inputs": ["tiny"]}
+    (root / "better/metrics.json").write_text(json.dumps(m))
+    table = leaderboard(cfg, None, out_dir=tmp_path / "subs")
+    stacks = table[table["kind"] == "stack"]
+    assert stacks["entry"].tolist() == ["better", "lgbm"] and stacks["rank"].tolist() == [1, 2]
+    assert set(stacks["rank_by"]) == {"holdout_pauc"}
+    assert set(table.loc[table["kind"] == "stage1", "rank_by"]) == {"oof_pauc"}
+    better = stacks.iloc[0]
+    assert better["holdout_pauc"] == 0.199 and better["optimistic"] == "yes (inputs tiny)"
+    assert "holdout_pauc 0.1990 >= 0.198" in better["suspicious"]
+    assert stacks.iloc[1]["optimistic"] == "" and stacks.iloc[1]["suspicious"] == ""
+    md = (tmp_path / "subs/isic2024/leaderboard.md").read_text()
+    assert "| 1 | better | stack | holdout_pauc | 0.1990 | yes (inputs tiny) |" in md
+    assert "stacks come first, ranked by holdout_pauc" in md
+
+
+def test_lb_without_or_with_bad_labels_gives_clear_errors(trained, tmp_path, monkeypatch):
+    from pipelines import lb as lb_pipeline
+
+    _cfg, data, runs, _stack = trained
+    monkeypatch.chdir(tmp_path)
+    args = ["--set", f"{TINY['isic2024']} runs_dir={runs}"]
+    nolabels = tmp_path / "nolabels"
+    nolabels.mkdir()
+    for f in ("train-metadata.csv", "test-metadata.csv", "sample_submission.csv"):
+        shutil.copy(data / f, nolabels / f)
+    _path, row = write_submission(_cfg, data, _stack / "test.parquet", out_dir=tmp_path / "submissions")
+    record(ledger_path(_cfg, tmp_path / "submissions"), row)
+    # LABELS= and no labels file: OOF scores only
+    assert lb_pipeline.main([*args, "--data", str(nolabels), "--labels", ""]) == 0
+    labels = pd.read_csv(data / "test-labels.csv")
+    cases = {
+        "missing.csv": (None, "does not exist or is not a file"),
+        "no_target.csv": (labels.drop(columns="target"), r"lacks column\(s\) \['target'\]"),
+        "empty.csv": ("", "is not a readable CSV"),
+        "one_class.csv": (labels[labels["target"] == 0], "hold a single class"),
+    }
+    for name, (content, match) in cases.items():
+        path = tmp_path / name
+        if isinstance(content, pd.DataFrame):
+            content.to_csv(path, index=False)
+        elif content is not None:
+            path.write_text(content)
+        with pytest.raises(DataError, match=match):
+            lb_pipeline.main([*args, "--data", str(data), "--labels", str(path)])
+    no_folds = ["--set", f"{TINY['isic2024']} runs_dir={tmp_path / 'none'}", "--data", str(data)]
+    with pytest.raises(DataError, match=r"no folds at .*make folds"):
+        lb_pipeline.main(no_folds)

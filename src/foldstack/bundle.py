@@ -13,7 +13,7 @@ from foldstack.config import CompetitionConfig
 from foldstack.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
-RUN_FILES = ("config.yaml", "metrics.json", "levels.json", "inputs.json")
+RUN_FILES = ("config.yaml", "metrics.json", "levels.json", "inputs.json", "blend.json", "blend_reference.npz")
 
 
 def names(cfg: CompetitionConfig) -> tuple[str, str]:

@@ -287,7 +287,8 @@ def _check_key(cls: type[BaseModel], key: str) -> None:
     model: type[BaseModel] | None = cls
     parts = key.split(".")
     for i, part in enumerate(parts):
-        assert model is not None
+        if model is None:
+            raise ConfigError(f"unknown config key {key!r}: {'.'.join(parts[:i])} takes no sub-keys")
         field = model.model_fields.get(part)
         if field is None:
             raise ConfigError(f"unknown config key {key!r}. Valid keys: {', '.join(valid_keys(cls))}")

@@ -286,7 +286,8 @@ def latest_submission(slug: str) -> dict[str, Any] | None:
     private_score (scores are strings, '' while pending).
     """
     result = run(["competitions", "submissions", "-c", slug, "--csv"], dry_run=False, echo=False)
-    assert result is not None
+    if result is None:
+        raise KaggleError("`kaggle competitions submissions` returned nothing (it ran as a dry run)")
     lines = result.stdout.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith("ref,")), None)
     if start is None:

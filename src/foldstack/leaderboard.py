@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -29,15 +29,27 @@ class Entry:
     oof: pd.DataFrame | None  # id, fold, target, pred
     submission: Path | None = None
     status: str = ""
+    meta: dict = field(default_factory=dict)  # the run's metrics.json ({} when there is none)
+
+
+def _metrics_json(folder: Path) -> dict:
+    path = folder / "metrics.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is not valid JSON ({e}): rerun the run that wrote it") from e
 
 
 def collect(cfg: CompetitionConfig, out_dir: Path = Path("submissions")) -> list[Entry]:
     entries = []
     for kind, sub in (("stage1", "oof"), ("stack", "stack")):
         for p in sorted((cfg.run_dir / sub).glob("*/oof.parquet")):
-            entries.append(Entry(p.parent.name, kind, pd.read_parquet(p)))
+            entries.append(Entry(p.parent.name, kind, pd.read_parquet(p), meta=_metrics_json(p.parent)))
     for _, row in read_ledger(ledger_path(cfg, out_dir)).iterrows():
-        src = Path(str(row["source"])).parent / "oof.parquet"
+        folder = Path(str(row["source"])).parent
+        src = folder / "oof.parquet"
         oof = pd.read_parquet(src) if src.exists() else None
         entries.append(
             Entry(
@@ -46,13 +58,88 @@ def collect(cfg: CompetitionConfig, out_dir: Path = Path("submissions")) -> list
                 oof,
                 Path(str(row["file"])),
                 str(row["kaggle_status"]),
+                _metrics_json(folder),
             )
         )
     return entries
 
 
+def flags(cfg: CompetitionConfig, e: Entry, row: dict) -> dict:
+    """For stacks the untouched hold-out fold's score (metrics.json stack.holdout_<key>); for every entry
+    the optimism flag (metrics.json score_is_optimistic) and the suspicious-score flag (a stack's
+    metrics.json suspicious_score, or any score of the row at or near the metric's maximum)."""
+    key = _key(cfg.metric)
+    out: dict = {}
+    if e.kind == "stack":
+        v = e.meta.get("stack", {}).get(f"holdout_{key}")
+        out[f"holdout_{key}"] = float(v) if isinstance(v, (int, float)) else np.nan
+    optimistic = bool(e.meta.get("score_is_optimistic", False))
+    inputs = e.meta.get("optimistic_inputs") or []
+    out["optimistic"] = ("yes" + (f" (inputs {', '.join(inputs)})" if inputs else "")) if optimistic else ""
+    reasons = [str(e.meta["suspicious_score"])] if e.meta.get("suspicious_score") else []
+    reasons += [r for r in predictions.near_max(row | out, ("oof", "holdout", "test")) if r not in reasons]
+    out["suspicious"] = "; ".join(reasons)
+    return out
+
+
 def _key(metric: str) -> str:
     return {"pauc80": "pauc"}.get(metric, metric)
+
+
+KIND_ORDER = ("stack", "stage1", "submission")
+
+
+def rank(cfg: CompetitionConfig, table: pd.DataFrame) -> pd.DataFrame:
+    """Stacks first, ranked by the untouched hold-out fold's score (their pooled OOF mixes in the folds
+    that chose their parameters); then stage-1 runs and submissions, ranked by the pooled OOF score.
+    rank_by names the column each row is ranked by, rank its place within its kind."""
+    key = _key(cfg.metric)
+    table = table.copy()
+    table["rank_by"] = [f"holdout_{key}" if k == "stack" else f"oof_{key}" for k in table["kind"]]
+    table["rank_score"] = [
+        r.get(c, np.nan) if isinstance(r.get(c, np.nan), float) else np.nan
+        for r, c in zip(table.to_dict("records"), table["rank_by"], strict=True)
+    ]
+    table["kind_order"] = [KIND_ORDER.index(k) for k in table["kind"]]
+    table = table.sort_values(
+        ["kind_order", "rank_score"], ascending=[True, False], na_position="last", kind="stable"
+    )
+    table["rank"] = table.groupby("kind").cumcount() + 1
+    return table.drop(columns=["kind_order", "rank_score"]).reset_index(drop=True)
+
+
+def read_labels(cfg: CompetitionConfig, path: Path) -> pd.DataFrame:
+    """The test labels CSV (id, group, target columns of the competition config), or a DataError that
+    says what is wrong with it."""
+    idc, gc, tc = cfg.columns.id, cfg.columns.group, cfg.columns.target
+    if not path.is_file():
+        raise DataError(
+            f"labels file {path} does not exist or is not a file: pass LABELS=<a CSV with columns "
+            f"{idc},{gc},{tc}>, or LABELS= (empty) to rank without test scores"
+        )
+    try:
+        labels = pd.read_csv(path, dtype={idc: str, gc: str})
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(
+            f"labels file {path} is not a readable CSV ({e}); expected columns {idc},{gc},{tc}"
+        ) from e
+    missing = [c for c in (idc, gc, tc) if c not in labels.columns]
+    if missing:
+        raise DataError(
+            f"labels file {path} lacks column(s) {missing} (has {list(labels.columns)}); test labels need "
+            f"{idc},{gc},{tc}. Without labels run `make lb LABELS=` (empty) to rank on OOF scores only"
+        )
+    if labels.empty:
+        raise DataError(f"labels file {path} has no rows")
+    dup = labels[idc][labels[idc].duplicated()]
+    if len(dup):
+        raise DataError(f"labels file {path}: {len(dup)} duplicated {idc}(s), e.g. {dup.iloc[0]}")
+    empty = labels[labels[tc].isna()]
+    if len(empty):
+        raise DataError(
+            f"labels file {path}: {len(empty)} row(s) without a {tc}, e.g. {idc} {empty[idc].iloc[0]}"
+        )
+    return labels
 
 
 def oof_scores(cfg: CompetitionConfig, oof: pd.DataFrame, groups: pd.Series) -> dict:
@@ -84,16 +171,28 @@ def oof_scores(cfg: CompetitionConfig, oof: pd.DataFrame, groups: pd.Series) -> 
     return out
 
 
-def test_scores(cfg: CompetitionConfig, submission: Path, labels: pd.DataFrame) -> dict:
+def test_scores(
+    cfg: CompetitionConfig, submission: Path, labels: pd.DataFrame, labels_path: Path | str = "labels"
+) -> dict:
     """Test scores against the labels, and public/private scores (the competition metric) over random
     splits of the test groups."""
     idc, gc, tc = cfg.columns.id, cfg.columns.group, cfg.columns.target
     sub = pd.read_csv(submission, dtype={idc: str})
+    if idc not in sub.columns or sub[idc].duplicated().any():
+        raise DataError(f"{submission}: no {idc} column or duplicated ids; it is not a valid submission")
     sub = sub.rename(columns=dict(zip(cfg.submission_columns[1:], cfg.pred_columns, strict=True)))
     merged = labels.merge(sub, on=idc, validate="one_to_one")
     if len(merged) != len(labels):
-        raise DataError(f"{submission}: {len(labels) - len(merged)} labelled ids have no prediction")
+        raise DataError(
+            f"{submission}: {len(labels) - len(merged)} of the {len(labels)} ids in {labels_path} have no "
+            f"prediction: are the labels of this competition's test set?"
+        )
     y = target_codes(cfg, merged[tc])
+    if len(np.unique(y)) < 2:
+        raise DataError(
+            f"{labels_path}: the labels of the submitted ids hold a single class (got "
+            f"{sorted(map(str, np.unique(merged[tc])))}): no test score can be computed"
+        )
     p, g = predictions.read(cfg, merged, str(submission)), merged[gc].to_numpy()
     lb = cfg.leaderboard
     key = _key(cfg.metric)
@@ -163,9 +262,7 @@ def leaderboard(
     """Score every entry; write leaderboard.csv, leaderboard.md and roc.png under submissions/<comp>/."""
     folds, _ = load_folds(cfg)
     groups = folds.set_index("id")["group"]
-    labels = None
-    if labels_path is not None:
-        labels = pd.read_csv(labels_path, dtype={cfg.columns.id: str, cfg.columns.group: str})
+    labels = read_labels(cfg, labels_path) if labels_path is not None else None
     rows, curves = [], []
     for e in collect(cfg, out_dir):
         row = {"entry": e.name, "kind": e.kind, "status": e.status}
@@ -174,11 +271,11 @@ def leaderboard(
             if e.kind != "submission":
                 curves.append((e.name, e.oof, row[f"oof_{_key(cfg.metric)}"]))
         if e.submission is not None and labels is not None and e.submission.exists():
-            row |= test_scores(cfg, e.submission, labels)
-        rows.append(row)
+            row |= test_scores(cfg, e.submission, labels, labels_path)
+        rows.append(row | flags(cfg, e, row))
     if not rows:
         raise DataError(f"nothing to rank under {cfg.run_dir}: run `make oof` / `make stack` first")
-    table = pd.DataFrame(rows).sort_values(f"oof_{_key(cfg.metric)}", ascending=False, na_position="last")
+    table = rank(cfg, pd.DataFrame(rows))
     folder = out_dir / cfg.name
     artifacts.write_csv(folder / "leaderboard.csv", table)
     artifacts.write_text(folder / "leaderboard.md", to_markdown(cfg, table, labels_path))
@@ -190,7 +287,7 @@ def leaderboard(
 def to_markdown(cfg: CompetitionConfig, table: pd.DataFrame, labels: Path | None) -> str:
     main = _key(cfg.metric)
     keys = [main, *(k for k in ("pauc", "auc") if k != main and not cfg.multiclass)]  # the metric first
-    wanted = ["entry", "kind"]
+    wanted = ["rank", "entry", "kind", "rank_by", f"holdout_{main}", "optimistic", "suspicious"]
     for k in keys:
         wanted += [f"oof_{k}", f"oof_{k}_lo", f"oof_{k}_hi", f"fold_{k}_mean", f"fold_{k}_std"]
     wanted += ["oof_balanced_accuracy", "oof_macro_f1"]
@@ -200,7 +297,14 @@ def to_markdown(cfg: CompetitionConfig, table: pd.DataFrame, labels: Path | None
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     body = "".join("| " + " | ".join(_fmt(r[c]) for c in cols) + " |\n" for _, r in table.iterrows())
     note = (
-        f"\nOOF scores pool each run's out-of-fold predictions; [lo, hi] is a {cfg.columns.group}-bootstrap "
+        f"\nRanking: stacks come first, ranked by holdout_{main}, the score on the fold that never took "
+        f"part in their tuning (their pooled OOF also covers the folds that chose their parameters, so it "
+        f"is mildly optimistic); stage-1 runs and then submissions are ranked by their pooled OOF score "
+        f"(oof_{main}); rank_by names the column used, rank is the place within the kind. optimistic: "
+        f"the run's metrics.json says score_is_optimistic (a checkpoint picked on the scored fold, or a "
+        f"stack built on such runs). suspicious: a score at or near the metric's maximum "
+        f"(pAUC >= 0.198, AUC >= 0.999), most likely a leak.\n"
+        f"OOF scores pool each run's out-of-fold predictions; [lo, hi] is a {cfg.columns.group}-bootstrap "
         f"95% interval "
         f"({cfg.leaderboard.n_boot} resamples). Test scores use {labels or 'no labels file'}; public/private "
         f"split {cfg.leaderboard.public_fraction:.0%} of test {cfg.columns.group} groups, spread over "

@@ -1,7 +1,8 @@
 """Trained artifacts -> submission on any data folder in the Kaggle layout (locally or in a Kaggle kernel).
 
 Reads only what training wrote under a runs root: each stage-1 run's config.yaml, fold<k>.json and
-fold<k>.safetensors, and the stack's config.yaml, levels.json, inputs.json and native GBDT models.
+fold<k>.safetensors, and the stack's config.yaml, levels.json, inputs.json, native GBDT models and,
+for a rank blend, blend.json + blend_reference.npz.
 Usage in a kernel: python -m foldstack.predict --runs BUNDLE/runs --comp isic2024 --stack lgbm
 --data /kaggle/input/isic-2024-challenge --out submission.csv
 """
@@ -29,6 +30,7 @@ from foldstack.stage1.model import LesionNet
 from foldstack.stage1.predict import predict
 from foldstack.stage1.run import preprocessing
 from foldstack.stage1.runtime import make_runtime
+from foldstack.stage2 import calibrate
 from foldstack.stage2.config import StackConfig
 from foldstack.stage2.features import build_features, cnn_inputs
 from foldstack.stage2.models import load_boosters, predict_booster
@@ -109,6 +111,7 @@ def stack_test_predictions(
     if list(X.columns) != inputs["columns"]:
         raise DataError(f"{stack_dir}: the features built now differ from those the models were trained on")
     k = cfg.folds.k
+    calibration = calibrate.load(stack_dir) if cfg.blend.method == "rank" else None
     per_fold = []
     for f in range(k):
         preds = {}
@@ -117,7 +120,10 @@ def stack_test_predictions(
             preds[spec.name] = np.mean(
                 [predict_booster(spec.kind, b, X, cfg.n_classes) for b in boosters], axis=0
             )
-        per_fold.append(blend(preds, cfg.blend.method, cfg.blend.weights))
+        if calibration is not None:  # the rank blend mapped to a probability, as in training
+            per_fold.append(calibration.probability(f, preds))
+        else:
+            per_fold.append(blend(preds, cfg.blend.weights))
     return prediction_frame(cfg, test[cfg.columns.id].tolist(), per_fold)
 
 

@@ -71,3 +71,19 @@ def headline_of(cfg: CompetitionConfig, record: dict) -> dict[str, float]:
     balanced accuracy."""
     keys = ("macro_auc", "balanced_accuracy") if cfg.multiclass else ("pauc", "auc")
     return {k: record[k] for k in keys if k in record}
+
+
+# headline key -> the score at or above which a result is suspicious (the maxima are 0.2, 1 and 1): on
+# these tasks such a score almost always means a leak
+NEAR_MAX = {"pauc": 0.198, "auc": 0.999, "macro_auc": 0.999}
+
+
+def near_max(record: dict, prefixes: tuple[str, ...] = ("oof", "holdout")) -> list[str]:
+    """'<prefix>_<key> <value> >= <limit>' for each headline score of `record` at or near its maximum."""
+    out = []
+    for key, limit in NEAR_MAX.items():
+        for prefix in prefixes:
+            v = record.get(f"{prefix}_{key}")
+            if isinstance(v, float) and v >= limit:
+                out.append(f"{prefix}_{key} {v:.4f} >= {limit}")
+    return out

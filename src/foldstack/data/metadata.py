@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from foldstack.config import CompetitionConfig
-from foldstack.errors import DataError
+from foldstack.errors import ConfigError, DataError
 
 SPLITS = ("train", "test")
 TEXT_TYPES = ("id", "str", "cat")
@@ -147,7 +147,11 @@ def feature_columns(cfg: CompetitionConfig) -> list[str]:
     roles = {cfg.columns.id, cfg.columns.group, cfg.columns.target}
     cols = [c for c in cfg.table.of_type(*FEATURE_TYPES, split="test") if c not in roles]
     leaked = set(cols) & set(cfg.table.train_only)
-    assert not leaked, f"train-only columns must never be features: {sorted(leaked)}"
+    if leaked:
+        raise ConfigError(
+            f"{cfg.name} config: columns {sorted(leaked)} are listed both as train-only and as test-side "
+            f"features; train-only columns describe the diagnosis and must never be features"
+        )
     return cols
 
 

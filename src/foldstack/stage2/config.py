@@ -16,6 +16,11 @@ class FeatureCfg(Frozen):
     lesion_count: bool = True
     drop: tuple[str, ...] = ()
     cnn: bool = Field(True, description="use stage-1 outputs (false: tabular only)")
+    allow_optimistic: bool = Field(
+        False,
+        description="accept stage-1 runs whose score is optimistic (train.checkpoint=best_optimistic); "
+        "the stack is then flagged score_is_optimistic",
+    )
 
 
 class SearchDim(Frozen):

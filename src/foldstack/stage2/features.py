@@ -21,6 +21,9 @@ from foldstack.data.metadata import feature_columns
 from foldstack.errors import ConfigError, DataError
 
 EPS = 1e-6
+CNN_PREFIX = "cnn_"  # the stage-1 feature columns
+LEAK_MIN_ROWS = 20  # a sparse column is scored on its filled rows when there are this many
+LEAK_MIN_CLASS = 5  # ... with at least this many rows of each class
 Frame = pd.DataFrame
 
 
@@ -162,11 +165,47 @@ def check_same_columns(train: Frame, test: Frame) -> None:
         )
 
 
-def check_leaks(X: Frame, y: np.ndarray, train_only: tuple[str, ...], limit: float = 0.995) -> None:
-    """Refuse train-only columns and any single feature that separates the target (or, multiclass,
-    one class from the rest) almost perfectly."""
+def _auc(t: np.ndarray, v: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
+    return float(roc_auc_score(t, v))
+
+
+def _how_to_drop(col: str) -> str:
+    """The SET override that removes a feature column (and its patient-normalised copy)."""
+    base = col.removesuffix("_pz")
+    if base == "patient_lesion_count":
+        return "features.lesion_count=false"
+    if base in ENGINEERED:
+        return f"features.engineered=[...] without {base}"
+    return f"features.drop=[{base}]"
+
+
+def _leak_message(col: str, label, what: str, auc: float, n: int) -> str:
+    target = "the target" if label is None else f"class {label} from the rest"
+    return (
+        f"feature {col!r}: its {what} alone separates {target} on train (AUC {auc:.4f} on {n} rows): "
+        f'that is a leak (e.g. a label-derived column); drop it with SET="{_how_to_drop(col)}"'
+    )
+
+
+def check_leaks(
+    X: Frame,
+    y: np.ndarray,
+    train_only: tuple[str, ...],
+    limit: float = 0.995,
+    min_rows: int = LEAK_MIN_ROWS,
+    min_class: int = LEAK_MIN_CLASS,
+) -> None:
+    """Refuse train-only columns and any single feature that separates the target (or, multiclass, one
+    class from the rest) almost perfectly: every raw and engineered column, numeric or categorical.
+
+    A numeric column is scored on its non-missing rows when there are at least `min_rows` of them with
+    at least `min_class` rows of each class (a sparse column that holds the label where it is filled is
+    a leak too); the missingness of every column is scored as a feature of its own (a column filled only
+    for one class is a leak). The stage-1 probability columns (cnn_*) are not checked here: a strong CNN
+    is no leak, and their own check is that they were made out of fold on the same folds
+    (stage2.run.load_stage1)."""
     bad = [c for c in X.columns if c in train_only]
     if bad:
         raise DataError(
@@ -174,18 +213,23 @@ def check_leaks(X: Frame, y: np.ndarray, train_only: tuple[str, ...], limit: flo
         )
     labels = np.unique(y)
     targets = [(None, y)] if len(labels) <= 2 else [(c, (y == c).astype(int)) for c in labels]
-    for col in X.select_dtypes(include="number").columns:
-        v = X[col].to_numpy(dtype=np.float64)
-        ok = np.isfinite(v)
-        if ok.sum() < 0.5 * len(v):
+    numeric = set(X.select_dtypes(include="number").columns)
+    for col in X.columns:
+        if str(col).startswith(CNN_PREFIX):
             continue
+        missing = X[col].isna().to_numpy()
+        v = X[col].to_numpy(dtype=np.float64) if col in numeric else None
+        ok = ~missing & np.isfinite(v) if v is not None else ~missing
         for label, t in targets:
-            if len(np.unique(t[ok])) < 2:
+            if missing.any() and not missing.all() and len(np.unique(t)) == 2:
+                auc = _auc(t, missing.astype(float))
+                if max(auc, 1 - auc) >= limit:
+                    raise DataError(_leak_message(col, label, "missingness (empty or not)", auc, len(t)))
+            if v is None or ok.sum() < min_rows:
                 continue
-            auc = roc_auc_score(t[ok], v[ok])
+            counts = np.unique(t[ok], return_counts=True)[1]
+            if len(counts) < 2 or counts.min() < min_class:
+                continue
+            auc = _auc(t[ok], v[ok])
             if max(auc, 1 - auc) >= limit:
-                what = "the target" if label is None else f"class {label} from the rest"
-                raise DataError(
-                    f"feature {col!r} alone separates {what} on train (AUC {auc:.4f}): that is a leak "
-                    f'(e.g. a label-derived column); drop it with SET="features.drop=[{col}]"'
-                )
+                raise DataError(_leak_message(col, label, "value", auc, int(ok.sum())))

@@ -17,7 +17,7 @@ from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
 from foldstack.folds import load_folds
 from foldstack.report import write_report
-from foldstack.stage2 import plots
+from foldstack.stage2 import calibrate, plots
 from foldstack.stage2.config import ModelSpec, StackConfig
 from foldstack.stage2.features import (
     build_features,
@@ -37,6 +37,7 @@ class StageOne:
     oof: np.ndarray  # aligned with the train rows: (n,) or (n, n_classes)
     test: np.ndarray  # aligned with the test rows
     score: dict
+    optimistic: bool = False  # metrics.json score_is_optimistic (checkpoint picked on the scored fold)
 
 
 def stage1_runs(cfg: StackConfig) -> list[str]:
@@ -47,6 +48,45 @@ def stage1_runs(cfg: StackConfig) -> list[str]:
         if (p / "metrics.json").exists() and (p / "oof.parquet").exists()
     ]
     return done
+
+
+def check_stage1_run(d: Path, m: dict, oof: pd.DataFrame, folds_meta: dict, folds: pd.DataFrame) -> None:
+    """A stage-1 run's OOF probabilities are a fair feature only if made out of fold on these folds:
+    its folds sha256 must be the current one and every OOF row's fold its fold in folds.csv."""
+    if m.get("folds_sha256") != folds_meta["sha256"]:
+        raise DataError(
+            f"{d / 'metrics.json'}: this stage-1 run was made on folds "
+            f"{str(m.get('folds_sha256'))[:12]}, not the current {folds_meta['sha256'][:12]} "
+            f"(folds.json): its OOF predictions would leak the other folds' labels; rerun "
+            f"`make oof MODEL={d.name}` on the current folds"
+        )
+    if "fold" not in oof.columns:
+        raise DataError(f"{d / 'oof.parquet'}: no fold column (expected id, fold, target, pred)")
+    theirs = oof.loc[folds["id"], "fold"].to_numpy()
+    wrong = theirs != folds["fold"].to_numpy()
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        raise DataError(
+            f"{d / 'oof.parquet'}: {int(wrong.sum())} row(s) have another fold than in folds.csv (e.g. "
+            f"id {folds['id'].iloc[i]}: fold {theirs[i]} there, {folds['fold'].iloc[i]} in folds.csv): "
+            f"its predictions are not out of fold on these folds; rerun `make oof MODEL={d.name}`"
+        )
+
+
+def check_optimism(cfg: StackConfig, runs: list[StageOne]) -> list[str]:
+    """The names of stage-1 runs whose score is optimistic (their epoch was picked on the scored fold);
+    refused unless features.allow_optimistic=true, in which case the stack carries the flag."""
+    flagged = [s.name for s in runs if s.optimistic]
+    if flagged and not cfg.features.allow_optimistic:
+        files = ", ".join(str(cfg.run_dir / "oof" / n / "metrics.json") for n in flagged)
+        raise DataError(
+            f"stage-1 run(s) {flagged} have score_is_optimistic: true ({files}): their checkpoint "
+            f"(train.checkpoint=best_optimistic) was picked on the fold they predict, so their OOF "
+            f"predictions are optimistic features. Retrain them with another train.checkpoint (e.g. "
+            f'best_inner or last), or accept that with SET="features.allow_optimistic=true" (the stack '
+            f"is then flagged score_is_optimistic)"
+        )
+    return flagged
 
 
 def load_stage1(
@@ -62,23 +102,18 @@ def load_stage1(
     for name in names:
         d = cfg.run_dir / "oof" / name
         m = json.loads((d / "metrics.json").read_text())
-        if m.get("folds_sha256") != folds_meta["sha256"]:
-            raise DataError(
-                f"{d} was made on folds {str(m.get('folds_sha256'))[:12]}, not the current "
-                f"{folds_meta['sha256'][:12]}: rerun `make oof MODEL=...` on the current folds"
-            )
         oof = pd.read_parquet(d / "oof.parquet").set_index("id")
         test = pd.read_parquet(d / "test.parquet").set_index("id")
         if set(oof.index) != set(train_ids) or set(test.index) != set(test_ids):
             raise DataError(f"{d}: its ids differ from the train/test metadata")
-        if not (oof.loc[folds["id"], "fold"].to_numpy() == folds["fold"].to_numpy()).all():
-            raise DataError(f"{d}/oof.parquet: its fold column differs from folds.csv")
+        check_stage1_run(d, m, oof, folds_meta, folds)
         out.append(
             StageOne(
                 name,
                 predictions.read(cfg, oof.loc[train_ids], f"{d}/oof.parquet"),
                 predictions.read(cfg, test.loc[test_ids], f"{d}/test.parquet"),
                 {k: v for k, v in m.items() if k.startswith("oof_") and isinstance(v, float)},
+                bool(m.get("score_is_optimistic", False)),
             )
         )
     return out
@@ -115,17 +150,68 @@ def fit_folds(
     return oof, test, pd.concat(imp, axis=1).mean(axis=1).sort_values(ascending=False)
 
 
-def blend(preds: dict[str, np.ndarray], method: str, weights: dict[str, float]) -> np.ndarray:
-    """Weighted average of probabilities (any shape) or of ranks scaled to [0, 1] (binary, 1-D); the
-    same rule for OOF and test."""
+def blend(preds: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """Weighted average of probabilities (any shape): blend.method=prob, the same rule for OOF and test.
+    The rank blend is stage2.calibrate (ranks against a fixed reference, mapped to probabilities)."""
     w = np.array([weights.get(n, 1.0) for n in preds], dtype=float)
     w = w / w.sum()
-    arrays = []
-    for p in preds.values():
-        if method == "rank":
-            p = (pd.Series(p).rank(method="average").to_numpy() - 1) / max(len(p) - 1, 1)
-        arrays.append(np.asarray(p, dtype=float))
-    return np.tensordot(w, np.stack(arrays), axes=1)
+    return np.tensordot(w, np.stack([np.asarray(p, dtype=float) for p in preds.values()]), axes=1)
+
+
+def blend_stack(
+    cfg: StackConfig, oofs: dict, tests: dict, y: np.ndarray, fold: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, calibrate.RankCalibration | None, np.ndarray | None]:
+    """(OOF blend, per-fold test blends (k, n_test[, C]), the rank calibration, the OOF rank score).
+
+    prob: a weighted mean of probabilities. rank (binary): the weighted mean rank, mapped back to a
+    probability by a monotone map fitted out of fold (stage2.calibrate), the same map per fold for OOF
+    and test."""
+    k = int(fold.max()) + 1
+    if cfg.blend.method == "prob":
+        test_folds = np.stack(
+            [blend({n: t[f] for n, t in tests.items()}, cfg.blend.weights) for f in range(k)]
+        )
+        return blend(oofs, cfg.blend.weights), test_folds, None, None
+    cal, prob, rank = calibrate.fit_rank_calibration(oofs, y, fold, cfg.blend.weights)
+    test_folds = np.stack([cal.probability(f, {n: t[f] for n, t in tests.items()}) for f in range(k)])
+    return prob, test_folds, cal, rank
+
+
+def rank_blend_scores(cfg: StackConfig, m: Matrices, rank_oof: np.ndarray | None, holdout: int) -> dict:
+    """The rank blend's scores before the probability map: per fold (and so on the hold-out fold) they
+    equal the calibrated blend's, pooled they differ a little (each fold has its own map)."""
+    if rank_oof is None:
+        return {}
+    hold = m.fold == holdout
+    pooled = {f"oof_{k}": v for k, v in predictions.headline(cfg, m.y, rank_oof).items()}
+    held = {f"holdout_{k}": v for k, v in predictions.headline(cfg, m.y[hold], rank_oof[hold]).items()}
+    return {"rank_blend_before_calibration": pooled | held}
+
+
+def suspicious_reasons(cfg: StackConfig, result: dict) -> list[str]:
+    """Scores at or near the metric's maximum (predictions.NEAR_MAX): the stack's OOF and hold-out
+    scores, and each model's OOF score and inner-CV (tuned_cv) score. Too good to be true: a leak."""
+    found = [f"stack {r}" for r in predictions.near_max(result["stack"])]
+    limit = predictions.NEAR_MAX[predictions.main_key(cfg)]
+    for name, rec in result["models"].items():
+        found += [f"model {name} {r}" for r in predictions.near_max(rec)]
+        v = rec.get("tuned_cv")
+        if isinstance(v, float) and v >= limit:
+            found.append(f"model {name} tuned_cv ({cfg.metric}) {v:.4f} >= {limit}")
+    return found
+
+
+def stack_flags(cfg: StackConfig, s1: list[StageOne], result: dict) -> dict:
+    """score_is_optimistic (with the optimistic stage-1 inputs) and suspicious_score, for metrics.json
+    and the leaderboard."""
+    optimistic = [s.name for s in s1 if s.optimistic]
+    out: dict = {"score_is_optimistic": bool(optimistic), "optimistic_inputs": optimistic}
+    reasons = suspicious_reasons(cfg, result)
+    if reasons:
+        out["suspicious_score"] = "score at or near the metric's maximum, check for a leak: " + "; ".join(
+            reasons
+        )
+    return out
 
 
 def scores(cfg: StackConfig, y: np.ndarray, p: np.ndarray, fold: np.ndarray) -> dict:
@@ -173,6 +259,7 @@ def build_matrices(
             f"{', '.join(stage1_runs(cfg)) or 'none'} (run `make oof MODEL=...`)"
         )
     s1 = load_stage1(cfg, names, train[idc], test[idc], fmeta, folds) if cfg.features.cnn else []
+    check_optimism(cfg, s1)
     cats = cfg.table.of_type("cat", split="test")  # train-only categories (the label) never count
     levels = category_levels([train, test], cats)
     f = cfg.features
@@ -246,9 +333,7 @@ def run_stack(
                 "best_params": sampled,
                 "study": study.study_name,
             }
-        blended = blend(oofs, cfg.blend.method, cfg.blend.weights)
-        method, weights = cfg.blend.method, cfg.blend.weights
-        test_folds = np.stack([blend({n: t[f] for n, t in tests.items()}, method, weights) for f in range(k)])
+        blended, test_folds, calibration, rank_oof = blend_stack(cfg, oofs, tests, m.y, m.fold)
         first = cfg.models[0]
         tab_oof, _, _ = fit_folds(
             first,
@@ -261,7 +346,8 @@ def run_stack(
             n_classes=cfg.n_classes,
         )
         result = _report(cfg, m, s1, fmeta, blended, model_info, tab_oof, holdout, time.time() - t0)
-        _write(cfg, work, m, blended, oofs, test_folds, importance, studies, result)
+        result |= rank_blend_scores(cfg, m, rank_oof, holdout) | stack_flags(cfg, s1, result)
+        _write(cfg, work, m, blended, oofs, test_folds, importance, studies, result, calibration)
         artifacts.fault_point("stack.before_commit")
     return result
 
@@ -289,7 +375,7 @@ def _report(
         f"took part in tuning, so the holdout_* scores are untouched. With the best parameters "
         f"every fold's model was fitted on the other folds: oof_pauc pools those OOF predictions (the "
         f"folds other than {holdout} were also used to choose the parameters, so it is mildly "
-        f"optimistic). Blend: {cfg.blend.method} average, same rule for OOF and test."
+        f"optimistic). {_how_blended(cfg, holdout)}"
     )
     return {
         "run": cfg.run,
@@ -308,6 +394,20 @@ def _report(
     }
 
 
+def _how_blended(cfg: StackConfig, holdout: int) -> str:
+    if cfg.blend.method == "prob":
+        return "Blend: weighted mean of the models' probabilities, same rule for OOF and test."
+    return (
+        "Blend: weighted mean rank, then a probability. For fold f's rows (OOF) and fold f's models (test) "
+        "each model's score is ranked against that model's OOF scores on the other folds (the same map "
+        "for OOF and test rows), and the mean rank goes through an isotonic regression (rank -> target) "
+        "fitted on the other folds' OOF rows only, made strictly increasing, so that within each fold "
+        f"(hence on the hold-out fold {holdout}) AUC and pAUC are exactly the rank blend's; pooled they "
+        "differ slightly (rank_blend_before_calibration). pred, F1/precision/recall at 0.5 and the "
+        "report's thresholds are on these probabilities; test pred is the mean of the folds' probabilities."
+    )
+
+
 def _write(
     cfg: StackConfig,
     out: Path,
@@ -318,6 +418,7 @@ def _write(
     importance: pd.Series,
     studies: dict,
     result: dict,
+    calibration: calibrate.RankCalibration | None = None,
 ) -> None:
     k = test_folds.shape[0]
     frame = predictions.columns_frame
@@ -344,5 +445,7 @@ def _write(
     artifacts.write_json(
         out / "inputs.json", {"stage1_runs": list(result["cnn"]), "columns": list(m.X.columns)}
     )
+    if calibration is not None:  # what predict needs to map the rank blend to probabilities
+        calibrate.save(calibration, out)
     artifacts.write_json(out / "metrics.json", result)
     write_report(cfg, out, m.y, blended, f"stack {cfg.run}")

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from foldstack.config import CompetitionConfig
+from foldstack.errors import ConfigError
 from foldstack.synth.lesions import INSTITUTIONS, LOCATIONS
 
 MALIGNANT_IDDX = [
@@ -159,5 +160,9 @@ def metadata_frame(
     cols["tbp_lv_stdLExt"] = cols["tbp_lv_Lext"]  # as in the real files
     cols |= _diagnosis_columns(cols["target"], rng, taken)
     missing = set(cfg.table.train_columns) - set(cols)
-    assert not missing, f"synthetic generator lacks columns {sorted(missing)}"
+    if missing:
+        raise ConfigError(
+            f"{cfg.name} config lists train columns {sorted(missing)} that the synthetic generator does "
+            f"not make: remove them from the config or add them to foldstack/synth/isic2024.py"
+        )
     return pd.DataFrame({c: cols[c] for c in cfg.table.train_columns})
