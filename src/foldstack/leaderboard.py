@@ -35,6 +35,8 @@ def collect(cfg: CompetitionConfig, out_dir: Path = Path("submissions")) -> list
     entries = []
     for kind, sub in (("stage1", "oof"), ("stack", "stack")):
         for p in sorted((cfg.run_dir / sub).glob("*/oof.parquet")):
+            if kind == "stage1":  # refuses a run whose oof/test files differ from its metrics.json
+                artifacts.read_manifest(p.parent / "metrics.json")
             entries.append(Entry(p.parent.name, kind, pd.read_parquet(p)))
     for _, row in read_ledger(ledger_path(cfg, out_dir)).iterrows():
         src = Path(str(row["source"])).parent / "oof.parquet"

@@ -39,6 +39,8 @@ class StageOne:
 
 def stage1_runs(cfg: StackConfig) -> list[str]:
     root = cfg.run_dir / "oof"
+    for p in root.glob("*"):
+        artifacts.recover(p)  # finish a stage-1 run set that a killed process left half committed
     done = [
         p.name
         for p in sorted(root.glob("*"))
@@ -59,7 +61,7 @@ def load_stage1(
     out = []
     for name in names:
         d = cfg.run_dir / "oof" / name
-        m = json.loads((d / "metrics.json").read_text())
+        m = artifacts.read_manifest(d / "metrics.json")  # refuses oof/test files that differ from it
         if m.get("folds_sha256") != folds_meta["sha256"]:
             raise DataError(
                 f"{d} was made on folds {str(m.get('folds_sha256'))[:12]}, not the current "
