@@ -141,29 +141,65 @@ def test_rerun_skips_finished_folds_and_a_config_change_retrains(tiny_isic2024, 
     assert "skipped" not in capsys.readouterr().out
 
 
-def test_interrupted_fold_resumes_from_its_last_epoch(tiny_isic2024, tmp_path, monkeypatch):
+# dropout in the backbone and the head, so a resume that did not restore the RNG would draw other masks
+# (AMP is off on CPU whatever train.amp says: make_runtime)
+RESUME = "train.epochs=3 model.drop_rate=0.3 model.head_input_dropout=0.2"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_isic2024, tmp_path_factory):
+    """oof.parquet and test.parquet of a 3-epoch run that nothing interrupted."""
     _, data = tiny_isic2024
-    cfg = tiny_oof_config(tmp_path / "runs", "train.epochs=3")
-    make_folds(cfg, read_metadata(cfg, data, "train"), data)
-    real_save = train_mod.FoldTrainer.save
-
-    def save_then_die(self):
-        real_save(self)
-        if self.fold == 1 and self.state.epoch == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_mod.FoldTrainer, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run_oof(cfg, data, progress=False)
+    cfg, _ = run_tiny(tmp_path_factory.mktemp("whole"), data, RESUME)
     out = cfg.run_dir / "oof" / cfg.run
+    return {n: pd.read_parquet(out / n) for n in ("oof.parquet", "test.parquet")}
+
+
+def oof_pipeline(data, overrides, env=None):
+    cmd = [sys.executable, str(REPO / "pipelines/oof.py"), "--model", "tiny", "--data", str(data)]
+    cmd += ["--set", overrides, "--no-progress"]
+    return subprocess.run(cmd, capture_output=True, text=True, env=os.environ | (env or {}), timeout=600)
+
+
+@pytest.mark.parametrize("stop_after", [1, 2])
+def test_interrupted_fold_resumes_bit_identical(
+    stop_after, uninterrupted, tiny_isic2024, tmp_path, monkeypatch
+):
+    """Fold 1 stops after epoch 1 (an exception in this process) or after epoch 2 (kill -9 of a pipeline
+    process at the stage1.epoch_end fault point); the resumed run's predictions equal the uninterrupted
+    run's bit for bit."""
+    _, data = tiny_isic2024
+    cfg = tiny_oof_config(tmp_path / "runs", RESUME)
+    make_folds(cfg, read_metadata(cfg, data, "train"), data)
+    out = cfg.run_dir / "oof" / cfg.run
+    if stop_after == 1:
+        real_save = train_mod.FoldTrainer.save
+
+        def save_then_die(self):
+            real_save(self)
+            if self.fold == 1 and self.state.epoch == 1:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(train_mod.FoldTrainer, "save", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            run_oof(cfg, data, progress=False)
+        monkeypatch.setattr(train_mod.FoldTrainer, "save", real_save)
+    else:  # fold 0's 3 epochs, then fold 1's epochs 1 and 2: the 5th epoch end
+        overrides = f"{TINY['isic2024']} runs_dir={tmp_path / 'runs'} {FAST} {RESUME}"
+        res = oof_pipeline(data, overrides, {"FOLDSTACK_FAULT": "stage1.epoch_end:5"})
+        assert res.returncode == -9, res.stderr[-3000:]
     assert (out / "fold0.json").exists() and (out / "fold1.ckpt.safetensors").exists()
     assert not (out / "fold1.json").exists() and not (out / "oof.parquet").exists()
-    monkeypatch.setattr(train_mod.FoldTrainer, "save", real_save)
     run_oof(cfg, data, progress=False)
     info = json.loads((out / "fold1.json").read_text())
-    assert info["resumed_from_epoch"] == 2
+    assert info["resumed_from_epoch"] == stop_after
     assert [r["epoch"] for r in info["log"]] == [1, 2, 3]
     assert not (out / "fold1.ckpt.safetensors").exists()
+    for name, want in uninterrupted.items():
+        got = pd.read_parquet(out / name)
+        assert list(got.columns) == list(want.columns) and got["id"].equals(want["id"])
+        for col in [c for c in want.columns if c.startswith("pred")]:
+            assert np.array_equal(got[col].to_numpy(), want[col].to_numpy()), (name, col)
 
 
 def test_nan_loss_stops_naming_fold_and_epoch_and_keeps_checkpoint(tiny_isic2024, tmp_path, monkeypatch):
