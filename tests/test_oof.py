@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from foldstack import artifacts
 from foldstack.config import available
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import ConfigError, DataError
@@ -95,6 +96,13 @@ def test_metrics_log_and_config_are_written(finished):
     for f in ("roc.png", "pr.png", "scores.png", "thresholds.png", "thresholds.csv", "report.json"):
         assert (out / "report" / f).exists(), f
     report = json.loads((out / "report/report.json").read_text())
+    # the run's outputs and each fold are sets: metrics.json / fold<k>.json list their members' sha256
+    assert set(m["set_members"]) == {"oof.parquet", "test.parquet", "log.csv"}
+    assert artifacts.read_manifest(out / "metrics.json")["oof_pauc"] == m["oof_pauc"]
+    for f in range(cfg.folds.k):
+        members = artifacts.read_manifest(out / f"fold{f}.json")["set_members"]
+        assert set(members) == {f"fold{f}.safetensors", f"fold{f}.preds.parquet"}
+    assert not list(out.glob("*.ckpt.safetensors")) and not list(out.glob(".*"))
     assert report["pauc"] == pytest.approx(m["oof_pauc"]) and report["at_recall_0.8"]["recall"] >= 0.8
 
 
@@ -136,34 +144,148 @@ def test_rerun_skips_finished_folds_and_a_config_change_retrains(tiny_isic2024, 
     run_oof(cfg, data, progress=False)
     assert capsys.readouterr().out.count("skipped") == cfg.folds.k
     assert stamps == {f: (out / f"fold{f}.safetensors").stat().st_mtime_ns for f in range(cfg.folds.k)}
+    weights = out / "fold1.safetensors"  # same size, other bytes: only the sha256 tells
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    run_oof(cfg, data, progress=False)
+    said = capsys.readouterr().out
+    assert said.count("skipped") == cfg.folds.k - 1 and "fold 1: retrained" in said
+    assert f"{weights} does not match {out / 'fold1.json'}" in said
+    artifacts.read_manifest(out / "fold1.json")  # the retrained set matches its record again
     changed = tiny_oof_config(tmp_path / "runs", "train.lr=0.002")
     run_oof(changed, data, progress=False)
     assert "skipped" not in capsys.readouterr().out
 
 
-def test_interrupted_fold_resumes_from_its_last_epoch(tiny_isic2024, tmp_path, monkeypatch):
+# dropout in the backbone and the head, so a resume that did not restore the RNG would draw other masks
+# (AMP is off on CPU whatever train.amp says: make_runtime)
+RESUME = "train.epochs=3 model.drop_rate=0.3 model.head_input_dropout=0.2"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_isic2024, tmp_path_factory):
+    """oof.parquet and test.parquet of a 3-epoch run that nothing interrupted."""
     _, data = tiny_isic2024
-    cfg = tiny_oof_config(tmp_path / "runs", "train.epochs=3")
-    make_folds(cfg, read_metadata(cfg, data, "train"), data)
-    real_save = train_mod.FoldTrainer.save
-
-    def save_then_die(self):
-        real_save(self)
-        if self.fold == 1 and self.state.epoch == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_mod.FoldTrainer, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        run_oof(cfg, data, progress=False)
+    cfg, _ = run_tiny(tmp_path_factory.mktemp("whole"), data, RESUME)
     out = cfg.run_dir / "oof" / cfg.run
+    return {n: pd.read_parquet(out / n) for n in ("oof.parquet", "test.parquet")}
+
+
+def oof_pipeline(data, overrides, env=None):
+    cmd = [sys.executable, str(REPO / "pipelines/oof.py"), "--model", "tiny", "--data", str(data)]
+    cmd += ["--set", overrides, "--no-progress"]
+    return subprocess.run(cmd, capture_output=True, text=True, env=os.environ | (env or {}), timeout=600)
+
+
+@pytest.mark.parametrize("stop_after", [1, 2])
+def test_interrupted_fold_resumes_bit_identical(
+    stop_after, uninterrupted, tiny_isic2024, tmp_path, monkeypatch
+):
+    """Fold 1 stops after epoch 1 (an exception in this process) or after epoch 2 (kill -9 of a pipeline
+    process at the stage1.epoch_end fault point); the resumed run's predictions equal the uninterrupted
+    run's bit for bit."""
+    _, data = tiny_isic2024
+    cfg = tiny_oof_config(tmp_path / "runs", RESUME)
+    make_folds(cfg, read_metadata(cfg, data, "train"), data)
+    out = cfg.run_dir / "oof" / cfg.run
+    if stop_after == 1:
+        real_save = train_mod.FoldTrainer.save
+
+        def save_then_die(self):
+            real_save(self)
+            if self.fold == 1 and self.state.epoch == 1:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(train_mod.FoldTrainer, "save", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            run_oof(cfg, data, progress=False)
+        monkeypatch.setattr(train_mod.FoldTrainer, "save", real_save)
+    else:  # fold 0's 3 epochs, then fold 1's epochs 1 and 2: the 5th epoch end
+        overrides = f"{TINY['isic2024']} runs_dir={tmp_path / 'runs'} {FAST} {RESUME}"
+        res = oof_pipeline(data, overrides, {"FOLDSTACK_FAULT": "stage1.epoch_end:5"})
+        assert res.returncode == -9, res.stderr[-3000:]
     assert (out / "fold0.json").exists() and (out / "fold1.ckpt.safetensors").exists()
     assert not (out / "fold1.json").exists() and not (out / "oof.parquet").exists()
-    monkeypatch.setattr(train_mod.FoldTrainer, "save", real_save)
     run_oof(cfg, data, progress=False)
     info = json.loads((out / "fold1.json").read_text())
-    assert info["resumed_from_epoch"] == 2
+    assert info["resumed_from_epoch"] == stop_after
     assert [r["epoch"] for r in info["log"]] == [1, 2, 3]
     assert not (out / "fold1.ckpt.safetensors").exists()
+    for name, want in uninterrupted.items():
+        got = pd.read_parquet(out / name)
+        assert list(got.columns) == list(want.columns) and got["id"].equals(want["id"])
+        for col in [c for c in want.columns if c.startswith("pred")]:
+            assert np.array_equal(got[col].to_numpy(), want[col].to_numpy()), (name, col)
+
+
+@pytest.mark.parametrize("fault", ["stage1.checkpoint:2", "set.commit.recorded:1"])
+def test_kill_while_writing_a_checkpoint_or_a_fold_set(fault, tiny_isic2024, tmp_path, capsys):
+    """kill -9 half way through fold 0's epoch-2 checkpoint: the epoch-1 checkpoint is intact and the
+    rerun resumes from it. kill -9 once fold 0's set is recorded but not yet moved into place: the rerun
+    completes that commit (which also drops the checkpoint) and skips the fold."""
+    _, data = tiny_isic2024
+    cfg = tiny_oof_config(tmp_path / "runs")
+    make_folds(cfg, read_metadata(cfg, data, "train"), data)
+    out = cfg.run_dir / "oof" / cfg.run
+    res = oof_pipeline(
+        data, f"{TINY['isic2024']} runs_dir={tmp_path / 'runs'} {FAST}", {"FOLDSTACK_FAULT": fault}
+    )
+    assert res.returncode == -9, res.stderr[-3000:]
+    capsys.readouterr()
+    if fault.startswith("stage1.checkpoint"):
+        assert list(out.glob(".fold0.ckpt.safetensors.*.tmp"))  # the half-written file
+        assert json.loads(load_safetensors_metadata(out / "fold0.ckpt.safetensors")["info"])["epoch"] == 1
+        assert not (out / "fold0.json").exists()
+    else:
+        assert list(out.glob(".fold0.set-*.commit.json"))
+    run_oof(cfg, data, progress=False)
+    info = artifacts.read_manifest(out / "fold0.json")
+    if fault.startswith("stage1.checkpoint"):
+        assert info["resumed_from_epoch"] == 1
+    else:
+        assert "fold 0: done for this config, skipped" in capsys.readouterr().out
+        assert info["resumed_from_epoch"] is None
+    assert not list(out.glob("*.ckpt.safetensors")) and not list(out.glob(".*"))
+
+
+def test_predict_refuses_missing_or_mismatching_fold_files_up_front(finished, tmp_path, monkeypatch):
+    import shutil
+
+    import foldstack.predict as predict_mod
+
+    cfg, data, out, _ = finished
+    root = tmp_path / "bundle"
+    run_dir = root / cfg.name / "oof" / cfg.run
+    shutil.copytree(out, run_dir)
+
+    def no_prediction(*a, **k):
+        raise AssertionError("prediction started before every fold's files were checked")
+
+    monkeypatch.setattr(predict_mod, "predict", no_prediction)
+    (run_dir / "fold2.json").unlink()
+    with pytest.raises(DataError, match=r"fold2\.json is missing") as e:
+        predict_mod.cnn_test_predictions(run_dir, root, data, progress=False)
+    assert "stage-1 run 'tiny'" in str(e.value) and "make oof MODEL=tiny" in str(e.value)
+    assert "copy the whole run folder" in str(e.value)
+    shutil.copy2(out / "fold2.json", run_dir / "fold2.json")
+    raw = bytearray((run_dir / "fold2.safetensors").read_bytes())
+    raw[-1] ^= 0xFF
+    (run_dir / "fold2.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"fold2\.safetensors does not match .*fold2\.json"):
+        predict_mod.cnn_test_predictions(run_dir, root, data, progress=False)
+    shutil.copy2(out / "fold2.safetensors", run_dir / "fold2.safetensors")
+    monkeypatch.undo()
+    got = predict_mod.cnn_test_predictions(run_dir, root, data, progress=False)
+    want = pd.read_parquet(out / "test.parquet")
+    np.testing.assert_allclose(got["pred"], want["pred"], rtol=0, atol=1e-6)
+
+
+def load_safetensors_metadata(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return f.metadata()
 
 
 def test_nan_loss_stops_naming_fold_and_epoch_and_keeps_checkpoint(tiny_isic2024, tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ def names(cfg: CompetitionConfig) -> tuple[str, str]:
 def _copy_stage1(src: Path, dst: Path) -> None:
     files = [src / f for f in RUN_FILES if (src / f).exists()]
     files += sorted(src.glob("fold[0-9]*.json")) + sorted(src.glob("fold[0-9]*.safetensors"))
+    files += sorted(src.glob("fold[0-9]*.preds.parquet"))  # fold<k>.json checks its whole set
     if not any(f.suffix == ".safetensors" for f in files):
         raise DataError(f"{src}: no fold weights to bundle; run `make oof` first")
     dst.mkdir(parents=True, exist_ok=True)

@@ -36,10 +36,8 @@ def _metrics_json(folder: Path) -> dict:
     path = folder / "metrics.json"
     if not path.exists():
         return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path} is not valid JSON ({e}): rerun the run that wrote it") from e
+    # refuses a run whose files (oof/test parquet, models...) differ from its metrics.json manifest
+    return artifacts.read_manifest(path)
 
 
 def collect(cfg: CompetitionConfig, out_dir: Path = Path("submissions")) -> list[Entry]:

@@ -19,6 +19,7 @@ import pandas as pd
 from safetensors.torch import load_file
 
 from foldstack import artifacts, predictions
+from foldstack.bundle import RUN_FILES
 from foldstack.cli import run_main
 from foldstack.config import build_config
 from foldstack.data.images import check_ids, open_images
@@ -46,12 +47,33 @@ def _runs_root_config(cls: type[T], path: Path, runs_root: Path) -> T:
     return build_config(cls, [path], [f"runs_dir={runs_root}"])
 
 
+def _fold_records(cfg: OofConfig, run_dir: Path) -> list[dict]:
+    """Every fold's record fold<k>.json, read as the manifest of its set: a missing record or weight file,
+    or a weight file that differs from the one the record lists, is refused naming the file."""
+    fix = (
+        f"rerun `make oof MODEL={cfg.run}` for that run, or copy the whole run folder {run_dir.name}/ "
+        f"(every fold<k>.json, fold<k>.safetensors and fold<k>.preds.parquet) into the bundle"
+    )
+    for f in range(cfg.folds.k):
+        for name in (f"fold{f}.json", f"fold{f}.safetensors"):
+            if not (run_dir / name).exists():
+                raise DataError(f"{run_dir / name} is missing: stage-1 run {cfg.run!r} ({run_dir}) {fix}")
+    records = []
+    for f in range(cfg.folds.k):
+        try:
+            records.append(artifacts.read_manifest(run_dir / f"fold{f}.json"))
+        except DataError as e:
+            raise DataError(f"stage-1 run {cfg.run!r}, fold {f}: {e} (for this run: {fix})") from None
+    return records
+
+
 def cnn_test_predictions(
     run_dir: Path, runs_root: Path, data_dir: Path, progress: bool = True
 ) -> pd.DataFrame:
     """id, the prediction columns and their per-fold copies of one stage-1 run on `data_dir`'s test split
     (same TTA as training)."""
     cfg: OofConfig = _runs_root_config(OofConfig, run_dir / "config.yaml", runs_root)
+    records = _fold_records(cfg, run_dir)  # every fold's files, before any prediction work
     test = read_metadata(cfg, data_dir, "test")
     ids = test[cfg.columns.id].tolist()
     store = open_images(cfg, data_dir, "test")
@@ -59,8 +81,7 @@ def cnn_test_predictions(
     size, mean, std = preprocessing(cfg)
     rt = make_runtime(cfg, progress)
     per_fold = []
-    for f in range(cfg.folds.k):
-        info = json.loads((run_dir / f"fold{f}.json").read_text())
+    for f, info in enumerate(records):
         enc = MetaEncoder(**info["meta_encoder"]) if info.get("meta_encoder") else None
         model = LesionNet(cfg.model, enc.size if enc else 0, n_outputs=cfg.n_outputs)
         model.load_state_dict(load_file(str(run_dir / f"fold{f}.safetensors")))
@@ -96,6 +117,9 @@ def stack_test_predictions(
 ) -> pd.DataFrame:
     """id, the prediction columns and their per-fold copies of a trained stack on `data_dir`'s test split."""
     cfg: StackConfig = _runs_root_config(StackConfig, stack_dir / "config.yaml", runs_root)
+    # the stack is a set: refuse models or blend files that differ from what its run wrote (a bundle
+    # holds only the members inference needs, so only those are checked)
+    artifacts.read_manifest(stack_dir / "metrics.json", only=(*RUN_FILES, "models"))
     test = read_metadata(cfg, data_dir, "test")
     levels = json.loads((stack_dir / "levels.json").read_text())
     inputs = json.loads((stack_dir / "inputs.json").read_text())

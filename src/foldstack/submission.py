@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +47,7 @@ def source_metrics(source: Path) -> dict:
     path = source.parent / "metrics.json"
     if not path.exists():
         raise DataError(f"{path} is missing: a test.parquet must come from a finished stage-1 or stack run")
-    m = json.loads(path.read_text())
+    m = artifacts.read_manifest(path)  # refuses a test.parquet that differs from the one the run wrote
     scores = m.get("stack", m)
     return {
         "folds_sha256": m.get("folds_sha256"),

@@ -19,7 +19,7 @@ from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
 from foldstack.folds import load_folds
 from foldstack.report import write_report
-from foldstack.stage1.checkpoint import remove_training_state, save_weights
+from foldstack.stage1.checkpoint import checkpoint_name, remove_stale_temps, write_weights
 from foldstack.stage1.config import OofConfig
 from foldstack.stage1.data import LesionDataset, MetaEncoder, build_transform
 from foldstack.stage1.model import LesionNet, resolve_weights
@@ -143,14 +143,36 @@ def fold_prefix(out: Path, fold: int) -> Path:
     return out / f"fold{fold}"
 
 
-def fold_done(out: Path, fold: int, sha: str) -> dict | None:
-    """The fold's record if its weights and predictions exist for this exact config."""
+def fold_members(fold: int) -> tuple[str, str]:
+    """The files of a fold's set besides its record fold<k>.json (the manifest)."""
+    return f"fold{fold}.safetensors", f"fold{fold}.preds.parquet"
+
+
+def fold_done(out: Path, fold: int, sha: str, say: bool = True) -> dict | None:
+    """The fold's record if its set (weights + predictions, checked against the record's sizes and
+    sha256) is complete for this exact config; None means train it (again). A set that does not match
+    its record is never trusted: it is retrained, with one line saying why when `say`."""
     rec = fold_prefix(out, fold).with_suffix(".json")
+    artifacts.recover(out)  # finish a fold commit that a killed process left half done
     if not rec.exists():
         return None
-    info = json.loads(rec.read_text())
-    files = [out / f"fold{fold}.safetensors", out / f"fold{fold}.preds.parquet"]
-    return info if info.get("config_sha") == sha and all(f.exists() for f in files) else None
+    try:
+        info = artifacts.read_manifest(rec, deep=True)
+    except DataError as e:
+        if say:
+            print(f"fold {fold}: retrained, its files are not trusted: {e}")
+        return None
+    if info.get("config_sha") != sha:
+        return None
+    listed = set(info.get(artifacts.MANIFEST_KEY) or {})
+    if not set(fold_members(fold)) <= listed:
+        if say:
+            print(
+                f"fold {fold}: retrained: {rec} does not list {' and '.join(fold_members(fold))} with their "
+                f"sha256 (written by an older foldstack), so they cannot be checked"
+            )
+        return None
+    return info
 
 
 def write_log(out: Path, rows: list[dict]) -> None:
@@ -164,6 +186,8 @@ def run_fold(
     t0 = time.perf_counter()
     fd = fold_datasets(cfg, inp, fold)
     train_ds, valid_ds, test_ds, enc = fd.train, fd.valid, fd.test, fd.encoder
+    if rt.main:
+        remove_stale_temps(fold_prefix(out, fold))
     seed_everything(cfg.train.seed + fold)
     weights = resolve_weights(cfg.model)
     model = LesionNet(cfg.model, enc.size if enc else 0, weights, cfg.n_outputs)
@@ -197,7 +221,6 @@ def run_fold(
         "stopped_early_after_epoch": trainer.state.stopped_early_after,
     }
     if rt.main:
-        save_weights(out / f"fold{fold}.safetensors", chosen.state_dict(), {"checkpoint": rule})
         ids = cfg.columns.id
         preds = pd.concat(
             [
@@ -208,9 +231,17 @@ def run_fold(
             ],
             ignore_index=True,
         )
-        artifacts.write_parquet(out / f"fold{fold}.preds.parquet", preds)
-        artifacts.write_json(fold_prefix(out, fold).with_suffix(".json"), info)
-        remove_training_state(fold_prefix(out, fold))
+        weights_name, preds_name = fold_members(fold)
+        # one set: weights + predictions + the record (its manifest); the commit drops the checkpoint
+        with artifacts.SetWriter(
+            out,
+            f"fold{fold}",
+            manifest=f"fold{fold}.json",
+            drop=(checkpoint_name(fold_prefix(out, fold)),),
+        ) as s:
+            write_weights(s.path(weights_name), chosen.state_dict(), {"checkpoint": rule})
+            s.write_parquet(preds_name, preds)
+            s.write_json(f"fold{fold}.json", info)
     barrier(rt)
     return info
 
@@ -306,7 +337,7 @@ def run_oof(cfg: OofConfig, data_dir: Path, progress: bool = True) -> dict:
         artifacts.write_text(out / "config.yaml", f"# git commit: {artifacts.git_commit()}\n{to_yaml(cfg)}")
     infos: list[dict] = []
     for fold in range(cfg.folds.k):
-        done = fold_done(out, fold, sha)
+        done = fold_done(out, fold, sha, say=rt.main)
         if done is not None:
             if rt.main:
                 print(f"fold {fold}: done for this config, skipped ({out}/fold{fold}.safetensors)")
@@ -319,11 +350,13 @@ def run_oof(cfg: OofConfig, data_dir: Path, progress: bool = True) -> dict:
             print(f"fold {fold}: {i['checkpoint']}; held-out {scores} ({i['seconds']} s)")
     if not rt.main:
         return {}
-    write_log(out, [r for i in infos for r in i["log"]])
     oof, test = assemble(cfg, inp, out, infos)
-    artifacts.write_parquet(out / "oof.parquet", oof)
-    artifacts.write_parquet(out / "test.parquet", test)
     result = run_metrics(cfg, inp, rt, oof, infos, time.time() - t0)
-    artifacts.write_json(out / "metrics.json", result)
+    # one set, metrics.json its manifest: readers (stage 2, submit, leaderboard) check the others against it
+    with artifacts.SetWriter(out, "run", manifest="metrics.json") as s:
+        s.write_parquet("oof.parquet", oof)
+        s.write_parquet("test.parquet", test)
+        s.write_csv("log.csv", pd.DataFrame([r for i in infos for r in i["log"]]))
+        s.write_json("metrics.json", result)
     write_report(cfg, out, oof["target"].to_numpy(), predictions.read(cfg, oof, "oof.parquet"), cfg.run)
     return result

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
-from foldstack import metrics
+from foldstack import artifacts, metrics
 from foldstack.errors import FoldstackError
 from foldstack.stage1 import checkpoint as ckpt
 from foldstack.stage1.config import OofConfig, TrainCfg
@@ -55,8 +55,17 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
 
 def make_loader(
-    ds: LesionDataset, rt: Runtime, batch_size: int, sampler: Sampler | None = None, drop_last: bool = False
+    ds: LesionDataset,
+    rt: Runtime,
+    batch_size: int,
+    sampler: Sampler | None = None,
+    drop_last: bool = False,
+    seed: int | None = None,
 ) -> DataLoader:
+    """A loader; with `seed`, the loader draws its worker base seed from its own generator, so iterating
+    it never advances the global torch RNG (which dropout uses): a resumed fold draws the same dropout
+    masks as an uninterrupted one, with or without persistent workers."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
     return DataLoader(
         ds,
         batch_size=batch_size,
@@ -67,6 +76,7 @@ def make_loader(
         pin_memory=rt.device.type == "cuda",
         persistent_workers=rt.num_workers > 0,
         prefetch_factor=4 if rt.num_workers else None,
+        generator=gen,
     )
 
 
@@ -170,7 +180,12 @@ class FoldTrainer:
         n_neg = t.negatives(int((y == 1).sum()), int((y == 0).sum()))
         self.sampler = EpochSampler(y, n_neg, t.seed + fold, rt.rank, rt.world)
         self.loader = make_loader(
-            train_ds, rt, t.batch_size, self.sampler, drop_last=len(self.sampler) > t.batch_size
+            train_ds,
+            rt,
+            t.batch_size,
+            self.sampler,
+            drop_last=len(self.sampler) > t.batch_size,
+            seed=t.seed + fold,
         )
         self.steps_per_epoch = min(len(self.loader), t.max_train_batches or len(self.loader))
         self.opt = build_optimizer(self.raw, t)
@@ -199,6 +214,11 @@ class FoldTrainer:
         self.best: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ resume
+    # A resumed fold reproduces the uninterrupted one bit for bit (same device and threads): the
+    # checkpoint holds the weights, EMA, best-epoch weights, optimizer, scheduler, GradScaler and
+    # FoldState, and every global RNG (torch CPU/CUDA: dropout, drop_path; numpy; python). Nothing else
+    # carries state across epochs: the sampler is keyed on (seed, epoch), the augmentations on
+    # (seed, epoch, row), and the training loader draws its worker seeds from its own generator.
     def resume(self) -> bool:
         """Load the last epoch checkpoint made with the same config; True if one was loaded."""
         loaded = ckpt.load_training_state(self.prefix)
@@ -212,9 +232,13 @@ class FoldTrainer:
             self.ema.module.load_state_dict(ckpt.split_state(tensors, "ema"))
         ckpt.restore_optimizer(self.opt, tensors, info["optimizer"])
         self.sched.load_state_dict(info["scheduler"])
+        if info.get("grad_scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(info["grad_scaler"])
         self.state = FoldState(**info["state"])
         if self.state.best_epoch >= 0 and (best := ckpt.split_state(tensors, "best")):
             self.best = best
+        if "rng" in info:
+            ckpt.restore_rng(tensors, info["rng"], self.rt.device)
         return True
 
     def save(self) -> None:
@@ -226,9 +250,10 @@ class FoldTrainer:
             "epoch": self.state.epoch,
             "state": self.state.__dict__,
             "scheduler": self.sched.state_dict(),
+            "grad_scaler": self.scaler.state_dict(),  # {} when disabled (CPU, bf16, fp32)
         }
         groups = {"model": self.raw.state_dict(), "ema": ema, "best": self.best}
-        ckpt.save_training_state(self.prefix, groups, self.opt, info)
+        ckpt.save_training_state(self.prefix, groups, self.opt, info, ckpt.rng_state(self.rt.device))
 
     # ------------------------------------------------------------------ training
     def _check_finite(self, loss: torch.Tensor, epoch: int, step: int) -> float:
@@ -351,6 +376,7 @@ class FoldTrainer:
                 self.state.stopped_early_after = self.state.epoch
             self.state.log.append(row)
             self.save()
+            artifacts.fault_point("stage1.epoch_end")
             if on_epoch is not None and self.rt.main:
                 on_epoch(self.state.log)
 

@@ -42,6 +42,8 @@ class StageOne:
 
 def stage1_runs(cfg: StackConfig) -> list[str]:
     root = cfg.run_dir / "oof"
+    for p in root.glob("*"):
+        artifacts.recover(p)  # finish a stage-1 run set that a killed process left half committed
     done = [
         p.name
         for p in sorted(root.glob("*"))
@@ -101,7 +103,7 @@ def load_stage1(
     out = []
     for name in names:
         d = cfg.run_dir / "oof" / name
-        m = json.loads((d / "metrics.json").read_text())
+        m = artifacts.read_manifest(d / "metrics.json")  # refuses oof/test files that differ from it
         oof = pd.read_parquet(d / "oof.parquet").set_index("id")
         test = pd.read_parquet(d / "test.parquet").set_index("id")
         if set(oof.index) != set(train_ids) or set(test.index) != set(test_ids):
