@@ -58,6 +58,7 @@ def _broken(stack, tmp_path, edit):
     shutil.copy(stack / "metrics.json", d / "metrics.json")
     test = pd.read_parquet(stack / "test.parquet")
     metrics = json.loads((d / "metrics.json").read_text())
+    metrics.pop("set_members")  # a hand-made run: no manifest to hold it to, so the content checks speak
     test = edit(test, metrics)
     (d / "metrics.json").write_text(json.dumps(metrics))
     test.to_parquet(d / "test.parquet", index=False)
@@ -91,6 +92,32 @@ def test_bad_predictions_are_refused_naming_what_is_wrong(case, trained, tmp_pat
     with pytest.raises(DataError, match=message):
         write_submission(cfg, data, source, out_dir=tmp_path / "subs")
     assert not (tmp_path / "subs").exists()  # nothing written
+
+
+def test_a_test_parquet_changed_after_its_run_is_refused_naming_it(trained, tmp_path):
+    cfg, data, _, stack = trained
+    d = tmp_path / "run"
+    shutil.copytree(stack, d)
+    test = pd.read_parquet(d / "test.parquet")
+    test.loc[0, "pred"] = 0.5
+    test.to_parquet(d / "test.parquet", index=False)
+    with pytest.raises(DataError, match=r"test\.parquet does not match .*metrics\.json"):
+        write_submission(cfg, data, d / "test.parquet", out_dir=tmp_path / "subs")
+
+
+def test_an_interrupted_submission_is_taken_over_by_the_rerun(trained, tmp_path):
+    cfg, data, _, stack = trained
+    ledger = ledger_path(cfg, tmp_path)
+    path, row = write_submission(cfg, data, stack / "test.parquet", out_dir=tmp_path, ledger=ledger)
+    record(ledger, row | {"kaggle_status": "writing"})  # as a kill between the two ledger writes leaves it
+    path.unlink()
+    again, row2 = write_submission(cfg, data, stack / "test.parquet", out_dir=tmp_path, ledger=ledger)
+    assert again == path and path.exists() and row2["sha256"] == row["sha256"]
+    rows = read_ledger(ledger)
+    assert len(rows) == 1 and rows.loc[0, "kaggle_status"] == "written"
+    record(ledger, row2 | {"kaggle_status": "dry-run"})  # a finished submission is not taken over
+    third, _ = write_submission(cfg, data, stack / "test.parquet", out_dir=tmp_path, ledger=ledger)
+    assert len(read_ledger(ledger)) == 2 and third.read_bytes() == path.read_bytes()
 
 
 def test_ledger_adds_and_updates_rows(trained, tmp_path):

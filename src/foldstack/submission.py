@@ -161,6 +161,11 @@ def write_submission(
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         name = name or meta["run"]
         path = out_dir / cfg.name / f"{stamp}_{name}.csv"
+        taken = set(read_ledger(ledger)["file"].astype(str)) if ledger is not None else set()
+        n = 1
+        while path.exists() or str(path) in taken:  # two submissions within one second
+            n += 1
+            path = out_dir / cfg.name / f"{stamp}_{name}-{n}.csv"
     row = {
         "time_utc": stamp,
         "name": name,
