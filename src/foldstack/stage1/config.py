@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from foldstack.config import CompetitionConfig, Frozen, build_config, config_path, read_yaml
 from foldstack.errors import ConfigError
@@ -75,6 +75,11 @@ class TrainCfg(Frozen):
     )
     early_stopping_patience: int | None = Field(None, ge=1, description="epochs without inner improvement")
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML reads a bare `off` as false
     channels_last: bool | Literal["auto"] = "auto"
     compile: bool = False
     grad_clip: float | None = Field(1.0, gt=0)
