@@ -97,7 +97,7 @@ def test_metrics_log_and_config_are_written(finished):
         assert (out / "report" / f).exists(), f
     report = json.loads((out / "report/report.json").read_text())
     # the run's outputs and each fold are sets: metrics.json / fold<k>.json list their members' sha256
-    assert set(m["set_members"]) == {"oof.parquet", "test.parquet"}
+    assert set(m["set_members"]) == {"oof.parquet", "test.parquet", "report"}
     assert artifacts.read_manifest(out / "metrics.json")["oof_pauc"] == m["oof_pauc"]
     for f in range(cfg.folds.k):
         members = artifacts.read_manifest(out / f"fold{f}.json")["set_members"]

@@ -22,7 +22,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.pid{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -189,6 +189,22 @@ def _tx_of(name: str) -> str | None:
     return name
 
 
+def _writer_alive(name: str) -> bool:
+    """Whether the process that named an atomic_path temp file ('.<file>.pid<N>.<rand>.tmp') runs."""
+    import re
+
+    m = re.search(r"\.pid(\d+)\.", name)
+    if m is None:
+        return True  # not ours: leave it
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def recover(folder: str | Path) -> None:
     """Finish every set commit that a killed process left half done in `folder`, and remove the staged
     files of writers that are gone. Cheap when there is nothing to do."""
@@ -197,6 +213,9 @@ def recover(folder: str | Path) -> None:
         return
     by_tx: dict[str, list[Path]] = {}
     for p in folder.iterdir():
+        if p.name.startswith(".") and p.name.endswith(".tmp") and not _writer_alive(p.name):
+            p.unlink(missing_ok=True)  # a temp file of atomic_path whose process was killed
+            continue
         tx = _tx_of(p.name)
         if tx is not None:
             by_tx.setdefault(tx, []).append(p)

@@ -357,8 +357,9 @@ def run_oof(cfg: OofConfig, data_dir: Path, progress: bool = True) -> dict:
         s.write_parquet("oof.parquet", oof)
         s.write_parquet("test.parquet", test)
         s.write_json("metrics.json", result)
+        oof_p = predictions.read(cfg, oof, "oof.parquet")
+        write_report(cfg, s.workdir(), oof["target"].to_numpy(), oof_p, cfg.run)  # report/ is a member
     # the epoch log is progress, rewritten after every epoch: outside the set, so a rerun that is
     # retraining never makes the finished outputs unreadable
     write_log(out, [r for i in infos for r in i["log"]])
-    write_report(cfg, out, oof["target"].to_numpy(), predictions.read(cfg, oof, "oof.parquet"), cfg.run)
     return result
