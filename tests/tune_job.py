@@ -1,9 +1,11 @@
 """A tiny stage-2 tuning job for the study tests, run in-process or as a worker process:
 
     python -m tests.tune_job JOURNAL [--tuning JSON] [--n N] [--workers W] [--rows R] [--trees T]
+                                     [--fit-sleep S]
 
 It tunes one small LightGBM on a synthetic table (fixed by --rows) and prints the study's COMPLETE
-trials as JSON. Being killed mid-trial is done with FOLDSTACK_FAULT=stack.trial.fold:<n>.
+trials as JSON. Being killed mid-trial is done with FOLDSTACK_FAULT=stack.trial.fold:<n>; --fit-sleep
+makes every fit last S seconds longer (slow trials whatever the machine, for the heartbeat test).
 """
 
 from __future__ import annotations
@@ -60,6 +62,20 @@ def complete_trials(study) -> list[dict]:
     return [{"number": t.number, "params": t.params, "value": t.value} for t in done]
 
 
+def slow_fits(seconds: float) -> None:
+    import time
+
+    from foldstack.stage2.models import GBDTClassifier
+
+    fit = GBDTClassifier.fit
+
+    def slow_fit(self, X, y):
+        time.sleep(seconds)
+        return fit(self, X, y)
+
+    GBDTClassifier.fit = slow_fit
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("journal")
@@ -68,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--rows", type=int, default=600)
     p.add_argument("--trees", type=int, default=30)
+    p.add_argument("--fit-sleep", type=float, default=0.0)
     args = p.parse_args(argv)
+    if args.fit_sleep:
+        slow_fits(args.fit_sleep)
     t = TuningCfg(**(TUNING | json.loads(args.tuning)))
     study = tune(spec(args.trees), tiny_data(args.rows), t, Path(args.journal), STUDY, args.workers, args.n)
     print(json.dumps(complete_trials(study)))

@@ -32,6 +32,7 @@ uninterrupted:
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,28 @@ def database_url(url: str) -> str:
     return "postgresql+psycopg2://" + url[len("postgresql://") :] if url.startswith("postgresql://") else url
 
 
+def _database(tuning: TuningCfg) -> optuna.storages.RDBStorage:
+    """RDBStorage with heartbeats; workers starting together on a new database race to create its
+    tables (the loser gets a duplicate-key/-table error), so that error is retried a few times."""
+    import sqlalchemy.exc
+
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                database_url(tuning.storage),
+                heartbeat_interval=tuning.heartbeat_interval,
+                grace_period=tuning.grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=MAX_RETRY
+                ),
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def storage_for(tuning: TuningCfg, default_path: Path) -> optuna.storages.BaseStorage:
     """The database of tuning.storage (with heartbeats and retry of dead workers' trials), else a
     JournalStorage file at default_path."""
@@ -82,14 +105,7 @@ def storage_for(tuning: TuningCfg, default_path: Path) -> optuna.storages.BaseSt
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             try:
-                return optuna.storages.RDBStorage(
-                    database_url(tuning.storage),
-                    heartbeat_interval=tuning.heartbeat_interval,
-                    grace_period=tuning.grace_period,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                        max_retry=MAX_RETRY
-                    ),
-                )
+                return _database(tuning)
             except Exception as e:  # bad URL, server down, driver missing: all say the same to the user
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 raise ConfigError(
