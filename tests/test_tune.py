@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import optuna
@@ -97,7 +98,9 @@ def test_an_interrupted_trial_is_retried_once_with_its_params(tmp_path):
     trial = study.ask()  # a process that started this trial and died: RUNNING forever
     trial.suggest_float("x", 0, 1)
     # an earlier start queued the copy, then was killed before failing the original
-    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.trials[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback()(study, study.trials[0])
     assert retry_interrupted(study, owned=True) == [0]
     states = [tr.state for tr in study.trials]
     assert states == [TrialState.FAIL, TrialState.WAITING]  # one copy, not two
