@@ -17,6 +17,7 @@ DEMO_OOF = data.img_size=64 train.epochs=6 train.lr=1e-3 predict.tta=1
 
 STACK ?= lgbm
 MODELS ?=
+# N_TRIALS: COMPLETE trials each model's Optuna study should hold (a rerun adds only the missing ones)
 N_TRIALS ?=
 TIMEOUT ?=
 WORKERS ?= 1
@@ -32,7 +33,8 @@ DRY_RUN ?=
 MSG ?=
 LABELS ?=
 
-.PHONY: help setup data folds check-data bench-check-data oof bench-oof stack bench-stack predict submit lb demo setups test lint
+.PHONY: help setup setup-db data folds check-data bench-check-data oof bench-oof stack bench-stack \
+	bench-load predict submit lb demo setups test lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +44,15 @@ setup: ## create .venv, install the pinned requirements and the package (editabl
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
+
+setup-db: ## install the PostgreSQL server (Debian packages) for tuning.storage=postgresql:// and its tests
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "PostgreSQL found: $$(ls -d /usr/lib/postgresql/*/bin | tail -1)"; \
+	else \
+		sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q postgresql; \
+		ls -d /usr/lib/postgresql/*/bin/initdb; \
+	fi
 
 data: ## write the embedded synthetic competition (real Kaggle layout) to data/<comp> (or DATA=dir)
 	$(PY) pipelines/data.py $(ARGS)
@@ -61,12 +72,15 @@ oof: ## stage 1: k-fold CNNs -> runs/<comp>/oof/<model>/ (MODEL=effnetv2_b1, GPU
 bench-oof: ## stage-1 images/s: end to end vs model only, and inference with TTA (MODEL=...)
 	$(PY) pipelines/bench_oof.py $(ARGS) --model $(MODEL)
 
-stack: ## stage 2: GBDTs on features + stage-1 OOF, Optuna-tuned (STACK=lgbm MODELS=a,b N_TRIALS TIMEOUT WORKERS)
+stack: ## stage 2: GBDTs on features + stage-1 OOF, Optuna-tuned (STACK=lgbm MODELS=a,b N_TRIALS=total TIMEOUT WORKERS)
 	$(PY) pipelines/stack.py $(ARGS) --stack $(STACK) --models "$(MODELS)" --workers $(WORKERS) \
 		$(if $(N_TRIALS),--n-trials $(N_TRIALS)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
 bench-stack: ## stage-2 wall time and peak memory on a 400,000-row synthetic table
 	$(PY) pipelines/bench_stack.py $(ARGS) --stack $(STACK)
+
+bench-load: ## wall time of a small `make stack` (5 trials) alone and beside a running stage-1 training
+	$(PY) pipelines/bench_load.py $(ARGS)
 
 predict: ## trained artifacts -> a submission for any Kaggle-layout folder (DATA=dir STACK=lgbm)
 	$(PY) pipelines/predict.py $(ARGS) --stack $(STACK)

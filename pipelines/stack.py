@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 
-from foldstack.cli import base_parser, data_dir, run_main
-from foldstack.stage2.config import load_stack_config
-from foldstack.stage2.run import run_stack
+from foldstack import threads
+
+threads.passive_openmp()  # idle OpenMP threads sleep: must precede lightgbm/xgboost/torch loading OpenMP
+
+from foldstack.cli import base_parser, data_dir, run_main  # noqa: E402
+from foldstack.stage2.config import load_stack_config  # noqa: E402
+from foldstack.stage2.run import run_stack  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,10 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stack", default="lgbm", help="stack config name (configs/stack/)")
     p.add_argument("--models", default="", help="comma-separated stage-1 runs (default: all finished ones)")
     p.add_argument(
-        "--n-trials", type=int, default=None, help="trials to add per model (default tuning.n_trials)"
+        "--n-trials",
+        type=int,
+        default=None,
+        help="COMPLETE trials each model's study should hold; a rerun adds only the missing ones "
+        "(default tuning.n_trials)",
     )
     p.add_argument("--timeout", type=float, default=None, help="seconds per model study")
-    p.add_argument("--workers", type=int, default=1, help="tuning processes sharing one study")
+    p.add_argument(
+        "--workers", type=int, default=1, help="tuning processes sharing one study (and this machine's cores)"
+    )
     args = p.parse_args(argv)
     extra = f" tuning.timeout={args.timeout}" if args.timeout else ""
     cfg = load_stack_config(args.comp, args.stack, args.overrides + extra)

@@ -47,15 +47,36 @@ class ModelSpec(Frozen):
 
 class TuningCfg(Frozen):
     n_trials: int = Field(
-        20, ge=0, description="trials added by each run (0: use the study's best or defaults)"
+        20,
+        ge=0,
+        description="COMPLETE trials each model's study should hold: a run adds only the missing ones "
+        "(0: use the study's best or defaults)",
     )
-    timeout: float | None = Field(None, gt=0, description="seconds per model study")
+    timeout: float | None = Field(None, gt=0, description="seconds per model study and run")
     holdout_fold: int = Field(-1, description="fold kept out of tuning (-1: the last fold)")
     storage: str | None = Field(
-        None, description="Optuna storage URL; default a JournalStorage file under runs/"
+        None,
+        description="database URL of the Optuna storage (e.g. postgresql://user:pw@host/db, shared by "
+        "workers on several machines); default a JournalStorage file under runs/",
     )
+    heartbeat_interval: int = Field(
+        10, ge=1, description="seconds between a trial's heartbeats in a database storage"
+    )
+    grace_period: int = Field(
+        30, ge=1, description="a database trial without a heartbeat for this long is failed and retried"
+    )
+    startup_trials: int = Field(10, ge=0, description="random trials before TPE models the study")
     pruning: bool = True
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_heartbeat(self) -> TuningCfg:
+        if self.grace_period <= self.heartbeat_interval:
+            raise ValueError(
+                f"tuning.grace_period ({self.grace_period} s) must exceed tuning.heartbeat_interval "
+                f"({self.heartbeat_interval} s), or live trials would be failed as stale"
+            )
+        return self
 
 
 class BlendCfg(Frozen):

@@ -13,11 +13,11 @@ import pandas as pd
 import xgboost as xgb
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from foldstack import artifacts
+from foldstack import artifacts, threads
 from foldstack.errors import DataError
 
 KINDS = ("lightgbm", "xgboost", "knn")
-LGB_DEFAULTS = {"objective": "binary", "verbosity": -1, "n_jobs": 0}
+LGB_DEFAULTS = {"objective": "binary", "verbosity": -1}  # + threads.gbdt_params: the usable cores
 XGB_DEFAULTS = {"objective": "binary:logistic", "tree_method": "hist", "verbosity": 0}
 
 
@@ -128,11 +128,13 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
             if self.kind == "knn":
                 self.boosters_.append(KNNModel.fit(Xs, ys, int((self.params or {}).get("n_neighbors", 5))))
             elif self.kind == "lightgbm":
-                params = LGB_DEFAULTS | {"seed": self.random_state + seed} | (self.params or {}) | lgb_task
+                params = LGB_DEFAULTS | threads.gbdt_params(self.kind) | {"seed": self.random_state + seed}
+                params |= (self.params or {}) | lgb_task
                 data = lgb.Dataset(Xs, ys, categorical_feature="auto", free_raw_data=True)
                 self.boosters_.append(lgb.train(params, data, num_boost_round=self.n_estimators))
             else:
-                params = XGB_DEFAULTS | {"seed": self.random_state + seed} | (self.params or {}) | xgb_task
+                params = XGB_DEFAULTS | threads.gbdt_params(self.kind) | {"seed": self.random_state + seed}
+                params |= (self.params or {}) | xgb_task
                 dm = xgb.DMatrix(Xs, ys, enable_categorical=True)
                 self.boosters_.append(xgb.train(params, dm, num_boost_round=self.n_estimators))
         return self

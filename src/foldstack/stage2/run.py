@@ -287,8 +287,8 @@ def build_matrices(
 
 
 def study_name(cfg: StackConfig, spec: ModelSpec, m: Matrices, fmeta: dict) -> str:
-    """The Optuna study of a model on these exact features: re-running adds trials to it, while a
-    retrained stage-1 run (same name, new predictions) or new data starts a fresh study."""
+    """The Optuna study of a model on these exact features: a rerun (or a worker on another machine)
+    joins it, while a retrained stage-1 run (same name, new predictions) or new data starts a fresh one."""
     values = pd.util.hash_pandas_object(m.X, index=False).to_numpy().tobytes()
     key = {
         "spec": spec.model_dump(mode="json"),
@@ -307,7 +307,8 @@ def run_stack(
     workers: int = 1,
     n_trials: int | None = None,
 ) -> dict:
-    """Tune (adding trials to each model's study), fit every fold, blend, write the stage-2 artifacts."""
+    """Tune (bring each model's study to n_trials COMPLETE trials), fit every fold, blend, write the
+    stage-2 artifacts."""
     t0 = time.time()
     out = cfg.run_dir / "stack" / cfg.run
     m, s1, fmeta = build_matrices(cfg, data_dir, models_in)

@@ -2,25 +2,54 @@
 
 The objective is the competition metric on an inner cross-validation over every fold except the
 hold-out fold: the hold-out fold is never seen while tuning, so its score stays untouched. The study
-lives in Optuna storage (a JournalStorage file by default), so re-running adds trials to it and
-several worker processes can share it.
+lives in Optuna storage: a JournalStorage file under the run folder by default, or a database
+(`tuning.storage=postgresql://user:pw@host/db`) that workers on several machines share; the study
+name is derived from the model and its exact features, so every machine joins the same study.
+
+Study rules, chosen so that a study killed at any point (kill -9, a lost machine) ends as if it had run
+uninterrupted:
+- `tuning.n_trials` is the number of COMPLETE trials the study should hold, not a number added per run.
+  A run adds only the missing ones: re-running a finished study adds none, a study killed after 3 of 5
+  complete trials runs 2 more. Pruned and failed trials do not count. With several workers each one
+  stops after its current trial once the count is reached, so a study may end with up to WORKERS-1
+  extra COMPLETE trials.
+- A trial interrupted by a dead process is failed and run again with its parameters (a WAITING copy
+  whose system_attrs `failed_trial`/`retry_history` name the original, as Optuna's
+  RetryHeartbeatStaleTrialCallback writes them; at most MAX_RETRY times). Which RUNNING trials are
+  dead: a database storage has heartbeats (every `tuning.heartbeat_interval` s; a trial silent for
+  `tuning.grace_period` s is failed and retried by the next worker that starts a trial). Optuna 5's
+  JournalStorage has no heartbeat, so the default journal file, which lives in this run's folder, is
+  owned by one `make stack` at a time: every trial still RUNNING when tune() starts, before this run
+  starts its own workers, was left by a killed run and is retried. Do not run two `make stack` on one
+  run folder at once; use a database storage for that.
+- Sampling is seeded per trial (TrialSeededTPE): from tuning.seed and the trial's position among the
+  trials that did not fail, which is the same whether or not an interrupted trial was failed and
+  retried on the way. With one worker, a killed-and-rerun study holds the same trials, in the same
+  order with the same values, as an uninterrupted one; with several workers the order in which they
+  finish is a race, so only the count rule holds.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
+from optuna.trial import TrialState
 
-from foldstack import metrics
+from foldstack import artifacts, metrics, threads
+from foldstack.errors import ConfigError
 from foldstack.stage2.config import ModelSpec, TuningCfg
 from foldstack.stage2.models import GBDTClassifier
 
 ESTIMATOR_KEYS = ("n_estimators", "neg_ratio")
+MAX_RETRY = 3  # an interrupted trial is run again at most this many times
+LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
 
 @dataclass
@@ -33,9 +62,57 @@ class TuneData:
     n_classes: int = 2
 
 
-def storage_for(tuning: TuningCfg, default_path: Path) -> optuna.storages.BaseStorage | str:
+def _redact(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL sqlalchemy can parse: show its scheme only
+        return url.split("://", 1)[0] + "://..."
+
+
+def database_url(url: str) -> str:
+    """SQLAlchemy 2.1 reads a bare postgresql:// with psycopg 3; the pinned driver is psycopg2-binary."""
+    return "postgresql+psycopg2://" + url[len("postgresql://") :] if url.startswith("postgresql://") else url
+
+
+def _database(tuning: TuningCfg) -> optuna.storages.RDBStorage:
+    """RDBStorage with heartbeats; workers starting together on a new database race to create its
+    tables (the loser gets a duplicate-key/-table error), so that error is retried a few times."""
+    import sqlalchemy.exc
+
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                database_url(tuning.storage),
+                heartbeat_interval=tuning.heartbeat_interval,
+                grace_period=tuning.grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=MAX_RETRY
+                ),
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def storage_for(tuning: TuningCfg, default_path: Path) -> optuna.storages.BaseStorage:
+    """The database of tuning.storage (with heartbeats and retry of dead workers' trials), else a
+    JournalStorage file at default_path."""
     if tuning.storage:
-        return tuning.storage
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            try:
+                return _database(tuning)
+            except Exception as e:  # bad URL, server down, driver missing: all say the same to the user
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                raise ConfigError(
+                    f"tuning.storage={_redact(tuning.storage)}: cannot open this Optuna database "
+                    f"({type(e).__name__}: {first}). Check the URL, that the server is running and "
+                    f"reachable, and that its driver is installed (psycopg2-binary for postgresql://)"
+                ) from e
     from optuna.storages.journal import JournalFileBackend
 
     default_path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,10 +156,62 @@ def inner_cv(est: GBDTClassifier, d: TuneData, trial: optuna.Trial | None = None
         pred[va] = est.fit(d.X[tr], d.y[tr]).scores(d.X[va])
         if trial is not None:
             trial.report(metrics.score(d.metric, d.y[va], pred[va]), step)
+            artifacts.fault_point("stack.trial.fold")  # kill -9 tests: die mid-trial
             if trial.should_prune():
                 raise optuna.TrialPruned()
     used = d.fold != d.holdout
     return metrics.score(d.metric, d.y[used], pred[used])
+
+
+def trial_position(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
+    """How many trials that did not fail come before this one. Failing an interrupted trial and
+    retrying it under a new number leaves every later trial's position unchanged."""
+    return sum(t.number < trial.number for t in study.get_trials(deepcopy=False, states=LIVE))
+
+
+class TrialSeededTPE(optuna.samplers.TPESampler):
+    """TPE whose random state (its own and its random startup sampler's) is reseeded before every trial
+    from (seed, trial_position): the values a trial samples depend on the study's finished trials and
+    its position only, not on how many processes came and went. TPE and the median pruner only read
+    COMPLETE/PRUNED (and, constant liar, RUNNING) trials, so failed trials change nothing either."""
+
+    def __init__(self, seed: int, **kwargs) -> None:
+        super().__init__(seed=seed, **kwargs)
+        self._trial_seed = seed & 0xFFFFFFFF
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        position = trial_position(study, trial)
+        self._rng.rng.seed([self._trial_seed, position, 0])
+        self._random_sampler._rng.rng.seed([self._trial_seed, position, 1])
+        super().before_trial(study, trial)
+
+
+def n_complete(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+def retry_interrupted(study: optuna.Study, owned: bool) -> list[int]:
+    """Fail the trials that dead processes left RUNNING and queue a copy of each with the same params;
+    return the failed trial numbers. owned (the default journal file, before this run starts workers):
+    every RUNNING trial is dead. Else (a database): only those whose heartbeat stopped."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if not owned:
+            before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+            optuna.storages.fail_stale_trials(study)
+            failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            return sorted(t.number for t in failed if t.number not in before)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        stale = study.get_trials(deepcopy=True, states=(TrialState.RUNNING,))
+        # a retry already queued by an earlier start that was itself killed before failing the original
+        queued = {
+            t.system_attrs["retry_history"][-1] for t in study.trials if t.system_attrs.get("retry_history")
+        }
+        for t in stale:
+            if t.number not in queued:
+                retry(study, t)  # the copy first: killed between the two steps, the next start only fails
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        return [t.number for t in stale]
 
 
 def _objective(spec: ModelSpec, d: TuneData, seed: int):
@@ -93,8 +222,9 @@ def _objective(spec: ModelSpec, d: TuneData, seed: int):
 
 
 def _optimize(
-    storage, study_name: str, spec: ModelSpec, d: TuneData, t: TuningCfg, n_trials: int, worker: int
+    storage, study_name: str, spec: ModelSpec, d: TuneData, t: TuningCfg, n: int, workers: int
 ) -> None:
+    """Run trials until the study holds n COMPLETE ones (checked before the first and after each)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
@@ -104,24 +234,28 @@ def _optimize(
     study = optuna.load_study(
         study_name=study_name,
         storage=storage,
-        sampler=optuna.samplers.TPESampler(seed=t.seed + 1000 * worker),
+        sampler=TrialSeededTPE(t.seed, n_startup_trials=t.startup_trials),
         pruner=pruner,
     )
-    study.optimize(_objective(spec, d, t.seed), n_trials=n_trials, timeout=t.timeout, gc_after_trial=False)
+    if n_complete(study) >= n:
+        return
+    # this process's share of the cores, unless the config sets the engine's thread count itself
+    spec = spec.model_copy(update={"params": threads.gbdt_params(spec.kind, workers) | dict(spec.params)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.optimize(
+            _objective(spec, d, t.seed),
+            n_trials=None,
+            timeout=t.timeout,
+            callbacks=[optuna.study.MaxTrialsCallback(n, states=(TrialState.COMPLETE,))],
+            gc_after_trial=False,
+        )
 
 
 def _worker(
-    storage_url: str | None,
-    journal: str,
-    study_name: str,
-    spec: ModelSpec,
-    d: TuneData,
-    t: TuningCfg,
-    n_trials: int,
-    worker: int,
+    journal: str, study_name: str, spec: ModelSpec, d: TuneData, t: TuningCfg, n: int, workers: int
 ) -> None:
-    storage = storage_url or storage_for(t, Path(journal))
-    _optimize(storage, study_name, spec, d, t, n_trials, worker)
+    _optimize(storage_for(t, Path(journal)), study_name, spec, d, t, n, workers)
 
 
 def tune(
@@ -133,40 +267,37 @@ def tune(
     workers: int = 1,
     n_trials: int | None = None,
 ) -> optuna.Study:
-    """Add n_trials trials (split over `workers` processes) to the study; return it."""
+    """Bring the study to n_trials (default tuning.n_trials) COMPLETE trials with `workers` processes,
+    first retrying the trials that killed processes left unfinished (see the module docstring); return it.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = storage_for(t, journal)
     optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
     n = t.n_trials if n_trials is None else n_trials
     if n > 0 and spec.search:
-        if workers <= 1:
-            _optimize(storage, study_name, spec, d, t, n, 0)
-        else:
-            shares = [n // workers + (i < n % workers) for i in range(workers)]
-            spec = _share_cores(spec, workers)
-            ctx = mp.get_context("spawn")
-            procs = [
-                ctx.Process(target=_worker, args=(t.storage, str(journal), study_name, spec, d, t, s, i))
-                for i, s in enumerate(shares)
-                if s > 0
-            ]
-            for p in procs:
-                p.start()
-            for p in procs:
-                p.join()
-            failed = [p.exitcode for p in procs if p.exitcode != 0]
-            if failed:
-                raise RuntimeError(f"{len(failed)} Optuna worker process(es) failed (exit codes {failed})")
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        retry_interrupted(study, owned=not t.storage)
+        if n_complete(study) < n:
+            if workers <= 1:
+                _optimize(storage, study_name, spec, d, t, n, 1)
+            else:
+                threads.passive_openmp()  # the workers inherit it before their OpenMP runtime loads
+                ctx = mp.get_context("spawn")
+                procs = [
+                    ctx.Process(target=_worker, args=(str(journal), study_name, spec, d, t, n, workers))
+                    for _ in range(workers)
+                ]
+                for p in procs:
+                    p.start()
+                for p in procs:
+                    p.join()
+                failed = [p.exitcode for p in procs if p.exitcode != 0]
+                if failed:
+                    raise RuntimeError(
+                        f"{len(failed)} Optuna worker process(es) of study {study_name} failed (exit codes "
+                        f"{failed}); run again: interrupted trials are retried and only missing ones run"
+                    )
     return optuna.load_study(study_name=study_name, storage=storage)
-
-
-def _share_cores(spec: ModelSpec, workers: int) -> ModelSpec:
-    """Give each tuning process its share of the cores (OpenMP threads oversubscribed crawl)."""
-    import os
-
-    threads = max(1, len(os.sched_getaffinity(0)) // workers)
-    key = {"lightgbm": "n_jobs", "xgboost": "nthread"}.get(spec.kind)
-    return spec.model_copy(update={"params": {**spec.params, key: threads}}) if key else spec
 
 
 def best_sampled(study: optuna.Study) -> tuple[dict, float | None]:
