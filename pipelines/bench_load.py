@@ -34,7 +34,8 @@ TARGET = 2.5
 def _env(src: Path) -> dict:
     """A clean environment for a child: that checkout's code, no inherited OpenMP wait settings."""
     env = {k: v for k, v in os.environ.items() if k not in PASSIVE_ENV}
-    return env | {"PYTHONPATH": str(src)}
+    path = [str(src), *filter(None, [os.environ.get("PYTHONPATH")])]  # keep what the caller adds
+    return env | {"PYTHONPATH": os.pathsep.join(path)}
 
 
 def _cpu_seconds(pid: int) -> float:
