@@ -150,6 +150,7 @@ def write_submission(
     after, and a row of the same file left 'writing' or 'written' by an interrupted run is taken over
     (same file name and time), so a rerun after a kill leaves what an uninterrupted run leaves.
     """
+    artifacts.recover(out_dir / cfg.name)  # temp files of a killed earlier run
     sub, meta = build_submission(cfg, data_dir, source)
     data = sub.to_csv(index=False).encode()
     sha = artifacts.sha256_bytes(data)
