@@ -262,6 +262,14 @@ def test_cnn_input_with_other_fold_column_is_refused(with_cnn, tmp_path):
     oof = pd.read_parquet(path)
     oof.loc[0, "fold"] = (oof.loc[0, "fold"] + 1) % 3
     oof.to_parquet(path, index=False)
+    # the run's manifest catches any edit first, naming the file
+    with pytest.raises(DataError, match=r"oof/tiny/oof.parquet does not match .*metrics.json"):
+        run_stack(stack_config(other), data)
+    # a run without a manifest (made by hand, or by an older foldstack) meets the fold check itself
+    metrics = other / "isic2024/oof/tiny/metrics.json"
+    m = json.loads(metrics.read_text())
+    m.pop("set_members")
+    metrics.write_text(json.dumps(m))
     with pytest.raises(DataError, match=r"oof/tiny/oof.parquet: 1 row\(s\) have another fold than in folds"):
         run_stack(stack_config(other), data)
 
