@@ -364,3 +364,55 @@ def test_stack_pipeline_prints_warnings(monkeypatch, capsys, with_cnn):
     out = capsys.readouterr().out
     assert "WARNING: suspicious score: score at or near" in out
     assert "WARNING: optimistic score: stage-1 input(s) ['tiny']" in out
+
+
+def test_a_refit_with_fewer_seeds_leaves_no_stale_booster_and_a_stale_one_is_refused(tmp_path):
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"a": rng.normal(size=400), "b": rng.normal(size=400)})
+    y = (X["a"] + rng.normal(size=400) > 1.5).astype(int).to_numpy()
+    folder = tmp_path / "fold0"
+    kw = {"kind": "lightgbm", "params": {"num_leaves": 4}, "n_estimators": 5}
+    GBDTClassifier(**kw, seeds=(0, 1, 2)).fit(X, y).save(folder)
+    assert len(load_boosters(folder)) == 3
+    GBDTClassifier(**kw, seeds=(0,)).fit(X, y).save(folder)  # the same folder, one seed
+    assert len(load_boosters(folder)) == 1
+    assert sorted(p.name for p in folder.glob("seed*")) == ["seed0.lgb.txt"]
+    (folder / "seed1.lgb.txt").write_text((folder / "seed0.lgb.txt").read_text())  # a stale booster
+    with pytest.raises(DataError, match=r"fold0 holds boosters .*seed1.lgb.txt.* lists \['seed0.lgb.txt'\]"):
+        load_boosters(folder)
+    (folder / "seed1.lgb.txt").unlink()
+    (folder / "estimator.json").unlink()
+    with pytest.raises(DataError, match=r"estimator.json is missing"):
+        load_boosters(folder)
+
+
+def test_a_killed_stack_leaves_the_previous_run_whole(with_cnn, tmp_path, monkeypatch):
+    """A crash in the middle of fitting the final fold models: the earlier run's files stay, all of
+    them, and match their manifest; nothing staged is left once the next run starts."""
+    from foldstack import artifacts
+
+    runs, data = with_cnn
+    other = tmp_path / "runs"
+    shutil.copytree(runs, other)
+    cfg = stack_config(other)
+    run_stack(cfg, data)
+    out = cfg.run_dir / "stack" / cfg.run
+
+    def files():
+        kept = [p for p in out.rglob("*") if p.is_file() and "journal" not in p.name]
+        return {p.relative_to(out): p.read_bytes() for p in kept}
+
+    before = files()
+    calls = {"n": 0}
+
+    def crash(name):
+        if name == "stack.fit_fold":
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(artifacts, "fault_point", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_stack(stack_config(other, "tuning.seed=7"), data)
+    assert files() == before
+    artifacts.read_manifest(out / "metrics.json")

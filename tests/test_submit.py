@@ -399,3 +399,25 @@ def test_lb_without_or_with_bad_labels_gives_clear_errors(trained, tmp_path, mon
     no_folds = ["--set", f"{TINY['isic2024']} runs_dir={tmp_path / 'none'}", "--data", str(data)]
     with pytest.raises(DataError, match=r"no folds at .*make folds"):
         lb_pipeline.main(no_folds)
+
+
+def test_code_competition_refuses_a_stage1_source_naming_the_stack_to_run(trained, tmp_path, monkeypatch):
+    _cfg, data, runs, _stack = trained
+    source = runs / "isic2024/oof/tiny/test.parquet"
+    args = ["--comp", "isic2024", "--data", str(data), "--set", f"{TINY['isic2024']} runs_dir={runs}"]
+    with pytest.raises(DataError, match=r"not a stack run's test.parquet.*make stack MODELS=tiny"):
+        _submit([*args, "--from", str(source), "--dry-run"], monkeypatch, tmp_path)
+
+
+def test_a_file_left_sending_is_not_sent_twice_without_force(trained, kaggle_stub, tmp_path, monkeypatch):
+    cfg, data, runs, stack = trained
+    ledger = tmp_path / "submissions" / "isic2024" / "ledger.csv"
+    subs = tmp_path / "submissions"
+    _, row = write_submission(cfg, data, stack / "test.parquet", out_dir=subs, ledger=ledger)
+    record(ledger, row | {"kaggle_status": "sending"})  # a kill while the kaggle command ran
+    args = ["--comp", "isic2024", "--data", str(data), "--set", f"{TINY['isic2024']} runs_dir={runs}"]
+    with pytest.raises(DataError, match=r"was being sent to Kaggle .* FORCE=1"):
+        _submit(args, monkeypatch, tmp_path)
+    assert not kaggle_stub.rpcs()  # nothing was sent
+    _submit([*args, "--force"], monkeypatch, tmp_path)
+    assert "CreateCodeSubmission" in [r.rsplit("/", 1)[-1] for r in kaggle_stub.rpcs()]
