@@ -331,7 +331,7 @@ class SetWriter:
                 for p in sorted(self.folder.iterdir())
                 if not p.name.startswith(".")
                 and p.name not in self.staged
-                and not p.name.startswith(self.keep or ("\0",))
+                and not p.name.startswith(self.keep)
             )
         self._finish_manifest()
         for p in self.staged.values():  # the data is on disk before the commit record says so

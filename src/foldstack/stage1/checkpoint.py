@@ -135,9 +135,3 @@ def split_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torc
 def checkpoint_name(prefix: Path) -> str:
     """The file name of the training checkpoint beside `prefix` (a fold set drops it on commit)."""
     return _ckpt_path(prefix).name
-
-
-def remove_stale_temps(prefix: Path) -> None:
-    """Temp files of a checkpoint write that a killed process left behind."""
-    for p in prefix.parent.glob(f".{_ckpt_path(prefix).name}.*.tmp"):
-        p.unlink(missing_ok=True)

@@ -19,7 +19,7 @@ from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
 from foldstack.folds import load_folds
 from foldstack.report import write_report
-from foldstack.stage1.checkpoint import checkpoint_name, remove_stale_temps, write_weights
+from foldstack.stage1.checkpoint import checkpoint_name, write_weights
 from foldstack.stage1.config import OofConfig
 from foldstack.stage1.data import LesionDataset, MetaEncoder, build_transform
 from foldstack.stage1.model import LesionNet, resolve_weights
@@ -186,8 +186,6 @@ def run_fold(
     t0 = time.perf_counter()
     fd = fold_datasets(cfg, inp, fold)
     train_ds, valid_ds, test_ds, enc = fd.train, fd.valid, fd.test, fd.encoder
-    if rt.main:
-        remove_stale_temps(fold_prefix(out, fold))
     seed_everything(cfg.train.seed + fold)
     weights = resolve_weights(cfg.model)
     model = LesionNet(cfg.model, enc.size if enc else 0, weights, cfg.n_outputs)
