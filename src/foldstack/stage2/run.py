@@ -249,16 +249,15 @@ def build_matrices(
     if set(train[idc]) != set(folds["id"]):
         raise DataError(f"{cfg.run_dir / 'folds.csv'} was made on other data than {data_dir}")
     train = train.set_index(idc).loc[folds["id"]].reset_index()
+    finished = stage1_runs(cfg)  # once: each call lists (and recovers) every run folder
     names = (
-        models_in
-        if models_in is not None
-        else (stage1_runs(cfg) if cfg.models_in == "all" else list(cfg.models_in))
+        models_in if models_in is not None else (finished if cfg.models_in == "all" else list(cfg.models_in))
     )
-    missing = [n for n in names if n not in stage1_runs(cfg)]
+    missing = [n for n in names if n not in finished]
     if missing:
         raise DataError(
             f"no finished stage-1 run {missing} under {cfg.run_dir / 'oof'}; have: "
-            f"{', '.join(stage1_runs(cfg)) or 'none'} (run `make oof MODEL=...`)"
+            f"{', '.join(finished) or 'none'} (run `make oof MODEL=...`)"
         )
     s1 = load_stage1(cfg, names, train[idc], test[idc], fmeta, folds) if cfg.features.cnn else []
     check_optimism(cfg, s1)
