@@ -10,6 +10,7 @@ SET ?=
 FORCE ?=
 MODEL ?= effnetv2_b1
 GPUS ?= 1
+FOLDS ?=
 ARGS = --comp $(COMP) --data $(DATA) --set "$(SET)"
 # several GPUs: one torchrun (DDP) process per GPU
 LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(PY) -m torch.distributed.run --standalone --nproc_per_node=$(GPUS),$(PY))
@@ -66,8 +67,8 @@ check-data: ## validate the files of a Kaggle-layout folder (DATA=dir), every im
 bench-check-data: ## images/s of the full image check on a synthetic 401,059-JPEG train-image.hdf5 (in data/)
 	$(PY) pipelines/bench_check_data.py
 
-oof: ## stage 1: k-fold CNNs -> runs/<comp>/oof/<model>/ (MODEL=effnetv2_b1, GPUS=N for DDP)
-	$(LAUNCH) pipelines/oof.py $(ARGS) --model $(MODEL)
+oof: ## stage 1: k-fold CNNs -> runs/<comp>/oof/<model>/ (MODEL=effnetv2_b1, FOLDS=0,3 some folds, GPUS=N for DDP)
+	$(LAUNCH) pipelines/oof.py $(ARGS) --model $(MODEL) --folds "$(FOLDS)"
 
 bench-oof: ## stage-1 images/s: end to end vs model only, and inference with TTA (MODEL=...)
 	$(PY) pipelines/bench_oof.py $(ARGS) --model $(MODEL)

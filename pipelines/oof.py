@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__)
     p.add_argument("--model", required=True, help="model config name (configs/models/)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--folds", default="", help="comma-separated folds to train (default: all), e.g. 0,3")
     args = p.parse_args(argv)
     cfg = load_oof_config(args.comp, args.model, args.overrides)
     data = data_dir(args, cfg)
@@ -23,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     if rt.main and not folds_paths(cfg)[1].exists():
         make_folds(cfg, read_metadata(cfg, data, "train"), data)
     barrier(rt)
-    result = run_oof(cfg, data, progress=not args.no_progress)
-    if result:
+    result = run_oof(cfg, data, progress=not args.no_progress, folds=args.folds)
+    if result and "missing_folds" not in result:
         scores = [
             k for k in result if k.startswith(("oof_", "fold_")) and k.endswith(("_mean", "auc", "pauc"))
         ]

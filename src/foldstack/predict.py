@@ -16,7 +16,6 @@ from typing import TypeVar
 
 import numpy as np
 import pandas as pd
-from safetensors.torch import load_file
 
 from foldstack import artifacts, predictions
 from foldstack.bundle import RUN_FILES
@@ -26,10 +25,9 @@ from foldstack.data.images import check_ids, open_images
 from foldstack.data.metadata import read_metadata, read_sample_submission
 from foldstack.errors import DataError
 from foldstack.stage1.config import OofConfig
-from foldstack.stage1.data import LesionDataset, MetaEncoder, build_transform
-from foldstack.stage1.model import LesionNet
-from foldstack.stage1.predict import predict
-from foldstack.stage1.run import preprocessing
+from foldstack.stage1.data import DecodedImages
+from foldstack.stage1.inference import fold_models, predict_folds_on
+from foldstack.stage1.run import input_config
 from foldstack.stage1.runtime import make_runtime
 from foldstack.stage2 import calibrate
 from foldstack.stage2.config import StackConfig
@@ -71,45 +69,28 @@ def cnn_test_predictions(
     run_dir: Path, runs_root: Path, data_dir: Path, progress: bool = True
 ) -> pd.DataFrame:
     """id, the prediction columns and their per-fold copies of one stage-1 run on `data_dir`'s test split
-    (same TTA as training)."""
+    (same TTA as training). Every image is decoded once (in the loader workers, by the cache's resize
+    rule) and every fold model predicts it: one pass over the test set for k models."""
     cfg: OofConfig = _runs_root_config(OofConfig, run_dir / "config.yaml", runs_root)
     records = _fold_records(cfg, run_dir)  # every fold's files, before any prediction work
     test = read_metadata(cfg, data_dir, "test")
     ids = test[cfg.columns.id].tolist()
     store = open_images(cfg, data_dir, "test")
     check_ids(store, ids)
-    size, mean, std = preprocessing(cfg)
+    size, mean, std = input_config(cfg)
     rt = make_runtime(cfg, progress)
-    per_fold = []
-    for f, info in enumerate(records):
-        enc = MetaEncoder(**info["meta_encoder"]) if info.get("meta_encoder") else None
-        model = LesionNet(cfg.model, enc.size if enc else 0, n_outputs=cfg.n_outputs)
-        model.load_state_dict(load_file(str(run_dir / f"fold{f}.safetensors")))
-        model.to(rt.device)
-        ds = LesionDataset(
-            ids,
-            store,
-            build_transform((), size, mean, std, train=False),
-            None,
-            enc.transform(test) if enc else None,
-        )
-        per_fold.append(
-            predict(model, ds, rt, cfg.predict.tta, cfg.predict.batch_size, desc=f"{run_dir.name} fold {f}")
-        )
-    return prediction_frame(cfg, ids, per_fold)
-
-
-def prediction_frame(cfg, ids: list[str], per_fold: list[np.ndarray]) -> pd.DataFrame:
-    """id, the mean of the fold models in the prediction columns, then each fold's columns."""
-    frame = predictions.columns_frame
-    return pd.concat(
-        [
-            pd.DataFrame({"id": ids}),
-            frame(cfg, np.mean(per_fold, axis=0)),
-            *(frame(cfg, p, predictions.fold_columns(cfg, f)) for f, p in enumerate(per_fold)),
-        ],
-        axis=1,
+    models = fold_models(cfg, run_dir, records, rt)
+    per_fold = predict_folds_on(
+        cfg,
+        models,
+        test,
+        DecodedImages(store, ids, size),
+        rt,
+        mean,
+        std,
+        desc=f"{run_dir.name} x {len(models)}",
     )
+    return predictions.test_frame(cfg, ids, per_fold)
 
 
 def stack_test_predictions(
@@ -148,7 +129,7 @@ def stack_test_predictions(
             per_fold.append(calibration.probability(f, preds))
         else:
             per_fold.append(blend(preds, cfg.blend.weights))
-    return prediction_frame(cfg, test[cfg.columns.id].tolist(), per_fold)
+    return predictions.test_frame(cfg, test[cfg.columns.id].tolist(), per_fold)
 
 
 def submission_frame(cfg, data_dir: Path, preds: pd.DataFrame) -> pd.DataFrame:

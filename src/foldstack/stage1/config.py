@@ -34,6 +34,11 @@ class DataCfg(Frozen):
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     num_workers: int | Literal["auto"] = "auto"
+    cache: bool = Field(
+        True,
+        description="decode + resize every image once into a uint8 memory-mapped cache (runs/<comp>/cache) "
+        "shared by every run and fold; false decodes every epoch",
+    )
 
 
 class TrainCfg(Frozen):
@@ -74,6 +79,12 @@ class TrainCfg(Frozen):
         "loss", description="what the inner split watches (auc: the macro one-vs-rest AUC for multiclass)"
     )
     early_stopping_patience: int | None = Field(None, ge=1, description="epochs without inner improvement")
+    eval_every: int | None = Field(
+        None,
+        ge=1,
+        description="score the held-out fold for the log every N epochs (flip-free); None: only the final "
+        "OOF prediction scores it (best_optimistic scores every epoch regardless)",
+    )
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
 
     @field_validator("amp", mode="before")

@@ -1,14 +1,16 @@
-"""Stage-1 inputs: albumentations pipelines, the lesion dataset, metadata encoding, epoch sampling."""
+"""Stage-1 inputs: uint8 augmentations, device-side normalisation, the lesion dataset, metadata encoding,
+epoch sampling."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import albumentations as A
-import cv2
 import numpy as np
 import pandas as pd
 import torch
+from foldstack.data.cache import decode_resized
 from torch.utils.data import Dataset
 
 from foldstack.config import CompetitionConfig
@@ -17,22 +19,38 @@ from foldstack.errors import ConfigError
 from foldstack.stage1.config import AugmentCfg
 
 
-def build_transform(
-    augment: tuple[AugmentCfg, ...], img_size: int, mean: tuple, std: tuple, train: bool
-) -> A.Compose:
-    """Resize (+ the configured augmentations when training) + normalise, as one albumentations pipeline."""
-    steps: list[A.BasicTransform] = [A.Resize(img_size, img_size, interpolation=cv2.INTER_AREA)]
-    if train:
-        for aug in augment:
-            cls = getattr(A, aug.name, None)
-            if cls is None or not isinstance(cls, type):
-                raise ConfigError(f"augment: unknown albumentations transform {aug.name!r}")
-            try:
-                steps.append(cls(**aug.params))
-            except (TypeError, ValueError) as e:
-                raise ConfigError(f"augment: {aug.name}({aug.params}) is invalid: {e}") from None
-    steps.append(A.Normalize(mean=mean, std=std, max_pixel_value=255.0))
-    return A.Compose(steps)
+def build_augment(augment: tuple[AugmentCfg, ...]) -> A.Compose | None:
+    """The configured training augmentations as one albumentations pipeline on uint8 images (the cache
+    holds them resized already; the float conversion and normalisation happen on the device), or None."""
+    steps: list[A.BasicTransform] = []
+    for aug in augment:
+        cls = getattr(A, aug.name, None)
+        if cls is None or not isinstance(cls, type):
+            raise ConfigError(f"augment: unknown albumentations transform {aug.name!r}")
+        try:
+            steps.append(cls(**aug.params))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"augment: {aug.name}({aug.params}) is invalid: {e}") from None
+    return A.Compose(steps) if steps else None
+
+
+class DeviceNormalize:
+    """uint8 N x H x W x 3 batch (host) -> float N x 3 x H x W on the device, (x / 255 - mean) / std.
+
+    The transfer carries uint8 (4x less than float32); NHWC permuted to NCHW is already channels_last,
+    so a channels_last model gets its layout without a copy.
+    """
+
+    def __init__(self, mean: tuple, std: tuple, device: torch.device, channels_last: bool) -> None:
+        self.device, self.channels_last = device, channels_last
+        self.shift = torch.tensor([255.0 * m for m in mean], device=device).view(1, 3, 1, 1)
+        self.scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=device).view(1, 3, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        x = (x - self.shift) * self.scale
+        mf = torch.channels_last if self.channels_last else torch.contiguous_format
+        return x.contiguous(memory_format=mf)
 
 
 @dataclass
@@ -96,44 +114,92 @@ class MetaEncoder:
         }
 
 
-class LesionDataset(Dataset):
-    """Item i -> {'image': CHW float tensor, 'meta': vector, 'target': float, 'index': i}.
+class DecodedImages:
+    """Images decoded (and resized by the cache's rule) on the fly: the source for a one-pass stream
+    (the Kaggle kernel's test set), where a cache would cost a second pass over the files."""
 
-    A key (epoch, i) re-seeds the augmentations from (aug_seed, epoch, i) first, so the augmented
-    image is the same whatever the process, the number of loader workers or a resume in between.
-    """
-
-    def __init__(
-        self,
-        ids: list[str],
-        store: ImageStore,
-        transform: A.Compose,
-        targets: np.ndarray | None = None,
-        meta: np.ndarray | None = None,
-        aug_seed: int = 0,
-    ) -> None:
-        self.ids, self.store, self.transform, self.aug_seed = ids, store, transform, aug_seed
-        self.targets = np.zeros(len(ids), np.float32) if targets is None else targets.astype(np.float32)
-        self.meta = np.zeros((len(ids), 0), np.float32) if meta is None else meta
+    def __init__(self, store: ImageStore, ids: list[str], size: int) -> None:
+        self.store, self.ids, self.size = store, ids, size
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+    def __getitem__(self, row: int) -> np.ndarray:
+        i = self.ids[row]
+        return decode_resized(self.store.read_bytes(i), i, self.store.where, self.size)
+
+
+class LesionDataset(Dataset):
+    """Item k -> image `images[rows[k]]` (size x size x 3 uint8), meta vector, target, index k.
+
+    `images` is the uint8 cache (a memory-mapped array) or DecodedImages. Batches are fetched whole
+    (__getitems__: one fancy-index read of the cache when nothing is augmented) and come out as a dict
+    of stacked tensors; loaders over it use `collate=passthrough`. A key (epoch, k) re-seeds the
+    augmentations from (aug_seed, epoch, k) first, so the augmented image is the same whatever the
+    process, the number of loader workers or a resume in between.
+    """
+
+    def __init__(
+        self,
+        images: Any,
+        rows: np.ndarray,
+        augment: A.Compose | None = None,
+        targets: np.ndarray | None = None,
+        meta: np.ndarray | None = None,
+        aug_seed: int = 0,
+        ids: list[str] | None = None,
+    ) -> None:
+        self.images, self.rows, self.augment, self.aug_seed = (
+            images,
+            np.asarray(rows, np.int64),
+            augment,
+            aug_seed,
+        )
+        n = len(self.rows)
+        self.ids = ids if ids is not None else [str(i) for i in range(n)]
+        self.targets = np.zeros(n, np.float32) if targets is None else targets.astype(np.float32)
+        self.meta = np.zeros((n, 0), np.float32) if meta is None else meta.astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _image(self, key: int | tuple[int, int]) -> np.ndarray:
         if isinstance(key, tuple):
-            epoch, i = key
-            seed = np.random.SeedSequence([self.aug_seed, epoch, i]).generate_state(1)[0]
-            self.transform.set_random_seed(int(seed))
+            epoch, k = key
         else:
-            i = key
-        img = self.store.read(self.ids[i])  # DataError names the id and the file
-        x = self.transform(image=img)["image"]
+            epoch, k = None, key
+        img = np.asarray(self.images[self.rows[k]])
+        if self.augment is not None:
+            if epoch is not None:
+                seed = np.random.SeedSequence([self.aug_seed, epoch, k]).generate_state(1)[0]
+                self.augment.set_random_seed(int(seed))
+            img = self.augment(image=img)["image"]
+        return img
+
+    def __getitems__(self, keys: list) -> dict:
+        index = np.array([k[1] if isinstance(k, tuple) else k for k in keys], np.int64)
+        if self.augment is None and isinstance(self.images, np.ndarray):
+            rows = self.rows[index]
+            order = np.argsort(rows, kind="stable")  # a sorted fancy index reads the memmap in file order
+            images = np.empty((len(rows), *self.images.shape[1:]), np.uint8)
+            images[order] = self.images[rows[order]]
+        else:
+            images = np.stack([self._image(k) for k in keys])
         return {
-            "image": torch.from_numpy(x.transpose(2, 0, 1).copy()),
-            "meta": torch.from_numpy(self.meta[i]),
-            "target": torch.tensor(self.targets[i]),
-            "index": i,
+            "image": torch.from_numpy(np.ascontiguousarray(images)),
+            "meta": torch.from_numpy(self.meta[index]),
+            "target": torch.from_numpy(self.targets[index]),
+            "index": torch.from_numpy(index),
         }
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        batch = self.__getitems__([key])
+        return {k: v[0] for k, v in batch.items()}
+
+
+def passthrough(batch: dict) -> dict:
+    """The collate function of loaders over LesionDataset: __getitems__ already made the batch."""
+    return batch
 
 
 def epoch_indices(targets: np.ndarray, n_neg: int, seed: int, epoch: int) -> np.ndarray:

@@ -2,62 +2,81 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import timm
+from foldstack.data.cache import open_cache
+from timm.data import resolve_model_data_config
 
 from foldstack import artifacts, predictions
 from foldstack.config import CompetitionConfig, to_yaml
-from foldstack.data.images import ImageStore, check_ids, open_images
+from foldstack.data.images import check_ids, open_images
 from foldstack.data.metadata import read_metadata
-from foldstack.errors import DataError
+from foldstack.errors import ConfigError, DataError
 from foldstack.folds import load_folds
 from foldstack.report import write_report
 from foldstack.stage1.checkpoint import checkpoint_name, write_weights
 from foldstack.stage1.config import OofConfig
-from foldstack.stage1.data import LesionDataset, MetaEncoder, build_transform
+from foldstack.stage1.data import DecodedImages, DeviceNormalize, LesionDataset, MetaEncoder, build_augment
+from foldstack.stage1.inference import fold_models, predict, predict_folds_on
 from foldstack.stage1.model import LesionNet, resolve_weights
-from foldstack.stage1.predict import predict
-from foldstack.stage1.runtime import Runtime, barrier, make_runtime, seed_everything
+from foldstack.stage1.runtime import Runtime, barrier, broadcast_object, make_runtime, seed_everything
 from foldstack.stage1.train import FoldTrainer
-
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 @dataclass
 class Inputs:
-    """What every fold reads: metadata, folds, image stores and the preprocessing."""
+    """What every fold reads: metadata, folds, the decoded images and the preprocessing."""
 
-    train: pd.DataFrame
+    train: pd.DataFrame  # in folds.csv order: row i is image row i of train_images
     test: pd.DataFrame
     folds: pd.DataFrame
     folds_meta: dict
-    train_images: ImageStore
-    test_images: ImageStore
+    train_images: Any  # (n, size, size, 3) uint8: the cache's memory map, or DecodedImages
+    test_images: Any
     img_size: int
     mean: tuple
     std: tuple
+    cache_seconds: float = 0.0
 
 
-def preprocessing(cfg: OofConfig) -> tuple[int, tuple, tuple]:
-    """Input size and normalisation: the config's, else the backbone's own pretrained config."""
-    try:
-        pc = timm.models.get_pretrained_cfg(cfg.model.backbone)
-    except RuntimeError:
-        pc = None
-    size = cfg.data.img_size or (pc.input_size[-1] if pc else 224)
-    mean = cfg.data.mean or (tuple(pc.mean) if pc else IMAGENET[0])
-    std = cfg.data.std or (tuple(pc.std) if pc else IMAGENET[1])
-    return int(size), tuple(mean), tuple(std)
+def input_config(cfg: OofConfig) -> tuple[int, tuple, tuple]:
+    """Input size and normalisation: the config's, else timm's data config of the backbone's pretrained
+    weights (timm.data.resolve_model_data_config), else 224 px and ImageNet's mean and std."""
+    pc = timm.models.get_pretrained_cfg(cfg.model.backbone)
+    dc = resolve_model_data_config(None, pretrained_cfg=pc.to_dict() if pc else {})
+    size = cfg.data.img_size or dc["input_size"][-1]
+    return int(size), tuple(cfg.data.mean or dc["mean"]), tuple(cfg.data.std or dc["std"])
 
 
-def load_inputs(cfg: OofConfig, data_dir: Path) -> Inputs:
+def image_source(
+    cfg: OofConfig, data_dir: Path, split: str, ids: list[str], size: int, rt: Runtime
+) -> tuple[Any, float]:
+    """The decoded images of `ids` (row i = ids[i]) and the seconds spent on the cache: the uint8 cache
+    (built by the main rank when missing or stale, then opened by the others), or with data.cache=false
+    the files decoded on every read."""
+    t0 = time.perf_counter()
+    if not cfg.data.cache:
+        store = open_images(cfg, data_dir, split)
+        check_ids(store, ids)
+        return DecodedImages(store, ids, size), 0.0
+    if rt.main:
+        cache = open_cache(cfg, data_dir, split, ids, size, progress=rt.progress)
+    barrier(rt)
+    if not rt.main:
+        cache = open_cache(cfg, data_dir, split, ids, size, progress=False)
+    return cache.array, time.perf_counter() - t0
+
+
+def load_inputs(cfg: OofConfig, data_dir: Path, rt: Runtime) -> Inputs:
     folds, fmeta = load_folds(cfg)
     train = read_metadata(cfg, data_dir, "train")
     test = read_metadata(cfg, data_dir, "test")
@@ -69,16 +88,18 @@ def load_inputs(cfg: OofConfig, data_dir: Path) -> Inputs:
         )
     train = train.set_index(ids).loc[folds["id"]].reset_index()  # rows in folds.csv order
     train[cfg.columns.target] = folds["target"].to_numpy()  # integer codes: 0/1 or the class index
-    train_images, test_images = open_images(cfg, data_dir, "train"), open_images(cfg, data_dir, "test")
-    check_ids(train_images, train[ids])
-    check_ids(test_images, test[ids])
-    return Inputs(train, test, folds, fmeta, train_images, test_images, *preprocessing(cfg))
+    size, mean, std = input_config(cfg)
+    train_images, s1 = image_source(cfg, data_dir, "train", train[ids].tolist(), size, rt)
+    test_images, s2 = image_source(cfg, data_dir, "test", test[ids].tolist(), size, rt)
+    return Inputs(train, test, folds, fmeta, train_images, test_images, size, mean, std, s1 + s2)
 
 
 def config_sha(cfg: OofConfig, inputs: Inputs) -> str:
     """What decides a fold's result: the config (less loader workers), the folds and the data."""
     dump = cfg.model_dump(mode="json")
-    dump["data"].pop("num_workers", None)
+    for key in ("num_workers", "cache"):  # how images are fed, not what the model sees
+        dump["data"].pop(key, None)
+    dump["train"].pop("eval_every", None)  # what the log shows, not what the model learns
     key = {"config": dump, "folds": inputs.folds_meta["sha256"], "data": inputs.folds_meta["data_sha256"]}
     return artifacts.sha256_bytes(json.dumps(key, sort_keys=True).encode())
 
@@ -87,7 +108,6 @@ def config_sha(cfg: OofConfig, inputs: Inputs) -> str:
 class FoldData:
     train: LesionDataset  # the other folds (less the inner split)
     valid: LesionDataset  # the held-out fold: scored, never steers training
-    test: LesionDataset
     inner: LesionDataset | None  # patients of the other folds kept for early stopping / best_inner
     encoder: MetaEncoder | None
 
@@ -110,33 +130,22 @@ def inner_split(cfg: OofConfig, tr: pd.DataFrame, fold: int) -> np.ndarray:
 
 
 def fold_datasets(cfg: OofConfig, inp: Inputs, fold: int) -> FoldData:
-    """A fold's datasets, and the metadata encoder fitted on its training rows only."""
+    """A fold's datasets over the decoded images, and the metadata encoder fitted on its training rows."""
     is_val = (inp.folds["fold"] == fold).to_numpy()
-    tr, va = inp.train[~is_val], inp.train[is_val]
-    in_inner = inner_split(cfg, tr, fold)
+    rows = np.arange(len(inp.train))
+    tr, va = rows[~is_val], rows[is_val]
+    in_inner = inner_split(cfg, inp.train.iloc[tr], fold)
     tr, inner = tr[~in_inner], tr[in_inner]
-    enc = MetaEncoder.fit(cfg, cfg.model.meta_columns, tr) if cfg.model.meta else None
-
-    def meta(df: pd.DataFrame) -> np.ndarray | None:
-        return enc.transform(df) if enc else None
-
-    aug = build_transform(cfg.augment, inp.img_size, inp.mean, inp.std, train=True)
-    plain = build_transform(cfg.augment, inp.img_size, inp.mean, inp.std, train=False)
+    enc = MetaEncoder.fit(cfg, cfg.model.meta_columns, inp.train.iloc[tr]) if cfg.model.meta else None
     ids, tgt = cfg.columns.id, cfg.columns.target
 
-    def plain_ds(df: pd.DataFrame) -> LesionDataset:
-        return LesionDataset(df[ids].tolist(), inp.train_images, plain, df[tgt].to_numpy(), meta(df))
+    def ds(r: np.ndarray, augment=None, seed: int = 0) -> LesionDataset:
+        df = inp.train.iloc[r]
+        meta = enc.transform(df) if enc else None
+        return LesionDataset(inp.train_images, r, augment, df[tgt].to_numpy(), meta, seed, df[ids].tolist())
 
-    train_ds = LesionDataset(
-        tr[ids].tolist(),
-        inp.train_images,
-        aug,
-        tr[tgt].to_numpy(),
-        meta(tr),
-        aug_seed=cfg.train.seed * 1000 + fold,
-    )
-    test_ds = LesionDataset(inp.test[ids].tolist(), inp.test_images, plain, None, meta(inp.test))
-    return FoldData(train_ds, plain_ds(va), test_ds, plain_ds(inner) if len(inner) else None, enc)
+    train = ds(tr, build_augment(cfg.augment), cfg.train.seed * 1000 + fold)
+    return FoldData(train, ds(va), ds(inner) if len(inner) else None, enc)
 
 
 def fold_prefix(out: Path, fold: int) -> Path:
@@ -175,31 +184,61 @@ def fold_done(out: Path, fold: int, sha: str, say: bool = True) -> dict | None:
     return info
 
 
-def write_log(out: Path, rows: list[dict]) -> None:
-    artifacts.write_csv(out / "log.csv", pd.DataFrame(rows))
+LOG = "log.csv"
+LOCK = "run.lock"  # fold jobs writing one run folder take it to update log.csv and to assemble the run
 
 
-def run_fold(
-    cfg: OofConfig, inp: Inputs, rt: Runtime, out: Path, fold: int, sha: str, done_log: list[dict]
-) -> dict:
-    """Train (or resume) one fold, predict its held-out rows and the test set, write its files."""
+def write_log(out: Path, fold: int, rows: list[dict]) -> None:
+    """Replace `fold`'s rows of log.csv (one row per epoch) under the run lock: fold jobs share the file."""
+    with artifacts.folder_lock(out / LOCK):
+        path = out / LOG
+        old = pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame({"fold": []})
+        new = pd.DataFrame([{"fold": fold} | r for r in rows])
+        log = pd.concat([old[old["fold"] != fold], new], ignore_index=True).sort_values(["fold", "epoch"])
+        artifacts.write_csv(path, log)
+
+
+def run_fold(cfg: OofConfig, inp: Inputs, rt: Runtime, out: Path, fold: int, sha: str) -> dict:
+    """Train (or resume) one fold and predict its held-out rows once with the chosen weights; write the
+    fold's set (weights, OOF predictions, record). The test set is predicted when the run is assembled."""
     t0 = time.perf_counter()
     fd = fold_datasets(cfg, inp, fold)
-    train_ds, valid_ds, test_ds, enc = fd.train, fd.valid, fd.test, fd.encoder
     seed_everything(cfg.train.seed + fold)
     weights = resolve_weights(cfg.model)
-    model = LesionNet(cfg.model, enc.size if enc else 0, weights, cfg.n_outputs)
-    trainer = FoldTrainer(cfg, model, rt, fold, train_ds, valid_ds, fold_prefix(out, fold), sha, fd.inner)
+    model = LesionNet(cfg.model, fd.encoder.size if fd.encoder else 0, weights, cfg.n_outputs)
+    prep = DeviceNormalize(inp.mean, inp.std, rt.device, rt.channels_last)
+    trainer = FoldTrainer(
+        cfg, model, rt, fold, fd.train, fd.valid, fold_prefix(out, fold), sha, fd.inner, prep
+    )
     resumed_from = trainer.state.epoch if trainer.resume() else None
-    trainer.fit(lambda log: write_log(out, done_log + [{"fold": fold} | r for r in log]))
+    trainer.fit(lambda log: write_log(out, fold, log))
     chosen, rule = trainer.chosen_model()
     t1 = time.perf_counter()
-    tta, bs = cfg.predict.tta, cfg.predict.batch_size
-    oof = predict(chosen, valid_ds, rt, tta, bs, desc=f"fold {fold} OOF")
-    test = predict(chosen, test_ds, rt, tta, bs, desc=f"fold {fold} test")
-    infer_s = time.perf_counter() - t1
+    tta = cfg.predict.tta
+    oof = predict(chosen, fd.valid, rt, prep, tta, cfg.predict.batch_size, desc=f"fold {fold} OOF")
+    oof_s = time.perf_counter() - t1
+    y = fd.valid.targets.astype(np.int64)
+    log = trainer.state.log
+    last = log[-1] if log else {}
+    if cfg.train.checkpoint in ("last", "ema") and rule.startswith(("last", "EMA")):
+        # the held-out score after the last epoch is the OOF prediction's own: no second pass
+        prefix = "ema_valid_" if cfg.train.checkpoint == "ema" else "valid_"
+        last |= trainer.scores(oof, fd.valid.targets, prefix) | {f"{prefix}tta": tta}
+    log_rows = [{"fold": fold} | r for r in log]
+    split = {
+        "training": round(sum(r["train_seconds"] for r in log), 1),
+        "held_out_scoring": round(sum(r.get("valid_seconds", 0) for r in log), 1),
+        "inner_scoring": round(sum(r.get("inner_seconds", 0) for r in log), 1),
+        "oof_prediction": round(oof_s, 1),
+    }
+    images = {
+        "trained": int(sum(r["train_images"] for r in log)),
+        "held_out_scoring": int(sum(r.get("valid_images_scored", 0) for r in log)),
+        "inner_scoring": int(sum(r.get("inner_images_scored", 0) for r in log)),
+        "oof_prediction": len(fd.valid) * tta,
+    }
     info = {
-        **predictions.headline(cfg, valid_ds.targets.astype(np.int64), oof),
+        **predictions.headline(cfg, y, oof),
         "fold": fold,
         "config_sha": sha,
         "checkpoint": rule,
@@ -209,28 +248,21 @@ def run_fold(
         "pretrained_weights": weights or "none (random init)",
         "pos_weight": trainer.pos_weight,
         "class_weights": trainer.class_weights,
-        "log": [{"fold": fold} | r for r in trainer.state.log],
-        "meta_encoder": enc.state() if enc else None,
+        "log": log_rows,
+        "meta_encoder": fd.encoder.state() if fd.encoder else None,
         "seconds": round(time.perf_counter() - t0, 1),
-        "inference_images_per_s": round((len(valid_ds) + len(test_ds)) * tta / max(infer_s, 1e-9), 1),
-        "n_train_rows": len(train_ds),
-        "n_valid_rows": len(valid_ds),
+        "seconds_split": split,
+        "images": images,
+        "inference_images_per_s": round(len(fd.valid) * tta / max(oof_s, 1e-9), 1),
+        "n_train_rows": len(fd.train),
+        "n_valid_rows": len(fd.valid),
         "n_inner_rows": len(fd.inner) if fd.inner else 0,
         "stopped_early_after_epoch": trainer.state.stopped_early_after,
     }
     if rt.main:
-        ids = cfg.columns.id
-        preds = pd.concat(
-            [
-                pd.DataFrame({"id": valid_ds.ids, "split": "oof"}).join(predictions.columns_frame(cfg, oof)),
-                pd.DataFrame({"id": inp.test[ids].tolist(), "split": "test"}).join(
-                    predictions.columns_frame(cfg, test)
-                ),
-            ],
-            ignore_index=True,
-        )
+        preds = pd.DataFrame({"id": fd.valid.ids}).join(predictions.columns_frame(cfg, oof))
         weights_name, preds_name = fold_members(fold)
-        # one set: weights + predictions + the record (its manifest); the commit drops the checkpoint
+        # one set: weights + OOF predictions + the record (its manifest); the commit drops the checkpoint
         with artifacts.SetWriter(
             out,
             f"fold{fold}",
@@ -240,35 +272,23 @@ def run_fold(
             write_weights(s.path(weights_name), chosen.state_dict(), {"checkpoint": rule})
             s.write_parquet(preds_name, preds)
             s.write_json(f"fold{fold}.json", info)
+        write_log(out, fold, log)
     barrier(rt)
     return info
 
 
-def assemble(cfg: OofConfig, inp: Inputs, out: Path, infos: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """oof.parquet (one row per train id, from the one model that never saw it) and test.parquet."""
-    k, cols = cfg.folds.k, cfg.pred_columns
-    preds = [pd.read_parquet(out / f"fold{f}.preds.parquet") for f in range(k)]
-    oof = pd.concat([p[p["split"] == "oof"].assign(fold=f) for f, p in enumerate(preds)])
+def assemble_oof(cfg: OofConfig, inp: Inputs, out: Path, infos: list[dict]) -> pd.DataFrame:
+    """oof.parquet: one row per train id, from the one fold model that never saw it."""
+    cols = cfg.pred_columns
+    preds = [pd.read_parquet(out / fold_members(f)[1]).assign(fold=f) for f in range(cfg.folds.k)]
+    oof = pd.concat(preds)
     oof = inp.folds[["id", "fold", "target"]].merge(
         oof[["id", "fold", *cols]], on="id", how="left", suffixes=("", "_pred"), validate="one_to_one"
     )
     if oof[cols].isna().any(axis=None) or not (oof["fold"] == oof["fold_pred"]).all():
         raise DataError(f"{out}: the fold predictions do not cover every train id exactly once from its fold")
     oof["checkpoint"] = [infos[f]["checkpoint"] for f in oof["fold"]]
-    oof = oof.drop(columns="fold_pred")
-    ids = inp.test[cfg.columns.id].tolist()
-    test = pd.DataFrame({"id": ids})
-    per_fold = []
-    for f, p in enumerate(preds):
-        t = p[p["split"] == "test"].set_index("id")[cols]
-        if len(t) != len(ids) or set(t.index) != set(ids):
-            raise DataError(f"{out}/fold{f}.preds.parquet: test ids differ from {cfg.files.test}")
-        per_fold.append(t.loc[ids].to_numpy())
-    mean = predictions.columns_frame(cfg, np.mean(per_fold, axis=0))
-    folds = [
-        predictions.columns_frame(cfg, v, predictions.fold_columns(cfg, f)) for f, v in enumerate(per_fold)
-    ]
-    return oof, pd.concat([test, mean, *folds], axis=1)
+    return oof.drop(columns="fold_pred")
 
 
 def score_oof(cfg: CompetitionConfig, oof: pd.DataFrame) -> dict:
@@ -292,7 +312,7 @@ def score_oof(cfg: CompetitionConfig, oof: pd.DataFrame) -> dict:
 
 
 def run_metrics(
-    cfg: OofConfig, inp: Inputs, rt: Runtime, oof: pd.DataFrame, infos: list[dict], wall: float
+    cfg: OofConfig, inp: Inputs, rt: Runtime, oof: pd.DataFrame, infos: list[dict], extra: dict
 ) -> dict:
     log = [r for i in infos for r in i["log"]]
     optimistic = any(i["optimistic"] for i in infos)
@@ -310,10 +330,10 @@ def run_metrics(
         **score_oof(cfg, oof),
         "score_is_optimistic": optimistic,
         "how_scored": how,
-        "wall_seconds_this_call": round(wall, 1),
         "train_seconds_all_folds": sum(i["seconds"] for i in infos),
         "train_images_per_s": float(np.mean([r["train_images_per_s"] for r in log])) if log else None,
         "inference_images_per_s": float(np.mean([i["inference_images_per_s"] for i in infos])),
+        **extra,
         "img_size": inp.img_size,
         "pretrained_weights": infos[0]["pretrained_weights"],
         "folds_sha256": inp.folds_meta["sha256"],
@@ -323,41 +343,130 @@ def run_metrics(
     }
 
 
-def run_oof(cfg: OofConfig, data_dir: Path, progress: bool = True) -> dict:
-    """Train every fold not already done for this config; write the stage-1 artifacts."""
+def records_sha(out: Path, k: int) -> str:
+    """The sha256 of the k fold records: the run is assembled from exactly these folds."""
+    return artifacts.sha256_bytes(b"".join((out / f"fold{f}.json").read_bytes() for f in range(k)))
+
+
+def assembled(out: Path, sha: str) -> bool:
+    """Whether the run's outputs exist, match their manifest and were assembled from the current folds."""
+    path = out / "metrics.json"
+    if not path.exists():
+        return False
+    try:
+        return artifacts.read_manifest(path).get("fold_records_sha256") == sha
+    except DataError:
+        return False
+
+
+def finish_run(cfg: OofConfig, inp: Inputs, rt: Runtime, out: Path, sha: str, t0: float) -> dict:
+    """When every fold is done: predict the test set with all k fold models in one pass and write
+    oof.parquet, test.parquet, metrics.json and report/ as one set, under the run lock (fold jobs that
+    land together assemble it once). With folds missing: say which, and how to run them."""
+    k = cfg.folds.k
+    lock = artifacts.folder_lock(out / LOCK) if rt.main else contextlib.nullcontext()
+    with lock:
+        decision: tuple = ("skip",)
+        if rt.main:
+            infos = [fold_done(out, f, sha, say=False) for f in range(k)]
+            missing = [f for f, i in enumerate(infos) if i is None]
+            if missing:
+                decision = ("missing", missing)
+            elif assembled(out, records_sha(out, k)):
+                decision = ("current",)
+            else:
+                decision = ("assemble", infos)
+        decision = broadcast_object(decision, rt)  # type: ignore[assignment]
+        if decision[0] == "missing":
+            missing = decision[1]
+            done = [f for f in range(k) if f not in missing]
+            if rt.main:
+                print(
+                    f"run {cfg.run}: fold(s) {', '.join(map(str, done)) or 'none'} done, "
+                    f"{', '.join(map(str, missing))} missing: run them (`make oof MODEL={cfg.run} "
+                    f"FOLDS={','.join(map(str, missing))}`, one job per fold if you like); oof.parquet, "
+                    f"test.parquet and metrics.json are written when the last fold lands"
+                )
+            return {"missing_folds": missing}
+        if decision[0] == "current":
+            if rt.main:
+                print(f"run {cfg.run}: every fold done and already assembled ({out}/metrics.json)")
+                return json.loads((out / "metrics.json").read_text())
+            return {}
+        infos = decision[1]
+        t1 = time.perf_counter()
+        models = fold_models(cfg, out, infos, rt)
+        test_pred = predict_folds_on(
+            cfg, models, inp.test, inp.test_images, rt, inp.mean, inp.std, desc=f"test x {k} folds"
+        )
+        test_s = time.perf_counter() - t1
+        if not rt.main:
+            return {}
+        ids = inp.test[cfg.columns.id].tolist()
+        test = predictions.test_frame(cfg, ids, test_pred)
+        oof = assemble_oof(cfg, inp, out, infos)
+        extra = {
+            "wall_seconds_this_call": round(time.time() - t0, 1),
+            "cache_seconds_this_call": round(inp.cache_seconds, 1),
+            "test_prediction_seconds": round(test_s, 1),
+            "test_images_per_s": round(len(ids) * cfg.predict.tta * k / max(test_s, 1e-9), 1),
+            "fold_records_sha256": records_sha(out, k),
+        }
+        result = run_metrics(cfg, inp, rt, oof, infos, extra)
+        # one set, metrics.json its manifest: readers (stage 2, submit, leaderboard) check the others
+        with artifacts.SetWriter(out, "run", manifest="metrics.json") as s:
+            s.write_parquet("oof.parquet", oof)
+            s.write_parquet("test.parquet", test)
+            s.write_json("metrics.json", result)
+            oof_p = predictions.read(cfg, oof, "oof.parquet")
+            write_report(cfg, s.workdir(), oof["target"].to_numpy(), oof_p, cfg.run)  # report/ is a member
+        # the epoch log is progress: outside the set; rewritten whole from the k records, so rows of
+        # folds trained under an older config disappear
+        artifacts.write_csv(out / LOG, pd.DataFrame([r for i in infos for r in i["log"]]))
+        return result
+
+
+def parse_folds(cfg: OofConfig, folds: str | list[int] | None) -> list[int]:
+    """FOLDS=0,3 -> [0, 3]; empty -> every fold. A fold that does not exist is an error listing them."""
+    every = list(range(cfg.folds.k))
+    if folds is None or folds == "" or folds == []:
+        return every
+    items = [str(x).strip() for x in (folds.split(",") if isinstance(folds, str) else folds)]
+    bad = [x for x in items if not x.isdigit() or int(x) not in every]
+    if bad or not items:
+        raise ConfigError(
+            f"FOLDS={','.join(items)}: {', '.join(bad) or 'nothing'} is not a fold of this run; the folds "
+            f"are {', '.join(map(str, every))} (folds.k={cfg.folds.k}, {cfg.run_dir / 'folds.csv'})"
+        )
+    return sorted({int(x) for x in items})
+
+
+def run_oof(
+    cfg: OofConfig, data_dir: Path, progress: bool = True, folds: str | list[int] | None = None
+) -> dict:
+    """Train the requested folds (default all) not already done for this config and write their sets;
+    the run's oof/test/metrics are assembled when its last fold lands (by whichever job lands it)."""
     t0 = time.time()
     rt = make_runtime(cfg, progress)
-    inp = load_inputs(cfg, data_dir)
+    wanted = parse_folds(cfg, folds)
+    inp = load_inputs(cfg, data_dir, rt)
     out = cfg.run_dir / "oof" / cfg.run
     sha = config_sha(cfg, inp)
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)
         artifacts.write_text(out / "config.yaml", f"# git commit: {artifacts.git_commit()}\n{to_yaml(cfg)}")
-    infos: list[dict] = []
-    for fold in range(cfg.folds.k):
-        done = fold_done(out, fold, sha, say=rt.main)
-        if done is not None:
+    for fold in wanted:
+        if fold_done(out, fold, sha, say=rt.main) is not None:
             if rt.main:
                 print(f"fold {fold}: done for this config, skipped ({out}/fold{fold}.safetensors)")
-            infos.append(done)
             continue
-        infos.append(run_fold(cfg, inp, rt, out, fold, sha, [r for i in infos for r in i["log"]]))
+        info = run_fold(cfg, inp, rt, out, fold, sha)
         if rt.main:
-            i = infos[-1]
-            scores = " ".join(f"{k} {v:.4f}" for k, v in predictions.headline_of(cfg, i).items())
-            print(f"fold {fold}: {i['checkpoint']}; held-out {scores} ({i['seconds']} s)")
-    if not rt.main:
-        return {}
-    oof, test = assemble(cfg, inp, out, infos)
-    result = run_metrics(cfg, inp, rt, oof, infos, time.time() - t0)
-    # one set, metrics.json its manifest: readers (stage 2, submit, leaderboard) check the others against it
-    with artifacts.SetWriter(out, "run", manifest="metrics.json") as s:
-        s.write_parquet("oof.parquet", oof)
-        s.write_parquet("test.parquet", test)
-        s.write_json("metrics.json", result)
-        oof_p = predictions.read(cfg, oof, "oof.parquet")
-        write_report(cfg, s.workdir(), oof["target"].to_numpy(), oof_p, cfg.run)  # report/ is a member
-    # the epoch log is progress, rewritten after every epoch: outside the set, so a rerun that is
-    # retraining never makes the finished outputs unreadable
-    write_log(out, [r for i in infos for r in i["log"]])
-    return result
+            scores = " ".join(f"{k} {v:.4f}" for k, v in predictions.headline_of(cfg, info).items())
+            sp = info["seconds_split"]
+            print(
+                f"fold {fold}: {info['checkpoint']}; held-out {scores} ({info['seconds']} s: training "
+                f"{sp['training']}, scoring {sp['held_out_scoring'] + sp['inner_scoring']}, OOF "
+                f"prediction {sp['oof_prediction']})"
+            )
+    return finish_run(cfg, inp, rt, out, sha, t0)

@@ -90,6 +90,15 @@ def gather_objects(obj: object, rt: Runtime) -> list:
     return out
 
 
+def broadcast_object(obj: object, rt: Runtime) -> object:
+    """The main rank's `obj` on every rank."""
+    if rt.world == 1:
+        return obj
+    box = [obj if rt.main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier(rt: Runtime) -> None:
     if rt.world > 1:
         dist.barrier()

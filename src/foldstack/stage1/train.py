@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
@@ -19,8 +21,8 @@ from foldstack import artifacts, metrics
 from foldstack.errors import FoldstackError
 from foldstack.stage1 import checkpoint as ckpt
 from foldstack.stage1.config import OofConfig, TrainCfg
-from foldstack.stage1.data import LesionDataset, epoch_indices
-from foldstack.stage1.predict import predict
+from foldstack.stage1.data import DeviceNormalize, LesionDataset, epoch_indices, passthrough
+from foldstack.stage1.inference import predict
 from foldstack.stage1.runtime import Runtime
 
 LOG_EVERY = 10
@@ -77,38 +79,43 @@ def make_loader(
         persistent_workers=rt.num_workers > 0,
         prefetch_factor=4 if rt.num_workers else None,
         generator=gen,
+        collate_fn=passthrough,
     )
 
 
 def build_optimizer(model: nn.Module, t: TrainCfg) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=t.lr, weight_decay=t.weight_decay)
+    """timm's optimizer factory: the trainable parameters, weight decay off for biases and norm layers."""
+    return create_optimizer_v2(model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay)
 
 
 def build_scheduler(opt: torch.optim.Optimizer, t: TrainCfg, steps_per_epoch: int, mode: str = "min"):
-    """Per-step LambdaLR (cosine with linear warm-up, or constant) or a per-epoch ReduceLROnPlateau.
+    """timm's per-step cosine schedule with linear warm-up (constant: a cosine from lr to lr), or a
+    per-epoch ReduceLROnPlateau.
 
-    The plateau schedule watches the inner split of the training folds when there is one, else the
-    training loss; never the held-out fold being scored.
+    The plateau schedule is torch's, not timm's PlateauLRScheduler: timm's does not save its best-metric
+    and patience state (deprecated for that reason), and a resumed fold must continue bit for bit. It
+    watches the inner split of the training folds when there is one, else the training loss; never the
+    held-out fold being scored.
     """
     if t.scheduler == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode=mode, factor=t.plateau_factor, patience=t.plateau_patience, min_lr=t.min_lr
         )
     total = max(1, t.epochs * steps_per_epoch)
-    warm = int(t.warmup_epochs * steps_per_epoch)
-    floor = t.min_lr / t.lr
+    warm = min(int(t.warmup_epochs * steps_per_epoch), total - 1)
+    return CosineLRScheduler(
+        opt,
+        t_initial=total - warm,
+        lr_min=t.lr if t.scheduler == "constant" else t.min_lr,
+        warmup_t=warm,
+        warmup_lr_init=t.lr / max(warm, 1),
+        warmup_prefix=True,
+        t_in_epochs=False,
+    )
 
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        if t.scheduler == "constant":
-            return 1.0
-        progress = (step - warm) / max(1, total - warm)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+def is_plateau(sched: object) -> bool:
+    return isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
 def class_weights(t: TrainCfg, targets: np.ndarray, n_classes: int) -> list[float] | None:
@@ -126,6 +133,21 @@ def pos_weight(t: TrainCfg, targets: np.ndarray) -> float | None:
         return t.pos_weight
     n_pos = int((targets == 1).sum())
     return t.negatives(n_pos, int((targets == 0).sum())) / max(n_pos, 1)
+
+
+def epoch_line(fold: int, epochs: int, row: dict) -> str:
+    """One log line per epoch, the same on a terminal and in a log file."""
+    parts = [
+        f"fold {fold} epoch {row['epoch']}/{epochs}:",
+        f"loss {row['train_loss']:.4f},",
+        f"{row['train_images_per_s']:.0f} img/s,",
+        f"{row['train_seconds']:.0f} s,",
+        f"lr {row['lr']:.2e}",
+    ]
+    for key in ("valid_pauc", "valid_auc", "ema_valid_pauc", "inner_loss", "inner_pauc", "inner_auc"):
+        if key in row:
+            parts.append(f"| {key} {row[key]:.4f}")
+    return " ".join(parts)
 
 
 @dataclass
@@ -154,6 +176,7 @@ class FoldTrainer:
         prefix: Path,
         config_sha: str,
         inner_ds: LesionDataset | None = None,
+        prep: DeviceNormalize | None = None,
     ) -> None:
         t = cfg.train
         self.cfg, self.t, self.rt, self.fold, self.prefix, self.config_sha = (
@@ -165,6 +188,11 @@ class FoldTrainer:
             config_sha,
         )
         self.train_ds, self.valid_ds, self.inner_ds = train_ds, valid_ds, inner_ds
+        self.prep = prep or DeviceNormalize((0.0,) * 3, (1.0,) * 3, rt.device, rt.channels_last)
+        # the inner split is scored only when something reads its score
+        self.inner_used = inner_ds is not None and (
+            t.checkpoint == "best_inner" or t.early_stopping_patience is not None or t.scheduler == "plateau"
+        )
         mf = torch.channels_last if rt.channels_last else torch.contiguous_format
         self.raw = model.to(rt.device, memory_format=mf)
         self.model: nn.Module = self.raw
@@ -189,7 +217,7 @@ class FoldTrainer:
         )
         self.steps_per_epoch = min(len(self.loader), t.max_train_batches or len(self.loader))
         self.opt = build_optimizer(self.raw, t)
-        watch_max = inner_ds is not None and t.monitor != "loss"
+        watch_max = self.inner_used and t.monitor != "loss"
         self.sched = build_scheduler(self.opt, t, self.steps_per_epoch, "max" if watch_max else "min")
         self.ema = None
         if t.ema_decay:
@@ -273,8 +301,7 @@ class FoldTrainer:
 
     def _step(self, batch: dict) -> torch.Tensor:
         rt = self.rt
-        mf = torch.channels_last if rt.channels_last else torch.contiguous_format
-        x = batch["image"].to(rt.device, non_blocking=True).contiguous(memory_format=mf)
+        x = self.prep(batch["image"])
         y = batch["target"].to(rt.device, non_blocking=True)
         meta = batch["meta"].to(rt.device, non_blocking=True)
         with torch.autocast(
@@ -289,8 +316,8 @@ class FoldTrainer:
             nn.utils.clip_grad_norm_(self.raw.parameters(), self.t.grad_clip)
         self.scaler.step(self.opt)
         self.scaler.update()
-        if not isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.sched.step()
+        if not is_plateau(self.sched):
+            self.sched.step_update(self.state.step + 1)
         if self.ema is not None:
             self.ema.update(self.raw, step=self.state.step)
         self.state.step += 1
@@ -324,7 +351,7 @@ class FoldTrainer:
         bar.close()
         seconds = time.perf_counter() - t0
         mean_loss = total / max(n_img, 1)
-        if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau) and self.inner_ds is None:
+        if is_plateau(self.sched) and not self.inner_used:
             self.sched.step(mean_loss)
         return {
             "epoch": epoch + 1,
@@ -338,8 +365,11 @@ class FoldTrainer:
     def evaluate(self, model: nn.Module, prefix: str, ds: LesionDataset | None = None) -> dict:
         """Scores on `ds` (default the held-out fold, which is only logged unless best_optimistic)."""
         ds = ds or self.valid_ds
-        p = predict(model, ds, self.rt, tta=1, batch_size=self.cfg.predict.batch_size)
-        y = ds.targets
+        p = predict(model, ds, self.rt, self.prep, tta=1, batch_size=self.cfg.predict.batch_size)
+        return self.scores(p, ds.targets, prefix)
+
+    def scores(self, p: np.ndarray, y: np.ndarray, prefix: str) -> dict:
+        """Loss (+ AUC and pAUC, or the macro AUC) of predictions `p` of targets `y`, keys `prefix`..."""
         if self.multiclass:  # loss: cross-entropy; auc: the macro one-vs-rest AUC
             yi = y.astype(np.int64)
             out = {f"{prefix}loss": float(-np.mean(np.log(np.clip(p[np.arange(len(yi)), yi], 1e-7, 1))))}
@@ -352,19 +382,35 @@ class FoldTrainer:
             out |= {f"{prefix}auc": metrics.auc(y, p), f"{prefix}pauc": metrics.pauc(y, p)}
         return out
 
+    def held_out_scored(self, epoch: int) -> bool:
+        """Whether the held-out fold is scored after `epoch` (0-based) for the log: every epoch for
+        best_optimistic (it picks the checkpoint), every train.eval_every-th epoch, never after the last
+        one (the OOF prediction itself scores it then), never by default."""
+        if self.t.checkpoint == "best_optimistic":
+            return True
+        every = self.t.eval_every
+        return bool(every) and (epoch + 1) % every == 0 and epoch + 1 < self.t.epochs
+
     def fit(self, on_epoch: Callable[[list[dict]], None] | None = None) -> None:
-        """Train the remaining epochs; after each, checkpoint and call on_epoch(log rows)."""
+        """Train the remaining epochs; after each, checkpoint, print one line and call on_epoch(log rows)."""
         for epoch in range(self.state.epoch, self.t.epochs):
             if self.state.stopped_early_after is not None:
                 break
             row = self.train_epoch(epoch)
-            row |= self.evaluate(self.raw, "valid_")
-            if self.ema is not None:
-                row |= self.evaluate(self.ema.module, "ema_valid_")
-            if self.inner_ds is not None:
+            t0 = time.perf_counter()
+            if self.held_out_scored(epoch):
+                row |= self.evaluate(self.raw, "valid_")
+                if self.ema is not None:
+                    row |= self.evaluate(self.ema.module, "ema_valid_")
+                row["valid_images_scored"] = len(self.valid_ds) * (1 + (self.ema is not None))
+            row["valid_seconds"] = round(time.perf_counter() - t0, 2)
+            t0 = time.perf_counter()
+            if self.inner_used:
                 row |= self.evaluate(self.raw, "inner_", self.inner_ds)
-                if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                row["inner_images_scored"] = len(self.inner_ds)
+                if is_plateau(self.sched):
                     self.sched.step(row.get(f"inner_{self.t.monitor}", row["inner_loss"]))
+            row["inner_seconds"] = round(time.perf_counter() - t0, 2)
             self.state.epoch = epoch + 1
             self._track_best(row)
             patience = self.t.early_stopping_patience
@@ -377,6 +423,8 @@ class FoldTrainer:
             self.state.log.append(row)
             self.save()
             artifacts.fault_point("stage1.epoch_end")
+            if self.rt.main:
+                tqdm.write(epoch_line(self.fold, self.t.epochs, row))
             if on_epoch is not None and self.rt.main:
                 on_epoch(self.state.log)
 
