@@ -34,7 +34,7 @@ DRY_RUN ?=
 MSG ?=
 LABELS ?=
 
-.PHONY: help setup setup-db data folds check-data bench-check-data oof bench-oof stack bench-stack \
+.PHONY: help setup setup-db data folds check-data bench-check-data cache oof bench-oof stack bench-stack \
 	bench-load predict submit lb demo setups test lint
 
 help: ## list the targets
@@ -66,6 +66,9 @@ check-data: ## validate the files of a Kaggle-layout folder (DATA=dir), every im
 
 bench-check-data: ## images/s of the full image check on a synthetic 401,059-JPEG train-image.hdf5 (in data/)
 	$(PY) pipelines/bench_check_data.py
+
+cache: ## decode + resize every train/test image once at MODEL's input size -> runs/<comp>/cache/ (reused by stage 1)
+	$(PY) pipelines/cache.py $(ARGS) --model $(MODEL)
 
 oof: ## stage 1: k-fold CNNs -> runs/<comp>/oof/<model>/ (MODEL=effnetv2_b1, FOLDS=0,3 some folds, GPUS=N for DDP)
 	$(LAUNCH) pipelines/oof.py $(ARGS) --model $(MODEL) --folds "$(FOLDS)"

@@ -1,0 +1,547 @@
+"""Decode-once image cache: every image of a split decoded and resized once, kept as a uint8 .npy.
+
+    runs/<comp>/cache/<split>_<size>px_<RULE>_<h12>.npy    (N, size, size, 3) uint8 RGB, row i = ids[i]
+    runs/<comp>/cache/<split>_<size>px_<RULE>_<h12>.json   the record: the key and how it was built
+
+h12 names the images: the resolved source paths, the split and the ids in order. The record holds
+the key (format, RULE, size, split, sources, ids sha256), the content sha256 of the encoded images
+(sha256 over the per-image sha256s, in id order: computed in parallel from the bytes read while
+building) and a cheap stat signature of the sources. open_cache reuses a cache whose record matches
+and whose .npy has exactly the size its header promises; when only the stat signature differs (a
+file copied or touched) it re-hashes the encoded bytes (no decode) and keeps the cache if they are
+unchanged; anything else rebuilds it, saying why.
+
+A build writes a temp file (artifacts.atomic_path: a killed builder's temp file is removed by
+artifacts.recover), renames it into place and writes the record last, so an interrupted build is
+never reused. An flock on <name>.lock makes two processes that open the same cache at once build
+it once: the second waits, then reuses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from foldstack import artifacts
+from foldstack.config import CompetitionConfig
+from foldstack.data.image_check import JPEG_MAGIC, _jpeg_header_size, available_cores
+from foldstack.data.images import MAX_LISTED, ImageStore, JpegDirImages, check_ids, open_images
+from foldstack.errors import DataError
+
+FORMAT = 1  # bump when the file layout or the record changes: older caches are rebuilt
+RULE = "squash-area-v1"  # the resize rule (part of the key): squash to size x size, INTER_AREA, no crop
+CHUNK = 2000  # ids per pool task (at most)
+REDUCED = {8: cv2.IMREAD_REDUCED_COLOR_8, 4: cv2.IMREAD_REDUCED_COLOR_4, 2: cv2.IMREAD_REDUCED_COLOR_2}
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+def reduce_factor(height: int, width: int, size: int) -> int:
+    """The largest JPEG decode reduction r in (8, 4, 2) with min(height, width) / r >= size, else 1."""
+    for r in sorted(REDUCED, reverse=True):
+        if min(height, width) / r >= size:
+            return r
+    return 1
+
+
+def decode_resized(data: bytes, image_id: str, source: str | Path, size: int) -> np.ndarray:
+    """Encoded image bytes -> size x size x 3 uint8 RGB (squashed, INTER_AREA; rule RULE).
+
+    A JPEG is decoded at the largest reduction (1/8, 1/4, 1/2) that keeps its short side at least
+    `size` (read from the header, no decode); anything else is decoded in full. Undecodable bytes
+    raise DataError naming the id and the source.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    flag = cv2.IMREAD_COLOR
+    if data[:3] == JPEG_MAGIC:
+        hw = _jpeg_header_size(data)
+        if hw is not None:
+            flag = REDUCED.get(reduce_factor(hw[0], hw[1], size), cv2.IMREAD_COLOR)
+    img = cv2.imdecode(buf, flag) if buf.size else None
+    if img is None:
+        raise DataError(
+            f"the image for id {image_id} in {source} cannot be decoded "
+            f"({len(data)} bytes, expected JPEG bytes)"
+        )
+    if img.shape[:2] != (size, size):
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _read(store: ImageStore, image_id: str) -> tuple[bytes, str | Path]:
+    """(bytes, the file they came from) of one id; DataError when it has no image."""
+    if isinstance(store, JpegDirImages):
+        path = store.file_of(image_id)
+        return path.read_bytes(), path
+    return store.read_bytes(image_id), store.where
+
+
+# ---------------------------------------------------------------------------------------------- config
+def cache_dir(cfg: CompetitionConfig) -> Path:
+    """Where the caches of a competition live: runs/<comp>/cache."""
+    return cfg.run_dir / "cache"
+
+
+def image_size(cfg: Any) -> int:
+    """The input size of a stage-1 config: data.img_size, else the backbone's timm pretrained input
+    size (224 for a backbone timm has no pretrained config for, as stage 1 does)."""
+    if cfg.data.img_size:
+        return int(cfg.data.img_size)
+    import timm
+
+    try:
+        pc = timm.models.get_pretrained_cfg(cfg.model.backbone)
+    except RuntimeError:
+        pc = None
+    if pc is None:
+        return 224
+    data_cfg = timm.data.resolve_model_data_config(None, pretrained_cfg=pc.to_dict())
+    return int(data_cfg["input_size"][-1])
+
+
+def split_ids(cfg: CompetitionConfig, data_dir: Path, split: str) -> list[str]:
+    """The ids of a split in the metadata CSV's order: the order `make cache` builds in, so a stage-1
+    run that opens the cache with these ids (then picks rows with ImageCache.rows) reuses it."""
+    from foldstack.data.metadata import read_metadata
+
+    return read_metadata(cfg, data_dir, split)[cfg.columns.id].astype(str).tolist()
+
+
+# ---------------------------------------------------------------------------------------------- the cache
+@dataclass
+class ImageCache:
+    """An opened cache: array[i] is the image of ids[i] (read-only memory map)."""
+
+    path: Path
+    ids: list[str]
+    size: int
+    meta: dict
+    array: np.ndarray
+    built: bool = False  # whether this open_cache call built it
+    _row: dict[str, int] | None = field(default=None, repr=False)
+
+    def rows(self, ids: Sequence[str]) -> np.ndarray:
+        """The row numbers (int64) of `ids`; DataError listing (up to 10 of) the ids not in the cache."""
+        if self._row is None:
+            self._row = {i: n for n, i in enumerate(self.ids)}
+        row = self._row
+        missing = [i for i in ids if i not in row]
+        if missing:
+            shown = ", ".join(map(str, missing[:MAX_LISTED])) + (", ..." if len(missing) > MAX_LISTED else "")
+            raise DataError(
+                f"{len(missing)} id(s) are not in the image cache {self.path}: {shown} "
+                f"(open the cache with every id the run reads)"
+            )
+        return np.fromiter((row[i] for i in ids), dtype=np.int64, count=len(ids))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _sha(*parts: str) -> str:
+    """sha256 (hex) over NUL-terminated parts."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _sources(store: ImageStore) -> list[str]:
+    folders = store.folders if isinstance(store, JpegDirImages) else (store.path,)
+    return [str(Path(f).resolve()) for f in folders]
+
+
+def _stat_signature(store: ImageStore, ids: list[str]) -> dict:
+    """A cheap signature of the sources: an HDF5 file's size, mtime and inode; for folders, a sha256
+    over each id's file name, size and mtime."""
+    if isinstance(store, JpegDirImages):
+        h = hashlib.sha256()
+        for i in ids:
+            try:
+                p = store.file_of(i)
+                st = p.stat()
+            except (DataError, OSError):
+                h.update(f"{i}\0missing\n".encode())
+                continue
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return {"files_sha256": h.hexdigest()}
+    try:
+        st = Path(store.path).stat()
+    except OSError:
+        return {"missing": str(store.path)}
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+def _npy_data_offset(path: Path) -> tuple[tuple, np.dtype, bool, int] | None:
+    """(shape, dtype, fortran_order, offset of the data) from a .npy header, or None when unreadable."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                return None
+            return shape, dtype, fortran, f.tell()
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def _human_bytes(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+@dataclass
+class _Where:
+    """Everything that names one cache."""
+
+    folder: Path
+    split: str
+    size: int
+    ids: list[str]
+    sources: list[str]
+
+    def __post_init__(self) -> None:
+        joined = "\n".join(self.ids)
+        self.ids_sha256 = _sha(joined)
+        self.name = f"{self.split}_{self.size}px_{RULE}_{_sha(*self.sources, self.split, joined)[:12]}"
+        self.npy = self.folder / f"{self.name}.npy"
+        self.record = self.folder / f"{self.name}.json"
+        self.lock = self.folder / f"{self.name}.lock"
+        self.label = f"cache {self.split} {self.size}px"
+
+    @property
+    def key(self) -> dict:
+        return {
+            "format": FORMAT,
+            "rule": RULE,
+            "size": self.size,
+            "split": self.split,
+            "sources": self.sources,
+            "n": len(self.ids),
+            "ids_sha256": self.ids_sha256,
+        }
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.ids), self.size, self.size, 3)
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+STAT_ONLY = "stat"
+
+
+def _why_new(w: _Where) -> str:
+    """Why there is no cache under this name: another size or other data already cached, or none."""
+    others = []
+    for p in sorted(w.folder.glob(f"{w.split}_*px_*.json")):
+        rec = _read_record(p)
+        if rec is not None and p != w.record:
+            others.append((p, rec))
+    same_images = [
+        p for p, r in others if r.get("ids_sha256") == w.ids_sha256 and r.get("sources") == w.sources
+    ]
+    if same_images:
+        sizes = sorted({f"{r.get('size')}px" for p, r in others if p in same_images})
+        return f"other size: {', '.join(sizes)} cached for these images, not {w.size}px"
+    if others:
+        return (
+            f"other data: {len(others)} {w.split} cache(s) in {w.folder} hold other images or another "
+            f"data folder (delete the ones no run needs)"
+        )
+    return "not built yet"
+
+
+def _check(w: _Where, store: ImageStore) -> str | None:
+    """None when the cache can be reused as it is; STAT_ONLY when only the sources' stat signature
+    differs; else why it must be built."""
+    if not w.record.exists() and not w.npy.exists():
+        return _why_new(w)
+    rec = _read_record(w.record)
+    if rec is None:
+        return "its record is missing or unreadable (an interrupted build?)"
+    if rec.get("format") != FORMAT:
+        return f"older format (v{rec.get('format')}, now v{FORMAT})"
+    key = w.key
+    for name in ("rule", "split", "sources", "n", "ids_sha256"):
+        if rec.get(name) != key[name]:
+            return f"other data ({name} differs)"
+    if rec.get("size") != w.size:
+        return f"other size ({rec.get('size')}px, not {w.size}px)"
+    layout = _npy_data_offset(w.npy)
+    if layout is None:
+        return f"its .npy is missing or has no valid header ({w.npy})"
+    shape, dtype, fortran, offset = layout
+    if tuple(shape) != w.shape or dtype != np.uint8 or fortran:
+        return f"its .npy holds {shape} {dtype}, not {w.shape} uint8"
+    want, have = offset + math.prod(w.shape), w.npy.stat().st_size
+    if have != want:
+        return f"truncated file ({have:,} bytes, expected {want:,})"
+    if rec.get("stat") != _stat_signature(store, w.ids):
+        return STAT_ONLY
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- the pool
+Digests = tuple[int, list[bytes]]  # (first row of a chunk, the sha256 of each of its images' bytes)
+
+
+def _build_chunk(store: ImageStore, tmp: str, start: int, ids: list[str], size: int) -> Digests:
+    """Decode + resize `ids` into rows start.. of the temp .npy; the sha256 of each image's bytes."""
+    arr = np.lib.format.open_memmap(tmp, mode="r+")
+    digests = []
+    for k, image_id in enumerate(ids):
+        data, source = _read(store, image_id)
+        digests.append(hashlib.sha256(data).digest())
+        arr[start + k] = decode_resized(data, image_id, source, size)
+    arr.flush()
+    del arr
+    return start, digests
+
+
+def _hash_chunk(store: ImageStore, start: int, ids: list[str]) -> Digests:
+    """The sha256 of each image's bytes (read only, no decode)."""
+    return start, [hashlib.sha256(_read(store, i)[0]).digest() for i in ids]
+
+
+def _task(args: tuple) -> Digests:
+    fn, *rest = args
+    cv2.setNumThreads(1)
+    return fn(*rest)
+
+
+def _run(store: ImageStore, fn: Callable, jobs: list[tuple], workers: int) -> Iterator[Digests]:
+    """fn(store, *job) for every job, in this process (workers <= 1) or a pool; results as they come."""
+    if workers <= 1:
+        for job in jobs:
+            yield fn(store, *job)
+        return
+    close = getattr(store, "close", None)
+    if close is not None:  # no open HDF5 handle is inherited: each worker opens its own
+        close()
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    with ctx.Pool(workers) as pool:
+        yield from pool.imap_unordered(_task, [(fn, store, *job) for job in jobs])
+
+
+def _chunks(ids: list[str], workers: int) -> list[tuple[int, list[str]]]:
+    """(start, ids) pieces: at most CHUNK ids, at least 8 pieces per worker when there are enough."""
+    n = len(ids)
+    step = max(1, min(CHUNK, math.ceil(n / (8 * max(workers, 1)))))
+    return [(s, ids[s : s + step]) for s in range(0, n, step)]
+
+
+class _Progress:
+    """tqdm on a terminal; otherwise a line to stderr every ~10% ('cache train 128px: 40,106/401,059
+    (10%) 3,210 img/s')."""
+
+    def __init__(self, label: str, total: int, enabled: bool) -> None:
+        from tqdm.auto import tqdm
+
+        tty = sys.stderr.isatty()
+        self.label, self.total, self.done, self.tenth = label, total, 0, 0
+        self.lines = enabled and not tty
+        self.bar = tqdm(total=total, desc=label, unit="img", disable=not (enabled and tty), file=sys.stderr)
+        self.t0 = time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        self.bar.update(n)
+        if self.lines and self.total and self.done * 10 >= (self.tenth + 1) * self.total:
+            self.tenth = self.done * 10 // self.total
+            rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
+            print(
+                f"{self.label}: {self.done:,}/{self.total:,} ({100 * self.done // self.total}%) "
+                f"{rate:,.0f} img/s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _content_sha(digests: list[list[bytes] | None]) -> str:
+    h = hashlib.sha256()
+    for part in digests:
+        if part is None:
+            raise RuntimeError("a chunk of the image cache was not processed")
+        for d in part:
+            h.update(d)
+    return h.hexdigest()
+
+
+def _over_chunks(
+    store: ImageStore, w: _Where, workers: int, progress: bool, label: str, fn: Callable, extra: Callable
+) -> str:
+    """Run fn over every chunk of ids; the content sha256 (per-image sha256s in id order)."""
+    pieces = _chunks(w.ids, workers)
+    workers = min(workers, len(pieces))
+    index = {start: k for k, (start, _) in enumerate(pieces)}
+    digests: list[list[bytes] | None] = [None] * len(pieces)
+    bar = _Progress(label, len(w.ids), progress)
+    try:
+        for start, part in _run(store, fn, [extra(start, ids) for start, ids in pieces], workers):
+            digests[index[start]] = part
+            bar.update(len(part))
+    finally:
+        bar.close()
+    return _content_sha(digests)
+
+
+def _build(w: _Where, store: ImageStore, workers: int, progress: bool) -> None:
+    check_ids(store, w.ids)
+    w.folder.mkdir(parents=True, exist_ok=True)
+    artifacts.recover(w.folder)  # a killed builder's temp file
+    need = 4096 + math.prod(w.shape)
+    free = shutil.disk_usage(w.folder).free
+    if free < need:
+        raise DataError(
+            f"{w.folder}: the {w.split} image cache needs {_human_bytes(need)} of free disk, "
+            f"{_human_bytes(free)} is free: free some space or set runs_dir=<a bigger disk>"
+        )
+    t0 = time.perf_counter()
+    with artifacts.atomic_path(w.npy) as tmp:
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=w.shape).flush()
+        content = _over_chunks(
+            store,
+            w,
+            workers,
+            progress,
+            w.label,
+            _build_chunk,
+            lambda start, ids: (str(tmp), start, ids, w.size),
+        )
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        w.record.unlink(missing_ok=True)  # the old record never describes the new array
+    artifacts.fault_point("cache.before_record")
+    seconds = time.perf_counter() - t0
+    n = len(w.ids)
+    record = {
+        **w.key,
+        "shape": list(w.shape),
+        "dtype": "uint8",
+        "content_sha256": content,
+        "stat": _stat_signature(store, w.ids),
+        "bytes": w.npy.stat().st_size,
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "build_seconds": round(seconds, 3),
+        "images_per_s": round(n / max(seconds, 1e-9), 1),
+        "workers": workers,
+    }
+    artifacts.write_json(w.record, record)
+    print(
+        f"{w.label}: {n:,} images, {_human_bytes(record['bytes'])}, {seconds:.1f} s, "
+        f"{record['images_per_s']:,.0f} img/s -> {w.npy}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _rehash(w: _Where, store: ImageStore, workers: int, progress: bool) -> bool:
+    """Re-hash the encoded bytes after a stat change; True (and the record's stat rewritten) when they
+    are unchanged."""
+    print(f"{w.label}: the image files changed on disk (size/mtime); re-hashing their bytes", file=sys.stderr)
+    rec = _read_record(w.record) or {}
+    try:
+        content = _over_chunks(
+            store, w, workers, progress, f"{w.label} re-hash", _hash_chunk, lambda start, ids: (start, ids)
+        )
+    except DataError:
+        return False  # an image is gone: the build says which
+    if content != rec.get("content_sha256"):
+        return False
+    artifacts.write_json(w.record, rec | {"stat": _stat_signature(store, w.ids)})
+    print(f"{w.label}: images unchanged, cache reused", file=sys.stderr)
+    return True
+
+
+@contextlib.contextmanager
+def _locked(w: _Where) -> Iterator[None]:
+    """An exclusive flock on <name>.lock (released when the process ends, even by SIGKILL)."""
+    w.folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(w.lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            print(f"{w.label}: another process is building {w.npy.name}; waiting", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _open(w: _Where, built: bool) -> ImageCache:
+    meta = _read_record(w.record)
+    if meta is None:
+        raise DataError(f"{w.record}: the image cache record vanished while opening it; run again")
+    array = np.load(w.npy, mmap_mode="r")
+    if array.shape != w.shape or array.dtype != np.uint8:
+        raise DataError(f"{w.npy}: holds {array.shape} {array.dtype}, expected {w.shape} uint8; run again")
+    return ImageCache(w.npy, w.ids, w.size, meta, array, built)
+
+
+def open_cache(
+    cfg: CompetitionConfig,
+    data_dir: Path,
+    split: str,
+    ids: Sequence[str],
+    size: int,
+    progress: bool = True,
+    workers: int | None = None,
+) -> ImageCache:
+    """A valid cache of exactly these ids (in this order) at size x size, built (or rebuilt when
+    missing or stale) first. workers: build processes (None: every available core; 0 or 1: this one)."""
+    ids = [str(i) for i in ids]
+    if not ids:
+        raise DataError(f"no {split} ids given for the image cache")
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        dup = [i for i in ids if i in seen or seen.add(i)]
+        raise DataError(f"the {split} ids given to the image cache repeat: {', '.join(dup[:MAX_LISTED])}")
+    size = int(size)
+    if size < 1:
+        raise DataError(f"image cache size must be a positive number of pixels, got {size}")
+    store = open_images(cfg, data_dir, split)
+    w = _Where(cache_dir(cfg), split, size, ids, _sources(store))
+    workers = available_cores() if workers is None else max(int(workers), 1)
+    if _check(w, store) is None:
+        return _open(w, built=False)
+    with _locked(w):
+        why = _check(w, store)  # again: another process may have built it while this one waited
+        if why == STAT_ONLY:
+            why = None if _rehash(w, store, workers, progress) else "changed images"
+        if why is None:
+            return _open(w, built=False)
+        print(f"{w.label}: building {w.npy.name} ({why})", file=sys.stderr, flush=True)
+        _build(w, store, workers, progress)
+        return _open(w, built=True)
