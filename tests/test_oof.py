@@ -18,10 +18,10 @@ from foldstack.errors import ConfigError, DataError
 from foldstack.folds import make_folds
 from foldstack.stage1 import train as train_mod
 from foldstack.stage1.config import load_oof_config, model_competition
-from foldstack.stage1.data import LesionDataset, MetaEncoder, build_transform, epoch_indices
+from foldstack.stage1.data import DecodedImages, MetaEncoder, epoch_indices
+from foldstack.stage1.inference import fold_models, predict_folds_on
 from foldstack.stage1.model import LesionNet, resolve_weights
-from foldstack.stage1.predict import predict
-from foldstack.stage1.run import preprocessing, run_oof
+from foldstack.stage1.run import input_config, run_oof
 from foldstack.stage1.runtime import make_runtime
 from foldstack.synth.generate import write_hdf5
 from tests.conftest import REPO, TINY
@@ -107,22 +107,23 @@ def test_metrics_log_and_config_are_written(finished):
 
 
 def test_saved_weights_reproduce_the_test_predictions(finished):
+    """The kernel's path (files decoded on the fly, every fold model in one pass) reproduces the test
+    predictions make oof made from the cache."""
     cfg, data, out, _ = finished
-    from safetensors.torch import load_file
-
-    model = LesionNet(cfg.model)
-    model.load_state_dict(load_file(str(out / "fold1.safetensors")))
-    size, mean, std = preprocessing(cfg)
-    test = read_metadata(cfg, data, "test")
     from foldstack.data.images import open_images
 
-    ds = LesionDataset(
-        test[cfg.columns.id].tolist()[:20],
-        open_images(cfg, data, "test"),
-        build_transform((), size, mean, std, train=False),
-    )
-    p = predict(model, ds, make_runtime(cfg, progress=False), tta=cfg.predict.tta, batch_size=8)
-    np.testing.assert_allclose(p, pd.read_parquet(out / "test.parquet")["pred_fold1"][:20], atol=1e-5)
+    size, mean, std = input_config(cfg)
+    test = read_metadata(cfg, data, "test").iloc[:20]
+    ids = test[cfg.columns.id].tolist()
+    rt = make_runtime(cfg, progress=False)
+    records = [json.loads((out / f"fold{f}.json").read_text()) for f in range(cfg.folds.k)]
+    models = fold_models(cfg, out, records, rt)
+    images = DecodedImages(open_images(cfg, data, "test"), ids, size)
+    p = predict_folds_on(cfg, models, test, images, rt, mean, std)
+    assert p.shape == (cfg.folds.k, 20)
+    saved = pd.read_parquet(out / "test.parquet")
+    for f in range(cfg.folds.k):
+        np.testing.assert_allclose(p[f], saved[f"pred_fold{f}"][:20], atol=1e-6)
 
 
 def test_runs_are_reproducible(tiny_isic2024, tmp_path):
@@ -262,7 +263,7 @@ def test_predict_refuses_missing_or_mismatching_fold_files_up_front(finished, tm
     def no_prediction(*a, **k):
         raise AssertionError("prediction started before every fold's files were checked")
 
-    monkeypatch.setattr(predict_mod, "predict", no_prediction)
+    monkeypatch.setattr(predict_mod, "predict_folds_on", no_prediction)
     (run_dir / "fold2.json").unlink()
     with pytest.raises(DataError, match=r"fold2\.json is missing") as e:
         predict_mod.cnn_test_predictions(run_dir, root, data, progress=False)
