@@ -1,11 +1,13 @@
 # foldstack: `make help` lists the targets. Variables: COMP (competition config), DATA (a folder in
-# the Kaggle layout, default data/$(COMP)), SET (dotted config overrides, e.g. SET="folds.k=3").
+# the Kaggle layout, default data/$(COMP)), SET (dotted config overrides, e.g. SET="folds.k=3"), SCALE
+# (SCALE=isic2024: the competition's real size, synthetic, in data/bench-isic2024 unless DATA is set).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 VENV ?= .venv
 PY := $(VENV)/bin/python
 COMP ?= isic2024
-DATA ?= data/$(COMP)
+SCALE ?=
+DATA ?= $(if $(SCALE),data/bench-$(SCALE),data/$(COMP))
 SET ?=
 FORCE ?=
 MODEL ?= effnetv2_b1
@@ -55,8 +57,8 @@ setup-db: ## install the PostgreSQL server (Debian packages) for tuning.storage=
 		ls -d /usr/lib/postgresql/*/bin/initdb; \
 	fi
 
-data: ## write the embedded synthetic competition (real Kaggle layout) to data/<comp> (or DATA=dir)
-	$(PY) pipelines/data.py $(ARGS)
+data: ## write the embedded synthetic competition (real Kaggle layout) to data/<comp> (or DATA=dir; SCALE=isic2024: real size)
+	$(PY) pipelines/data.py $(ARGS) $(if $(SCALE),--scale $(SCALE))
 
 folds: ## patient-grouped, target-stratified folds -> runs/<comp>/folds.csv (FORCE=1 to replace)
 	$(PY) pipelines/folds.py $(ARGS) $(if $(FORCE),--force)

@@ -20,58 +20,13 @@ import subprocess
 import time
 from pathlib import Path
 
-import cv2
-import h5py
-import numpy as np
-
 from foldstack import artifacts
 from foldstack.cli import run_main
 from foldstack.data.image_check import available_cores, scan_images
 from foldstack.data.images import HDF5Images
+from foldstack.synth.scale import build_hdf5
 
 N_ISIC2024 = 401_059
-SEED = 0
-
-
-def synthetic_crop(rng: np.random.Generator) -> bytes:
-    """One JPEG like an ISIC 2024 tile: skin tone, texture, a darker blob; 100-200 px, mostly 3-8 KB."""
-    h = int(rng.integers(100, 201))
-    w = int(np.clip(h + rng.integers(-10, 11), 100, 200))
-    skin = np.array([rng.uniform(120, 200), rng.uniform(130, 190), rng.uniform(170, 235)])  # BGR
-    texture = cv2.GaussianBlur(rng.normal(0, 1, (h, w, 3)).astype(np.float32), (0, 0), 1.6) * 40
-    yy, xx = np.mgrid[:h, :w]
-    cy, cx = h / 2 + rng.normal(0, h / 10), w / 2 + rng.normal(0, w / 10)
-    r = rng.uniform(0.12, 0.3) * min(h, w)
-    blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]
-    img = skin + texture + rng.normal(0, 3, (h, w, 3)) - blob * rng.uniform(60, 120)
-    quality = int(rng.integers(83, 94))
-    ok, enc = cv2.imencode(".jpg", np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise RuntimeError("OpenCV could not encode a synthetic crop")
-    return enc.tobytes()
-
-
-def build_hdf5(path: Path, n: int, distinct: int) -> dict:
-    """Write n scalar |S datasets ISIC_0000000... cycling over `distinct` encoded crops (low-level h5py:
-    about 4x faster than create_dataset). Written to a temp name, renamed when complete."""
-    rng = np.random.default_rng(SEED)
-    crops = [synthetic_crop(rng) for _ in range(distinct)]
-    space = h5py.h5s.create(h5py.h5s.SCALAR)
-    typed = []
-    for b in crops:
-        arr = np.array(b, dtype=f"S{len(b)}")
-        typed.append((h5py.h5t.py_create(arr.dtype), arr))  # NULLPAD, as h5py writes np.bytes_
-    with artifacts.atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        for i in range(n):
-            tid, arr = typed[i % distinct]
-            dset = h5py.h5d.create(f.id, f"ISIC_{i:07d}".encode(), tid, space)
-            dset.write(h5py.h5s.ALL, h5py.h5s.ALL, arr)
-    sizes = np.array([len(b) for b in crops])
-    return {
-        "n": n,
-        "distinct": distinct,
-        "crop_bytes_p10_p50_p90": np.percentile(sizes, [10, 50, 90]).round().astype(int).tolist(),
-    }
 
 
 def _cpu_seconds() -> float:

@@ -103,12 +103,27 @@ def _calibrate(logit: np.ndarray, rate: float) -> float:
 def make_lesions(cfg: Synthetic, rng: np.random.Generator, patients: pd.DataFrame) -> pd.DataFrame:
     """One row per lesion with its target, cue flags and every latent used by columns and images."""
     p = patients.loc[patients.index.repeat(patients["n_lesions"])].reset_index(drop=True)
+    loc, logit = lesion_logit(rng, p)
+    target = (rng.random(len(p)) < 1 / (1 + np.exp(-(logit + _calibrate(logit, cfg.pos_rate))))).astype(int)
+    return lesion_latents(rng, p, loc, target)
+
+
+def lesion_logit(rng: np.random.Generator, p: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each lesion's body location and malignancy log-odds (before calibration to a positive rate)."""
     n = len(p)
     loc = rng.choice(len(LOCATIONS), size=n, p=[w for *_, w, _ in LOCATIONS])
     site_shift = np.array([s for *_, s in LOCATIONS])[loc]
     logit = 0.045 * (p["age"].to_numpy() - 57) + p["risk"].to_numpy() + site_shift
     logit += rng.normal(0, 0.5, n)
-    target = (rng.random(n) < 1 / (1 + np.exp(-(logit + _calibrate(logit, cfg.pos_rate))))).astype(int)
+    return loc, logit
+
+
+def lesion_latents(
+    rng: np.random.Generator, p: pd.DataFrame, loc: np.ndarray, target: np.ndarray
+) -> pd.DataFrame:
+    """The lesions of `p` (patients' rows repeated once per lesion) for a given location and target:
+    cue flags and every latent used by columns and images."""
+    n = len(p)
     pos = target == 1
 
     def cue(p_pos: float, p_neg: float) -> np.ndarray:
