@@ -75,8 +75,8 @@ cache: ## decode + resize every train/test image once at MODEL's input size -> r
 oof: ## stage 1: k-fold CNNs -> runs/<comp>/oof/<model>/ (MODEL=effnetv2_b1, FOLDS=0,3 some folds, GPUS=N for DDP)
 	$(LAUNCH) pipelines/oof.py $(ARGS) --model $(MODEL) --folds "$(FOLDS)"
 
-bench-oof: ## stage-1 images/s: end to end vs model only, and inference with TTA (MODEL=...)
-	$(PY) pipelines/bench_oof.py $(ARGS) --model $(MODEL)
+bench-oof: ## one fold's stage-1 work split into training/scoring/prediction + images/s end to end vs model only (SCALE=isic2024)
+	$(PY) pipelines/bench_oof.py $(ARGS) --model $(MODEL) $(if $(SCALE),--scale $(SCALE))
 
 stack: ## stage 2: GBDTs on features + stage-1 OOF, Optuna-tuned (STACK=lgbm MODELS=a,b N_TRIALS=total TIMEOUT WORKERS)
 	$(PY) pipelines/stack.py $(ARGS) --stack $(STACK) --models "$(MODELS)" --workers $(WORKERS) \

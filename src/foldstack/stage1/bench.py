@@ -1,4 +1,5 @@
-"""Stage-1 throughput: end-to-end training vs the model alone on ready tensors, and TTA inference."""
+"""Stage-1 benchmarks: one fold's real work with its wall-time split, and end-to-end training images/s
+against the model alone on ready tensors."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pathlib import Path
 import torch
 
 from foldstack.stage1.config import OofConfig
+from foldstack.stage1.data import DeviceNormalize
+from foldstack.stage1.inference import fold_models, predict_folds_on
 from foldstack.stage1.model import LesionNet
-from foldstack.stage1.predict import predict
-from foldstack.stage1.run import fold_datasets, load_inputs
+from foldstack.stage1.run import config_sha, fold_datasets, fold_done, load_inputs, run_fold
 from foldstack.stage1.runtime import Runtime, make_runtime, seed_everything
 from foldstack.stage1.train import FoldTrainer
 
@@ -40,17 +42,18 @@ def _endless(loader):
         epoch += 1
 
 
-def bench_oof(
-    cfg: OofConfig, data_dir: Path, steps: int = 30, warmup: int = 5, infer_images: int = 1024
-) -> dict:
-    """End-to-end and model-only training images/s (same model and batch size), inference images/s."""
+def bench_throughput(cfg: OofConfig, data_dir: Path, steps: int = 30, warmup: int = 5) -> dict:
+    """Training images/s end to end (cache -> augment on uint8 -> device -> step) and on one ready batch
+    already on the device (model only), same model, batch size and step."""
     rt = make_runtime(cfg, progress=False)
-    inp = load_inputs(cfg, data_dir)
+    inp = load_inputs(cfg, data_dir, rt)
     fd = fold_datasets(cfg, inp, 0)
-    train_ds, valid_ds, test_ds, enc = fd.train, fd.valid, fd.test, fd.encoder
     seed_everything(cfg.train.seed)
-    model = LesionNet(cfg.model, enc.size if enc else 0, n_outputs=cfg.n_outputs)
-    trainer = FoldTrainer(cfg, model, rt, 0, train_ds, valid_ds, Path("/nonexistent/bench"), "bench")
+    model = LesionNet(cfg.model, fd.encoder.size if fd.encoder else 0, n_outputs=cfg.n_outputs)
+    prep = DeviceNormalize(inp.mean, inp.std, rt.device, rt.channels_last)
+    trainer = FoldTrainer(
+        cfg, model, rt, 0, fd.train, fd.valid, Path("/nonexistent/bench"), "bench", None, prep
+    )
     trainer.model.train()
     batches = _endless(trainer.loader)
     _timed_steps(trainer, batches, warmup)
@@ -59,19 +62,88 @@ def bench_oof(
     fixed = {k: v.to(rt.device) if torch.is_tensor(v) else v for k, v in fixed.items()}
     _timed_steps(trainer, iter([fixed] * warmup), warmup)
     model_only = _timed_steps(trainer, iter([fixed] * steps), steps)
-    sub = torch.utils.data.Subset(test_ds, range(min(infer_images, len(test_ds))))
-    t0 = time.perf_counter()
-    predict(trainer.raw, sub, rt, tta=cfg.predict.tta, batch_size=cfg.predict.batch_size)
-    infer = len(sub) / (time.perf_counter() - t0)
     return {
         "model": cfg.model.backbone,
         "img_size": inp.img_size,
         "batch_size": cfg.train.batch_size,
-        "tta": cfg.predict.tta,
         "train_images_per_s_end_to_end": round(e2e, 1),
         "train_images_per_s_model_only": round(model_only, 1),
         "ratio": round(e2e / model_only, 3),
-        "inference_images_per_s_with_tta": round(infer, 1),
         "steps": steps,
+        "cache_seconds": round(inp.cache_seconds, 1),
         **rt.describe(),
     }
+
+
+def bench_fold(cfg: OofConfig, data_dir: Path, fold: int = 0) -> dict:
+    """One fold's real work as `make oof FOLDS=<fold>` does it (reused when that fold is already done for
+    this config), plus this fold model's share of the test prediction, with the wall-time split."""
+    rt = make_runtime(cfg, progress=True)
+    t0 = time.perf_counter()
+    inp = load_inputs(cfg, data_dir, rt)
+    cache_s = time.perf_counter() - t0
+    out = cfg.run_dir / "oof" / cfg.run
+    out.mkdir(parents=True, exist_ok=True)
+    sha = config_sha(cfg, inp)
+    info = fold_done(out, fold, sha)
+    reused = info is not None
+    if info is None:
+        info = run_fold(cfg, inp, rt, out, fold, sha)
+    t1 = time.perf_counter()
+    models = fold_models(cfg, out, [info], rt)
+    predict_folds_on(cfg, models, inp.test, inp.test_images, rt, inp.mean, inp.std, desc="test")
+    test_s = time.perf_counter() - t1
+    split = dict(info["seconds_split"]) | {"test_prediction": round(test_s, 1)}
+    images = dict(info["images"]) | {"test_prediction": len(inp.test) * cfg.predict.tta}
+    wall = sum(split.values())
+    scoring = split["held_out_scoring"] + split["inner_scoring"] + split["oof_prediction"] + test_s
+    is_val = (inp.folds["fold"] == fold).to_numpy()
+    y = inp.folds["target"].to_numpy()
+    return {
+        "model": cfg.model.backbone,
+        "img_size": inp.img_size,
+        "fold": fold,
+        "train_rows": int(len(y)),
+        "positives": int((y == 1).sum()),
+        "patients": int(inp.folds["group"].nunique()),
+        "test_rows": len(inp.test),
+        "fold_training_rows": int(info["n_train_rows"]),
+        "fold_held_out_rows": int(is_val.sum()),
+        "epochs": info["epochs"],
+        "tta": cfg.predict.tta,
+        "images": images,
+        "seconds": split,
+        "fold_wall_seconds": round(wall, 1),
+        "scoring_and_prediction_share": round(scoring / max(wall, 1e-9), 3),
+        "cache_seconds": round(cache_s, 1),
+        "fold_reused_from_record": reused,
+        "record": str(out / f"fold{fold}.json"),
+        **rt.describe(),
+    }
+
+
+def fold_split_lines(r: dict) -> list[str]:
+    """The printed table of bench_fold's result."""
+    n = r["images"]
+    s = r["seconds"]
+    wall = r["fold_wall_seconds"]
+
+    def pct(x: float) -> str:
+        return f"{x:8.1f} s  {100 * x / max(wall, 1e-9):5.1f}%"
+
+    return [
+        f"{r['train_rows']:,} train rows ({r['positives']} positives, {r['patients']:,} patients), "
+        f"{r['test_rows']:,} test rows; fold {r['fold']}: {r['fold_training_rows']:,} training rows, "
+        f"{r['fold_held_out_rows']:,} held out",
+        f"{r['model']} @ {r['img_size']} px, {r['epochs']} epochs, TTA x{r['tta']}, {r['device']}, "
+        f"amp={r['amp']}, channels_last={r['channels_last']}, workers={r['num_workers']}, "
+        f"threads={r['torch_threads']}" + (" (fold reused from its record)" if r["fold_reused_from_record"] else ""),
+        f"  cache build/open (once for every run and fold)  {r['cache_seconds']:8.1f} s",
+        f"  training              {n['trained']:>10,} images   {pct(s['training'])}",
+        f"  held-out scoring      {n['held_out_scoring']:>10,} images   {pct(s['held_out_scoring'])}",
+        f"  inner-split scoring   {n['inner_scoring']:>10,} images   {pct(s['inner_scoring'])}",
+        f"  OOF prediction        {n['oof_prediction']:>10,} images   {pct(s['oof_prediction'])}",
+        f"  test prediction       {n['test_prediction']:>10,} images   {pct(s['test_prediction'])}",
+        f"  fold wall time {wall:.1f} s; scoring + prediction {100 * r['scoring_and_prediction_share']:.1f}% "
+        f"(target <= 25%)",
+    ]

@@ -114,6 +114,7 @@ def fold_models(cfg: OofConfig, run_dir: Path, records: list[dict], rt: Runtime)
     """Every fold model of a stage-1 run from its fold<k>.safetensors, with its fold's metadata encoder."""
     out = []
     for f, info in enumerate(records):
+        f = info.get("fold", f)
         enc = MetaEncoder(**info["meta_encoder"]) if info.get("meta_encoder") else None
         model = LesionNet(cfg.model, enc.size if enc else 0, n_outputs=cfg.n_outputs)
         model.load_state_dict(load_file(str(run_dir / f"fold{f}.safetensors")))
