@@ -340,11 +340,9 @@ def _run(store: ImageStore, fn: Callable, jobs: list[tuple], workers: int) -> It
         for job in jobs:
             yield fn(store, *job)
         return
-    close = getattr(store, "close", None)
-    if close is not None:  # no open HDF5 handle is inherited: each worker opens its own
-        close()
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ctx.Pool(workers) as pool:
+    # spawned, not forked: a child forked from a process whose OpenCV thread pool has run (any cv2.resize
+    # of a large image) deadlocks in its first cv2 call; the store pickles without its HDF5 handle
+    with mp.get_context("spawn").Pool(workers) as pool:
         yield from pool.imap_unordered(_task, [(fn, store, *job) for job in jobs])
 
 
