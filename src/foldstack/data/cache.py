@@ -518,7 +518,10 @@ def open_cache(
     workers: int | None = None,
 ) -> ImageCache:
     """A valid cache of exactly these ids (in this order) at size x size, built (or rebuilt when
-    missing or stale) first. workers: build processes (None: every available core; 0 or 1: this one)."""
+    missing or stale) first. workers: build processes (None: every available core; 0 or 1: this one).
+    progress: the bar on a terminal, else a line every ~10%; the line saying why a cache is (re)built
+    and the build's summary line are always printed (stderr). Pass the ids in the order of
+    split_ids() and pick rows with ImageCache.rows: another order is another cache."""
     ids = [str(i) for i in ids]
     if not ids:
         raise DataError(f"no {split} ids given for the image cache")
