@@ -340,11 +340,9 @@ def _run(store: ImageStore, fn: Callable, jobs: list[tuple], workers: int) -> It
         for job in jobs:
             yield fn(store, *job)
         return
-    close = getattr(store, "close", None)
-    if close is not None:  # no open HDF5 handle is inherited: each worker opens its own
-        close()
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ctx.Pool(workers) as pool:
+    # spawned, not forked: a child forked from a process whose OpenCV thread pool has run (any cv2.resize
+    # of a large image) deadlocks in its first cv2 call; the store pickles without its HDF5 handle
+    with mp.get_context("spawn").Pool(workers) as pool:
         yield from pool.imap_unordered(_task, [(fn, store, *job) for job in jobs])
 
 
@@ -520,7 +518,10 @@ def open_cache(
     workers: int | None = None,
 ) -> ImageCache:
     """A valid cache of exactly these ids (in this order) at size x size, built (or rebuilt when
-    missing or stale) first. workers: build processes (None: every available core; 0 or 1: this one)."""
+    missing or stale) first. workers: build processes (None: every available core; 0 or 1: this one).
+    progress: the bar on a terminal, else a line every ~10%; the line saying why a cache is (re)built
+    and the build's summary line are always printed (stderr). Pass the ids in the order of
+    split_ids() and pick rows with ImageCache.rows: another order is another cache."""
     ids = [str(i) for i in ids]
     if not ids:
         raise DataError(f"no {split} ids given for the image cache")
