@@ -97,21 +97,24 @@ def cache_dir(cfg: CompetitionConfig) -> Path:
     return cfg.run_dir / "cache"
 
 
-def image_size(cfg: Any) -> int:
-    """The input size of a stage-1 config: data.img_size, else the backbone's timm pretrained input
-    size (224 for a backbone timm has no pretrained config for, as stage 1 does)."""
-    if cfg.data.img_size:
-        return int(cfg.data.img_size)
+def timm_data_config(backbone: str) -> dict:
+    """timm's data config (input_size, mean, std, ...) of a backbone's pretrained weights
+    (timm.data.resolve_model_data_config); timm's defaults (224 px, ImageNet mean and std) for a backbone
+    timm has no pretrained config for."""
     import timm
 
     try:
-        pc = timm.models.get_pretrained_cfg(cfg.model.backbone)
+        pc = timm.models.get_pretrained_cfg(backbone)
     except RuntimeError:
         pc = None
-    if pc is None:
-        return 224
-    data_cfg = timm.data.resolve_model_data_config(None, pretrained_cfg=pc.to_dict())
-    return int(data_cfg["input_size"][-1])
+    return timm.data.resolve_model_data_config(None, pretrained_cfg=pc.to_dict() if pc else {})
+
+
+def image_size(cfg: Any) -> int:
+    """The input size of a stage-1 config: data.img_size, else the backbone's timm pretrained input size."""
+    if cfg.data.img_size:
+        return int(cfg.data.img_size)
+    return int(timm_data_config(cfg.model.backbone)["input_size"][-1])
 
 
 def split_ids(cfg: CompetitionConfig, data_dir: Path, split: str) -> list[str]:

@@ -103,7 +103,7 @@ def bench_fold(cfg: OofConfig, data_dir: Path, fold: int = 0) -> dict:
         "model": cfg.model.backbone,
         "img_size": inp.img_size,
         "fold": fold,
-        "train_rows": int(len(y)),
+        "train_rows": len(y),
         "positives": int((y == 1).sum()),
         "patients": int(inp.folds["group"].nunique()),
         "test_rows": len(inp.test),
@@ -137,7 +137,7 @@ def fold_split_lines(r: dict) -> list[str]:
         f"{r['fold_held_out_rows']:,} held out",
         f"{r['model']} @ {r['img_size']} px, {r['epochs']} epochs, TTA x{r['tta']}, {r['device']}, "
         f"amp={r['amp']}, channels_last={r['channels_last']}, workers={r['num_workers']}, "
-        f"threads={r['torch_threads']}" + (" (fold reused from its record)" if r["fold_reused_from_record"] else ""),
+        f"threads={r['torch_threads']}" + (" (fold reused from its record)" * r["fold_reused_from_record"]),
         f"  cache build/open (once for every run and fold)  {r['cache_seconds']:8.1f} s",
         f"  training              {n['trained']:>10,} images   {pct(s['training'])}",
         f"  held-out scoring      {n['held_out_scoring']:>10,} images   {pct(s['held_out_scoring'])}",

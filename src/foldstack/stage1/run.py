@@ -12,12 +12,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import timm
-from foldstack.data.cache import open_cache
-from timm.data import resolve_model_data_config
 
 from foldstack import artifacts, predictions
 from foldstack.config import CompetitionConfig, to_yaml
+from foldstack.data.cache import image_size, open_cache, timm_data_config
 from foldstack.data.images import check_ids, open_images
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import ConfigError, DataError
@@ -36,7 +34,7 @@ from foldstack.stage1.train import FoldTrainer
 class Inputs:
     """What every fold reads: metadata, folds, the decoded images and the preprocessing."""
 
-    train: pd.DataFrame  # in folds.csv order: row i is image row i of train_images
+    train: pd.DataFrame  # in folds.csv order; column image_row: the row of its image in train_images
     test: pd.DataFrame
     folds: pd.DataFrame
     folds_meta: dict
@@ -50,20 +48,20 @@ class Inputs:
 
 def input_config(cfg: OofConfig) -> tuple[int, tuple, tuple]:
     """Input size and normalisation: the config's, else timm's data config of the backbone's pretrained
-    weights (timm.data.resolve_model_data_config), else 224 px and ImageNet's mean and std."""
-    pc = timm.models.get_pretrained_cfg(cfg.model.backbone)
-    dc = resolve_model_data_config(None, pretrained_cfg=pc.to_dict() if pc else {})
-    size = cfg.data.img_size or dc["input_size"][-1]
-    return int(size), tuple(cfg.data.mean or dc["mean"]), tuple(cfg.data.std or dc["std"])
+    weights (224 px and ImageNet's mean and std when it has none)."""
+    dc = timm_data_config(cfg.model.backbone)
+    return image_size(cfg), tuple(cfg.data.mean or dc["mean"]), tuple(cfg.data.std or dc["std"])
 
 
 def image_source(
-    cfg: OofConfig, data_dir: Path, split: str, ids: list[str], size: int, rt: Runtime
+    cfg: OofConfig, data_dir: Path, split: str, table: pd.DataFrame, size: int, rt: Runtime
 ) -> tuple[Any, float]:
-    """The decoded images of `ids` (row i = ids[i]) and the seconds spent on the cache: the uint8 cache
-    (built by the main rank when missing or stale, then opened by the others), or with data.cache=false
-    the files decoded on every read."""
+    """The decoded images of the split's ids, row i = table row i (the metadata CSV's order, which
+    `make cache` builds in), and the seconds spent on the cache: the uint8 cache (built by the main rank
+    when missing or stale, then opened by the others), or with data.cache=false the files decoded on
+    every read."""
     t0 = time.perf_counter()
+    ids = table[cfg.columns.id].astype(str).tolist()
     if not cfg.data.cache:
         store = open_images(cfg, data_dir, split)
         check_ids(store, ids)
@@ -86,11 +84,12 @@ def load_inputs(cfg: OofConfig, data_dir: Path, rt: Runtime) -> Inputs:
             f"{cfg.run_dir / 'folds.csv'} was made on other data than {data_dir}: rerun "
             f"`make folds FORCE=1 DATA={data_dir}`"
         )
-    train = train.set_index(ids).loc[folds["id"]].reset_index()  # rows in folds.csv order
-    train[cfg.columns.target] = folds["target"].to_numpy()  # integer codes: 0/1 or the class index
     size, mean, std = input_config(cfg)
-    train_images, s1 = image_source(cfg, data_dir, "train", train[ids].tolist(), size, rt)
-    test_images, s2 = image_source(cfg, data_dir, "test", test[ids].tolist(), size, rt)
+    train_images, s1 = image_source(cfg, data_dir, "train", train, size, rt)
+    test_images, s2 = image_source(cfg, data_dir, "test", test, size, rt)
+    # rows in folds.csv order; image_row: where each row's image is (the CSV's order)
+    train = train.assign(image_row=np.arange(len(train))).set_index(ids).loc[folds["id"]].reset_index()
+    train[cfg.columns.target] = folds["target"].to_numpy()  # integer codes: 0/1 or the class index
     return Inputs(train, test, folds, fmeta, train_images, test_images, size, mean, std, s1 + s2)
 
 
@@ -142,7 +141,10 @@ def fold_datasets(cfg: OofConfig, inp: Inputs, fold: int) -> FoldData:
     def ds(r: np.ndarray, augment=None, seed: int = 0) -> LesionDataset:
         df = inp.train.iloc[r]
         meta = enc.transform(df) if enc else None
-        return LesionDataset(inp.train_images, r, augment, df[tgt].to_numpy(), meta, seed, df[ids].tolist())
+        images = df["image_row"].to_numpy()
+        return LesionDataset(
+            inp.train_images, images, augment, df[tgt].to_numpy(), meta, seed, df[ids].tolist()
+        )
 
     train = ds(tr, build_augment(cfg.augment), cfg.train.seed * 1000 + fold)
     return FoldData(train, ds(va), ds(inner) if len(inner) else None, enc)
