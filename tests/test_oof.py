@@ -335,7 +335,9 @@ def test_ema_and_meta_fusion_run(tiny_isic2024, tmp_path):
     assert "EMA" in result["how_scored"]
     info = json.loads((cfg.run_dir / "oof" / cfg.run / "fold0.json").read_text())
     assert info["meta_encoder"]["numeric"] == ["age_approx", "clin_size_long_diam_mm"]
-    assert "ema_valid_pauc" in info["log"][0] or "ema_valid_auc" in info["log"][0]
+    # the held-out fold is scored once, after the last epoch, by the OOF prediction of the EMA weights
+    assert "ema_valid_pauc" in info["log"][-1] and "valid_pauc" not in info["log"][0]
+    assert info["images"]["held_out_scoring"] == 0 and info["images"]["oof_prediction"] > 0
 
 
 def test_meta_encoder_is_fitted_on_training_rows_only():
@@ -483,7 +485,7 @@ def test_inner_split_takes_whole_patients_of_the_training_folds_only(tiny_isic20
     _, data = tiny_isic2024
     cfg = tiny_oof_config(tmp_path / "runs", "train.inner_val_fraction=0.25")
     make_folds(cfg, read_metadata(cfg, data, "train"), data)
-    inp = load_inputs(cfg, data)
+    inp = load_inputs(cfg, data, make_runtime(cfg, progress=False))
     fd = fold_datasets(cfg, inp, 1)
     patient = inp.train.set_index(cfg.columns.id)[cfg.columns.group]
     tr, inner, va = set(fd.train.ids), set(fd.inner.ids), set(fd.valid.ids)

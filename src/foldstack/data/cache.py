@@ -47,6 +47,7 @@ from foldstack.errors import DataError
 FORMAT = 1  # bump when the file layout or the record changes: older caches are rebuilt
 RULE = "squash-area-v1"  # the resize rule (part of the key): squash to size x size, INTER_AREA, no crop
 CHUNK = 2000  # ids per pool task (at most)
+SMALL = 5000  # fewer images than this are decoded in the calling process by default
 REDUCED = {8: cv2.IMREAD_REDUCED_COLOR_8, 4: cv2.IMREAD_REDUCED_COLOR_4, 2: cv2.IMREAD_REDUCED_COLOR_2}
 
 
@@ -537,7 +538,9 @@ def open_cache(
         raise DataError(f"image cache size must be a positive number of pixels, got {size}")
     store = open_images(cfg, data_dir, split)
     w = _Where(cache_dir(cfg), split, size, ids, _sources(store))
-    workers = available_cores() if workers is None else max(int(workers), 1)
+    if workers is None:  # a pool costs ~1 s to start: small caches are built in this process
+        workers = available_cores() if len(ids) >= SMALL else 1
+    workers = max(int(workers), 1)
     if _check(w, store) is None:
         return _open(w, built=False)
     with _locked(w):
