@@ -26,7 +26,7 @@ from foldstack.stage2.features import (
     check_same_columns,
     cnn_inputs,
 )
-from foldstack.stage2.tune import TuneData, best_sampled, estimator, tune
+from foldstack.stage2.tune import TuneData, best_sampled, estimator, say, tune
 
 STUDY_FILES = ("study.journal",)  # Optuna's journal (and its lock files) outlive a run's outputs
 
@@ -131,8 +131,10 @@ def fit_folds(
     seed: int,
     save_to: Path | None = None,
     n_classes: int = 2,
+    label: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, pd.Series]:
-    """Per fold: fit on the other folds, predict the held-out fold and the test set.
+    """Per fold: fit on the other folds, predict the held-out fold and the test set; with a `label`,
+    one line per fitted fold (tune.say: written at once, terminal or not).
 
     Returns (OOF predictions (n,) or (n, C), test predictions of shape (k, n_test) or (k, n_test, C),
     mean gain importance).
@@ -142,12 +144,18 @@ def fit_folds(
     width = (n_classes,) if n_classes > 2 else ()
     oof, test, imp = np.full((len(y), *width), np.nan), np.zeros((k, len(X_test), *width)), []
     for f in range(k):
+        t0 = time.perf_counter()
         est = clone(base).fit(X[fold != f], y[fold != f])
         oof[fold == f] = est.scores(X[fold == f])
         test[f] = est.scores(X_test)
         imp.append(est.feature_importance())
         if save_to is not None:
             est.save(save_to / spec.name / f"fold{f}")
+        if label is not None:
+            say(
+                f"{label}: fold {f} ({f + 1}/{k}) fitted on {int((fold != f).sum())} rows, "
+                f"{int((fold == f).sum())} held-out rows predicted; {time.perf_counter() - t0:.1f} s"
+            )
         artifacts.fault_point("stack.fit_fold")
     return oof, test, pd.concat(imp, axis=1).mean(axis=1).sort_values(ascending=False)
 
@@ -325,7 +333,16 @@ def run_stack(
             )
             sampled, tuned_cv = best_sampled(study)
             oof, test, imp = fit_folds(
-                spec, sampled, m.X, m.y, m.fold, m.X_test, cfg.tuning.seed, work / "models", cfg.n_classes
+                spec,
+                sampled,
+                m.X,
+                m.y,
+                m.fold,
+                m.X_test,
+                cfg.tuning.seed,
+                work / "models",
+                cfg.n_classes,
+                label=f"refit {spec.name} (best params)",
             )
             oofs[spec.name], tests[spec.name], studies[spec.name] = oof, test, study
             importance = imp if importance is None else importance
@@ -346,6 +363,7 @@ def run_stack(
             m.X_tab_test,
             cfg.tuning.seed,
             n_classes=cfg.n_classes,
+            label=f"tabular-only {first.name} (no CNN input)",
         )
         result = _report(cfg, m, s1, fmeta, blended, model_info, tab_oof, holdout, time.time() - t0)
         result |= rank_blend_scores(cfg, m, rank_oof, holdout) | stack_flags(cfg, s1, result)
