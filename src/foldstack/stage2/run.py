@@ -15,7 +15,7 @@ from foldstack import artifacts, metrics, predictions
 from foldstack.config import to_yaml
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
-from foldstack.folds import load_folds
+from foldstack.folds import check_fold_sha, load_folds
 from foldstack.report import write_report
 from foldstack.stage2 import calibrate, plots
 from foldstack.stage2.config import ModelSpec, StackConfig
@@ -52,16 +52,19 @@ def stage1_runs(cfg: StackConfig) -> list[str]:
     return done
 
 
-def check_stage1_run(d: Path, m: dict, oof: pd.DataFrame, folds_meta: dict, folds: pd.DataFrame) -> None:
+def check_stage1_run(
+    cfg: StackConfig, d: Path, m: dict, oof: pd.DataFrame, folds_meta: dict, folds: pd.DataFrame
+) -> None:
     """A stage-1 run's OOF probabilities are a fair feature only if made out of fold on these folds:
     its folds sha256 must be the current one and every OOF row's fold its fold in folds.csv."""
-    if m.get("folds_sha256") != folds_meta["sha256"]:
-        raise DataError(
-            f"{d / 'metrics.json'}: this stage-1 run was made on folds "
-            f"{str(m.get('folds_sha256'))[:12]}, not the current {folds_meta['sha256'][:12]} "
-            f"(folds.json): its OOF predictions would leak the other folds' labels; rerun "
-            f"`make oof MODEL={d.name}` on the current folds"
-        )
+    check_fold_sha(
+        cfg,
+        m.get("folds_sha256"),
+        f"stage-1 run {d.name} ({d / 'metrics.json'})",
+        f"its OOF predictions would leak the other folds' labels; rerun `make oof MODEL={d.name}` on the "
+        f"current folds",
+        folds_meta,
+    )
     if "fold" not in oof.columns:
         raise DataError(f"{d / 'oof.parquet'}: no fold column (expected id, fold, target, pred)")
     theirs = oof.loc[folds["id"], "fold"].to_numpy()
@@ -108,7 +111,7 @@ def load_stage1(
         test = pd.read_parquet(d / "test.parquet").set_index("id")
         if set(oof.index) != set(train_ids) or set(test.index) != set(test_ids):
             raise DataError(f"{d}: its ids differ from the train/test metadata")
-        check_stage1_run(d, m, oof, folds_meta, folds)
+        check_stage1_run(cfg, d, m, oof, folds_meta, folds)
         out.append(
             StageOne(
                 name,
@@ -225,13 +228,14 @@ def stack_flags(cfg: StackConfig, s1: list[StageOne], result: dict) -> dict:
 
 
 def scores(cfg: StackConfig, y: np.ndarray, p: np.ndarray, fold: np.ndarray) -> dict:
-    """Pooled OOF headline scores (oof_<name>), per fold, and for binary F1/precision/recall at 0.5."""
-    per = [{"fold": int(f), **predictions.headline(cfg, y[fold == f], p[fold == f])} for f in np.unique(fold)]
-    out = {f"oof_{k}": v for k, v in predictions.headline(cfg, y, p).items()}
+    """predictions.score_folds (oof_<key>, fold_<key>_mean, per_fold) and for binary F1/precision/recall
+    at 0.5."""
+    out = predictions.score_folds(cfg, y, p, fold)
+    per_fold = out.pop("per_fold")
     if not cfg.multiclass:
         at_half = metrics.threshold_metrics(y, p, 0.5)
         out |= {f"{k}_at_0.5": at_half[k] for k in ("f1", "precision", "recall")}
-    return out | {"per_fold": per}
+    return out | {"per_fold": per_fold}
 
 
 @dataclass
@@ -440,20 +444,12 @@ def _write(
     result: dict,
     calibration: calibrate.RankCalibration | None = None,
 ) -> None:
-    k = test_folds.shape[0]
     frame = predictions.columns_frame
     parts = [pd.DataFrame({"id": m.train_ids, "fold": m.fold, "target": m.y}), frame(cfg, blended)]
     for name, p in oofs.items():  # each model's own OOF: pred_<model> (or pred_<model>_<class>)
         parts.append(frame(cfg, p, [c.replace("pred", f"pred_{name}", 1) for c in cfg.pred_columns]))
     oof = pd.concat(parts, axis=1)
-    test = pd.concat(
-        [
-            pd.DataFrame({"id": m.test_ids}),
-            frame(cfg, test_folds.mean(axis=0)),
-            *(frame(cfg, test_folds[f], predictions.fold_columns(cfg, f)) for f in range(k)),
-        ],
-        axis=1,
-    )
+    test = predictions.test_frame(cfg, m.test_ids, test_folds)
     artifacts.write_parquet(out / "oof.parquet", oof)
     artifacts.write_parquet(out / "test.parquet", test)
     imp = importance.rename("gain").rename_axis("feature").reset_index()
