@@ -1,6 +1,7 @@
 """Stage 2 on the tiny synthetic competition, with a fast tiny stage-1 run as its CNN input."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -97,12 +98,28 @@ def test_models_are_saved_natively_and_reload(stacked):
     json.loads(xgb_files[0].read_text())  # real JSON
 
 
-def test_a_higher_n_trials_runs_only_the_missing_trials(stacked):
-    """n_trials is the study's total of COMPLETE trials (2 here, no pruning): asking for 3 adds one."""
+def test_a_higher_n_trials_runs_only_the_missing_trials(stacked, capsys):
+    """n_trials is the study's total of COMPLETE trials (2 here, no pruning): asking for 3 adds one.
+    Each step says so in one line: the study's count, the trial, every fold refit."""
     cfg, data, r, _ = stacked
     assert r["models"]["lgbm"]["trials_in_study"] == cfg.tuning.n_trials == 2
+    capsys.readouterr()
     again = run_stack(cfg, data, n_trials=3)
     assert again["models"]["lgbm"]["trials_in_study"] == 3
+    lines = capsys.readouterr().out.splitlines()
+    k = cfg.folds.k
+    for name, rec in again["models"].items():
+        mine = [line for line in lines if line.startswith(f"tune {name}: ")]
+        assert mine[0].startswith(f"tune {name}: study {rec['study']} holds 2/3 COMPLETE trials; running")
+        assert len(mine) == 2 and re.fullmatch(
+            rf"tune {name}: trial 2 inner-CV pauc80 \d\.\d{{4}} \(best {rec['tuned_cv']:.4f}, trial \d\); "
+            r"3/3 complete; \d+\.\d s",
+            mine[1],
+        ), mine
+        refits = [line for line in lines if line.startswith(f"refit {name} (best params): fold ")]
+        assert [line.split(" fold ")[1][:7] for line in refits] == [f"{f} ({f + 1}/{k})" for f in range(k)]
+    tabular = [line for line in lines if line.startswith("tabular-only lgbm (no CNN input): fold ")]
+    assert len(tabular) == k and all(re.search(r"; \d+\.\d s$", line) for line in tabular)
 
 
 def test_two_workers_share_one_study(with_cnn, tmp_path):

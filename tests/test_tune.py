@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -89,6 +90,79 @@ def test_n_trials_is_the_total_of_complete_trials(tmp_path):
     assert len(tune(spec(), d, t, journal, STUDY, n_trials=2).trials) == 3  # a smaller target: none
     s = tune(spec(), d, t, journal, STUDY, n_trials=5)
     assert len(complete_trials(s)) == 5 and len(s.trials) == 5
+
+
+TRIAL_LINE = re.compile(
+    r"tune lgbm \[worker (?P<worker>[12])/2\]: trial (?P<number>\d+) "
+    r"(?:inner-CV pauc80 (?P<value>\d\.\d{4})|pruned after \d inner fold\(s\)) "
+    r"\(best (?P<best>\d\.\d{4}), trial \d+\); (?P<done>\d+)/6 complete; \d+\.\d s"
+)
+
+
+def test_every_trial_prints_one_whole_line_into_a_log_file(tmp_path):
+    """stdout a plain file (as under nohup), two worker processes: one whole line per finished trial
+    with the model, trial number, inner-CV score, best so far, n/target COMPLETE and seconds."""
+    # unbuffered: every write is its own system call, the case where a line written in pieces would mix
+    env = os.environ | {"PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "PYTHONUNBUFFERED": "1"}
+    env.pop("FOLDSTACK_FAULT", None)
+    journal, log = tmp_path / "s.journal", tmp_path / "log.txt"
+    with log.open("w") as out:
+        cmd = [sys.executable, "-m", "tests.tune_job", str(journal), "--workers", "2"]
+        res = subprocess.run(
+            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = log.read_text().splitlines()
+    assert (
+        lines[0] == f"tune lgbm: study {STUDY} holds 0/6 COMPLETE trials; running the rest with 2 worker(s)"
+    )
+    done = json.loads(lines[-1])
+    trial_lines = lines[1:-1]
+    matches = [TRIAL_LINE.fullmatch(line) for line in trial_lines]
+    assert all(matches), [line for line, m in zip(trial_lines, matches, strict=True) if not m]
+    study = journal_study(journal)
+    finished = [tr for tr in study.trials if tr.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert sorted(int(m["number"]) for m in matches) == [tr.number for tr in finished]
+    by_number = {int(m["number"]): m for m in matches}
+    for r in done:  # the printed score is the trial's value
+        assert by_number[r["number"]]["value"] == f"{r['value']:.4f}"
+    best = max(r["value"] for r in done)
+    assert f"{best:.4f}" in {m["best"] for m in matches}
+    assert max(int(m["done"]) for m in matches) == len(done)
+
+
+def test_a_trial_line_reaches_the_log_file_while_the_study_runs(tmp_path):
+    """Not held in a buffer until the process ends: trial 0's line is in the file before trial 1 ends
+    (a buffered stdout would write both, and the study's JSON, at exit)."""
+    env = os.environ | {"PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    env.pop("FOLDSTACK_FAULT", None)
+    env.pop("PYTHONUNBUFFERED", None)  # Python's default: a file's stdout is block-buffered
+    log = tmp_path / "log.txt"
+    tuning = json.dumps({"pruning": False})
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.tune_job",
+        str(tmp_path / "s.journal"),
+        "--n",
+        "2",
+        "--tuning",
+        tuning,
+    ]
+    with log.open("w") as out:
+        # every fit sleeps 1 s: trial 1 (3 inner fits) ends 3 s or more after trial 0
+        proc = subprocess.Popen([*cmd, "--fit-sleep", "1"], cwd=REPO, env=env, stdout=out, stderr=out)
+        try:
+            seen = ""
+            while proc.poll() is None and "trial 0 inner-CV" not in seen:
+                time.sleep(0.05)
+                seen = log.read_text()
+        finally:
+            proc.wait(timeout=120)
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    assert "tune lgbm: trial 0 inner-CV pauc80" in seen, seen
+    assert "trial 1" not in seen, "trial 0's line was written only with trial 1's, at exit"
+    assert "tune lgbm: trial 1 inner-CV pauc80" in log.read_text()
 
 
 def test_an_interrupted_trial_is_retried_once_with_its_params(tmp_path):

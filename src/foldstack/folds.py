@@ -251,11 +251,19 @@ def load_folds(cfg: CompetitionConfig) -> tuple[pd.DataFrame, dict]:
     return folds, meta
 
 
-def check_fold_sha(cfg: CompetitionConfig, sha: str, what: str) -> None:
-    """Refuse an artifact made on other folds than the current folds.json."""
-    _, meta = load_folds(cfg)
-    if sha != meta["sha256"]:
+def check_fold_sha(
+    cfg: CompetitionConfig,
+    sha: str | None,
+    what: str,
+    rerun: str = "rerun it on the current folds",
+    meta: dict | None = None,
+) -> None:
+    """Refuse an artifact made on other folds than the current folds.json: the message names `what`
+    (the artifact), its folds sha256, the current one, folds.json and then `rerun` (what to do).
+    `meta` is folds.json's content when the caller has loaded it already (else it is loaded)."""
+    current = (load_folds(cfg)[1] if meta is None else meta)["sha256"]
+    if sha != current:
         raise DataError(
-            f"{what} was made on folds {sha[:12]}, but the current folds are "
-            f"{meta['sha256'][:12]} ({folds_paths(cfg)[1]}): rerun it on the current folds"
+            f"{what} was made on folds {str(sha)[:12]}, but the current folds are {current[:12]} "
+            f"({folds_paths(cfg)[1]}): {rerun}"
         )

@@ -145,19 +145,18 @@ def oof_scores(cfg: CompetitionConfig, oof: pd.DataFrame, groups: pd.Series) -> 
     AUC (binary) or macro OvR AUC, plus balanced accuracy without an interval (multiclass)."""
     y, p = oof["target"].to_numpy(), predictions.read(cfg, oof, "oof.parquet")
     g = groups.loc[oof["id"]].to_numpy()
-    fold = oof["fold"].to_numpy()
+    by_fold = predictions.score_folds(cfg, y, p, oof["fold"].to_numpy())
     lb = cfg.leaderboard
     out = {}
     for name in ("macro_auc",) if cfg.multiclass else ("pauc80", "auc"):
         ci = metrics.bootstrap_ci(y, p, g, metric=name, n_boot=lb.n_boot, seed=lb.seed)
-        per = [metrics.score(name, y[fold == f], p[fold == f]) for f in np.unique(fold)]
         key = _key(name)
         out |= {
             f"oof_{key}": ci["point"],
             f"oof_{key}_lo": ci["low"],
             f"oof_{key}_hi": ci["high"],
-            f"fold_{key}_mean": float(np.mean(per)),
-            f"fold_{key}_std": float(np.std(per)),
+            f"fold_{key}_mean": by_fold[f"fold_{key}_mean"],
+            f"fold_{key}_std": float(np.std([r[key] for r in by_fold["per_fold"]])),
         }
     if cfg.multiclass:
         r = metrics.multiclass_report(y, p, cfg.classes)

@@ -1,5 +1,6 @@
 """Prediction columns shared by every stage: one `pred` for a binary target, one `pred_<label>` per class
-for a multiclass one, and `<column>_fold<k>` for the fold models' test predictions."""
+for a multiclass one, and `<column>_fold<k>` for the fold models' test predictions; the test-prediction
+frame (test_frame) and the OOF scores pooled and per fold (score_folds) that every stage writes."""
 
 from __future__ import annotations
 
@@ -52,6 +53,33 @@ def read(
     return squeeze(frame[cols].to_numpy(dtype=np.float64))
 
 
+def test_frame(
+    cfg: CompetitionConfig, ids: list[str], per_fold: np.ndarray | list[np.ndarray]
+) -> pd.DataFrame:
+    """A test.parquet frame: id, the mean of the fold models in the prediction columns, then each
+    fold's own columns (fold_columns). per_fold holds one (n,) or (n, C) array per fold model, as a
+    list or an array of shape (k, n) or (k, n, C)."""
+    folds = [np.asarray(p, dtype=np.float64) for p in per_fold]
+    if not folds:
+        raise DataError("no fold model predictions to put in a test frame")
+    short = [f for f, p in enumerate(folds) if len(p) != len(ids)]
+    if short:
+        raise DataError(
+            f"fold(s) {short} predict {len(folds[short[0]])} test rows, not one per test id ({len(ids)})"
+        )
+    return pd.concat(
+        [
+            pd.DataFrame({"id": list(ids)}),
+            columns_frame(cfg, np.mean(folds, axis=0)),
+            *(columns_frame(cfg, p, fold_columns(cfg, f)) for f, p in enumerate(folds)),
+        ],
+        axis=1,
+    )
+
+
+test_frame.__test__ = False  # a library function, not a test, wherever pytest finds it imported
+
+
 def headline(cfg: CompetitionConfig, y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """The scores every table shows: AUC and pAUC (binary), or macro OvR AUC, balanced accuracy,
     accuracy, macro F1 and log loss (multiclass)."""
@@ -59,6 +87,29 @@ def headline(cfg: CompetitionConfig, y: np.ndarray, p: np.ndarray) -> dict[str, 
         r = metrics.multiclass_report(y, p, cfg.classes)
         return {k: r[k] for k in ("macro_auc", "balanced_accuracy", "accuracy", "macro_f1", "log_loss")}
     return {"auc": metrics.auc(y, p), "pauc": metrics.pauc(y, p)}
+
+
+def score_folds(
+    cfg: CompetitionConfig, y: np.ndarray, p: np.ndarray, fold: np.ndarray, prefix: str = "oof"
+) -> dict:
+    """The headline scores pooled over every row (<prefix>_<key>), their means over the folds
+    (fold_<key>_mean) and per fold (per_fold: fold, rows, positives, or for a multiclass target
+    classes_present, and the headline scores of the fold's rows), the scores metrics.json files hold.
+    `fold` holds each row's fold; folds are listed in increasing order."""
+    y, p, fold = np.asarray(y), np.asarray(p), np.asarray(fold)
+    per_fold = []
+    for f in np.unique(fold):
+        m = fold == f
+        count = (
+            {"classes_present": len(np.unique(y[m]))} if cfg.multiclass else {"positives": int(y[m].sum())}
+        )
+        per_fold.append({"fold": int(f), "rows": int(m.sum()), **count, **headline(cfg, y[m], p[m])})
+    pooled = headline(cfg, y, p)
+    return {
+        **{f"{prefix}_{k}": v for k, v in pooled.items()},
+        **{f"fold_{k}_mean": float(np.mean([r[k] for r in per_fold])) for k in pooled},
+        "per_fold": per_fold,
+    }
 
 
 def main_key(cfg: CompetitionConfig) -> str:

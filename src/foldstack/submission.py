@@ -12,7 +12,7 @@ from foldstack import artifacts
 from foldstack.config import CompetitionConfig
 from foldstack.data.metadata import read_sample_submission
 from foldstack.errors import DataError
-from foldstack.folds import load_folds
+from foldstack.folds import check_fold_sha
 
 LEDGER_COLUMNS = [
     "time_utc",
@@ -102,12 +102,7 @@ def validate_predictions(
                     f"{source}: {col} is not the mean of {', '.join(folds)} for ids "
                     f"{_ids(test.loc[off, 'id'])}"
                 )
-    current = load_folds(cfg)[1]["sha256"]
-    if fold_sha != current:
-        raise DataError(
-            f"{source} was made on folds {str(fold_sha)[:12]}, but the current folds are {current[:12]}: "
-            f"retrain it on the current folds"
-        )
+    check_fold_sha(cfg, fold_sha, str(source), "retrain it on the current folds")
 
 
 def build_submission(cfg: CompetitionConfig, data_dir: Path, source: Path) -> tuple[pd.DataFrame, dict]:

@@ -15,7 +15,7 @@ from foldstack import artifacts, metrics, predictions
 from foldstack.config import to_yaml
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
-from foldstack.folds import load_folds
+from foldstack.folds import check_fold_sha, load_folds
 from foldstack.report import write_report
 from foldstack.stage2 import calibrate, plots
 from foldstack.stage2.config import ModelSpec, StackConfig
@@ -26,7 +26,7 @@ from foldstack.stage2.features import (
     check_same_columns,
     cnn_inputs,
 )
-from foldstack.stage2.tune import TuneData, best_sampled, estimator, tune
+from foldstack.stage2.tune import TuneData, best_sampled, estimator, say, tune
 
 STUDY_FILES = ("study.journal",)  # Optuna's journal (and its lock files) outlive a run's outputs
 
@@ -52,16 +52,19 @@ def stage1_runs(cfg: StackConfig) -> list[str]:
     return done
 
 
-def check_stage1_run(d: Path, m: dict, oof: pd.DataFrame, folds_meta: dict, folds: pd.DataFrame) -> None:
+def check_stage1_run(
+    cfg: StackConfig, d: Path, m: dict, oof: pd.DataFrame, folds_meta: dict, folds: pd.DataFrame
+) -> None:
     """A stage-1 run's OOF probabilities are a fair feature only if made out of fold on these folds:
     its folds sha256 must be the current one and every OOF row's fold its fold in folds.csv."""
-    if m.get("folds_sha256") != folds_meta["sha256"]:
-        raise DataError(
-            f"{d / 'metrics.json'}: this stage-1 run was made on folds "
-            f"{str(m.get('folds_sha256'))[:12]}, not the current {folds_meta['sha256'][:12]} "
-            f"(folds.json): its OOF predictions would leak the other folds' labels; rerun "
-            f"`make oof MODEL={d.name}` on the current folds"
-        )
+    check_fold_sha(
+        cfg,
+        m.get("folds_sha256"),
+        f"stage-1 run {d.name} ({d / 'metrics.json'})",
+        f"its OOF predictions would leak the other folds' labels; rerun `make oof MODEL={d.name}` on the "
+        f"current folds",
+        folds_meta,
+    )
     if "fold" not in oof.columns:
         raise DataError(f"{d / 'oof.parquet'}: no fold column (expected id, fold, target, pred)")
     theirs = oof.loc[folds["id"], "fold"].to_numpy()
@@ -108,7 +111,7 @@ def load_stage1(
         test = pd.read_parquet(d / "test.parquet").set_index("id")
         if set(oof.index) != set(train_ids) or set(test.index) != set(test_ids):
             raise DataError(f"{d}: its ids differ from the train/test metadata")
-        check_stage1_run(d, m, oof, folds_meta, folds)
+        check_stage1_run(cfg, d, m, oof, folds_meta, folds)
         out.append(
             StageOne(
                 name,
@@ -131,8 +134,10 @@ def fit_folds(
     seed: int,
     save_to: Path | None = None,
     n_classes: int = 2,
+    label: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, pd.Series]:
-    """Per fold: fit on the other folds, predict the held-out fold and the test set.
+    """Per fold: fit on the other folds, predict the held-out fold and the test set; with a `label`,
+    one line per fitted fold (tune.say: written at once, terminal or not).
 
     Returns (OOF predictions (n,) or (n, C), test predictions of shape (k, n_test) or (k, n_test, C),
     mean gain importance).
@@ -142,12 +147,18 @@ def fit_folds(
     width = (n_classes,) if n_classes > 2 else ()
     oof, test, imp = np.full((len(y), *width), np.nan), np.zeros((k, len(X_test), *width)), []
     for f in range(k):
+        t0 = time.perf_counter()
         est = clone(base).fit(X[fold != f], y[fold != f])
         oof[fold == f] = est.scores(X[fold == f])
         test[f] = est.scores(X_test)
         imp.append(est.feature_importance())
         if save_to is not None:
             est.save(save_to / spec.name / f"fold{f}")
+        if label is not None:
+            say(
+                f"{label}: fold {f} ({f + 1}/{k}) fitted on {int((fold != f).sum())} rows, "
+                f"{int((fold == f).sum())} held-out rows predicted; {time.perf_counter() - t0:.1f} s"
+            )
         artifacts.fault_point("stack.fit_fold")
     return oof, test, pd.concat(imp, axis=1).mean(axis=1).sort_values(ascending=False)
 
@@ -217,13 +228,14 @@ def stack_flags(cfg: StackConfig, s1: list[StageOne], result: dict) -> dict:
 
 
 def scores(cfg: StackConfig, y: np.ndarray, p: np.ndarray, fold: np.ndarray) -> dict:
-    """Pooled OOF headline scores (oof_<name>), per fold, and for binary F1/precision/recall at 0.5."""
-    per = [{"fold": int(f), **predictions.headline(cfg, y[fold == f], p[fold == f])} for f in np.unique(fold)]
-    out = {f"oof_{k}": v for k, v in predictions.headline(cfg, y, p).items()}
+    """predictions.score_folds (oof_<key>, fold_<key>_mean, per_fold) and for binary F1/precision/recall
+    at 0.5."""
+    out = predictions.score_folds(cfg, y, p, fold)
+    per_fold = out.pop("per_fold")
     if not cfg.multiclass:
         at_half = metrics.threshold_metrics(y, p, 0.5)
         out |= {f"{k}_at_0.5": at_half[k] for k in ("f1", "precision", "recall")}
-    return out | {"per_fold": per}
+    return out | {"per_fold": per_fold}
 
 
 @dataclass
@@ -325,7 +337,16 @@ def run_stack(
             )
             sampled, tuned_cv = best_sampled(study)
             oof, test, imp = fit_folds(
-                spec, sampled, m.X, m.y, m.fold, m.X_test, cfg.tuning.seed, work / "models", cfg.n_classes
+                spec,
+                sampled,
+                m.X,
+                m.y,
+                m.fold,
+                m.X_test,
+                cfg.tuning.seed,
+                work / "models",
+                cfg.n_classes,
+                label=f"refit {spec.name} (best params)",
             )
             oofs[spec.name], tests[spec.name], studies[spec.name] = oof, test, study
             importance = imp if importance is None else importance
@@ -346,6 +367,7 @@ def run_stack(
             m.X_tab_test,
             cfg.tuning.seed,
             n_classes=cfg.n_classes,
+            label=f"tabular-only {first.name} (no CNN input)",
         )
         result = _report(cfg, m, s1, fmeta, blended, model_info, tab_oof, holdout, time.time() - t0)
         result |= rank_blend_scores(cfg, m, rank_oof, holdout) | stack_flags(cfg, s1, result)
@@ -422,20 +444,12 @@ def _write(
     result: dict,
     calibration: calibrate.RankCalibration | None = None,
 ) -> None:
-    k = test_folds.shape[0]
     frame = predictions.columns_frame
     parts = [pd.DataFrame({"id": m.train_ids, "fold": m.fold, "target": m.y}), frame(cfg, blended)]
     for name, p in oofs.items():  # each model's own OOF: pred_<model> (or pred_<model>_<class>)
         parts.append(frame(cfg, p, [c.replace("pred", f"pred_{name}", 1) for c in cfg.pred_columns]))
     oof = pd.concat(parts, axis=1)
-    test = pd.concat(
-        [
-            pd.DataFrame({"id": m.test_ids}),
-            frame(cfg, test_folds.mean(axis=0)),
-            *(frame(cfg, test_folds[f], predictions.fold_columns(cfg, f)) for f in range(k)),
-        ],
-        axis=1,
-    )
+    test = predictions.test_frame(cfg, m.test_ids, test_folds)
     artifacts.write_parquet(out / "oof.parquet", oof)
     artifacts.write_parquet(out / "test.parquet", test)
     imp = importance.rename("gain").rename_axis("feature").reset_index()

@@ -32,6 +32,7 @@ uninterrupted:
 from __future__ import annotations
 
 import multiprocessing as mp
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -214,6 +215,46 @@ def retry_interrupted(study: optuna.Study, owned: bool) -> list[int]:
         return [t.number for t in stale]
 
 
+def say(line: str) -> None:
+    """One progress line on stdout, now and whole, with or without a terminal: written with tqdm's
+    external_write_mode (a progress bar on a terminal is cleared and redrawn below it, as tqdm.write
+    does), as one write of line + newline, then flushed. So a log file (nohup, make > log) gets it at
+    once, and several worker processes writing to one file each put their line down in one piece, even
+    with PYTHONUNBUFFERED (where tqdm.write's two writes would be two system calls)."""
+    from tqdm import tqdm
+
+    with tqdm.external_write_mode(file=sys.stdout):
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+class TrialLines:
+    """Optuna callback (study.optimize(callbacks=[...])): one line per finished trial, e.g.
+    `tune lgbm: trial 7 inner-CV pauc80 0.1523 (best 0.1601, trial 4); 5/20 complete; 3.2 s`. A pruned
+    trial says after how many inner folds, a failed one says failed. `worker` names the process
+    among several ("worker 2/4")."""
+
+    def __init__(self, model: str, metric: str, target: int, worker: str = "") -> None:
+        self.model, self.metric, self.target, self.worker = model, metric, target, worker
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE:
+            what = f"inner-CV {self.metric} {trial.value:.4f}"
+        elif trial.state == TrialState.PRUNED:
+            what = f"pruned after {len(trial.intermediate_values)} inner fold(s)"
+        else:
+            what = trial.state.name.lower()
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        best = max(done, key=lambda t: t.value, default=None)
+        best_text = f"best {best.value:.4f}, trial {best.number}" if best is not None else "no best yet"
+        seconds = trial.duration.total_seconds() if trial.duration is not None else float("nan")
+        who = f" [{self.worker}]" if self.worker else ""
+        say(
+            f"tune {self.model}{who}: trial {trial.number} {what} ({best_text}); "
+            f"{len(done)}/{self.target} complete; {seconds:.1f} s"
+        )
+
+
 def _objective(spec: ModelSpec, d: TuneData, seed: int):
     def objective(trial: optuna.Trial) -> float:
         return inner_cv(estimator(spec, suggest(trial, spec), seed, d.n_classes), d, trial)
@@ -222,9 +263,17 @@ def _objective(spec: ModelSpec, d: TuneData, seed: int):
 
 
 def _optimize(
-    storage, study_name: str, spec: ModelSpec, d: TuneData, t: TuningCfg, n: int, workers: int
+    storage,
+    study_name: str,
+    spec: ModelSpec,
+    d: TuneData,
+    t: TuningCfg,
+    n: int,
+    workers: int,
+    worker: str = "",
 ) -> None:
-    """Run trials until the study holds n COMPLETE ones (checked before the first and after each)."""
+    """Run trials until the study holds n COMPLETE ones (checked before the first and after each),
+    printing one line per finished trial (TrialLines)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
@@ -247,15 +296,18 @@ def _optimize(
             _objective(spec, d, t.seed),
             n_trials=None,
             timeout=t.timeout,
-            callbacks=[optuna.study.MaxTrialsCallback(n, states=(TrialState.COMPLETE,))],
+            callbacks=[
+                TrialLines(spec.name, d.metric, n, worker),
+                optuna.study.MaxTrialsCallback(n, states=(TrialState.COMPLETE,)),
+            ],
             gc_after_trial=False,
         )
 
 
 def _worker(
-    journal: str, study_name: str, spec: ModelSpec, d: TuneData, t: TuningCfg, n: int, workers: int
+    journal: str, study_name: str, spec: ModelSpec, d: TuneData, t: TuningCfg, n: int, workers: int, i: int
 ) -> None:
-    _optimize(storage_for(t, Path(journal)), study_name, spec, d, t, n, workers)
+    _optimize(storage_for(t, Path(journal)), study_name, spec, d, t, n, workers, f"worker {i + 1}/{workers}")
 
 
 def tune(
@@ -276,16 +328,22 @@ def tune(
     n = t.n_trials if n_trials is None else n_trials
     if n > 0 and spec.search:
         study = optuna.load_study(study_name=study_name, storage=storage)
-        retry_interrupted(study, owned=not t.storage)
-        if n_complete(study) < n:
+        retried = retry_interrupted(study, owned=not t.storage)
+        have = n_complete(study)
+        again = f", retrying interrupted trial(s) {retried}" if retried else ""
+        say(
+            f"tune {spec.name}: study {study_name} holds {have}/{n} COMPLETE trials"
+            + (f"; running the rest with {workers} worker(s){again}" if have < n else ": nothing to run")
+        )
+        if have < n:
             if workers <= 1:
                 _optimize(storage, study_name, spec, d, t, n, 1)
             else:
                 threads.passive_openmp()  # the workers inherit it before their OpenMP runtime loads
                 ctx = mp.get_context("spawn")
                 procs = [
-                    ctx.Process(target=_worker, args=(str(journal), study_name, spec, d, t, n, workers))
-                    for _ in range(workers)
+                    ctx.Process(target=_worker, args=(str(journal), study_name, spec, d, t, n, workers, i))
+                    for i in range(workers)
                 ]
                 for p in procs:
                     p.start()
