@@ -7,7 +7,7 @@ from pathlib import Path
 
 from foldstack import artifacts
 from foldstack.cli import base_parser, competition_from_args, run_main
-from foldstack.predict import stack_test_predictions, submission_frame
+from foldstack.kernel import stack_test_predictions, submission_frame
 
 
 def main(argv: list[str] | None = None) -> int:

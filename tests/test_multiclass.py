@@ -12,8 +12,8 @@ from foldstack import metrics
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import ConfigError, DataError
 from foldstack.folds import assign_folds, load_folds, make_folds
+from foldstack.kernel import stack_test_predictions, submission_frame
 from foldstack.leaderboard import leaderboard
-from foldstack.predict import stack_test_predictions, submission_frame
 from foldstack.stage1.config import load_oof_config
 from foldstack.stage1.run import run_oof
 from foldstack.stage2.config import load_stack_config

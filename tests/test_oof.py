@@ -253,7 +253,7 @@ def test_kill_while_writing_a_checkpoint_or_a_fold_set(fault, tiny_isic2024, tmp
 def test_predict_refuses_missing_or_mismatching_fold_files_up_front(finished, tmp_path, monkeypatch):
     import shutil
 
-    import foldstack.predict as predict_mod
+    import foldstack.kernel as predict_mod
 
     cfg, data, out, _ = finished
     root = tmp_path / "bundle"

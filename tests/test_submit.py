@@ -14,8 +14,8 @@ from foldstack.config import load_competition
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
 from foldstack.folds import make_folds
+from foldstack.kernel import stack_test_predictions, submission_frame
 from foldstack.leaderboard import leaderboard
-from foldstack.predict import stack_test_predictions, submission_frame
 from foldstack.stage1.config import load_oof_config
 from foldstack.stage1.run import run_oof
 from foldstack.stage2.config import load_stack_config
@@ -158,7 +158,7 @@ def test_bundle_and_kernel_hold_what_the_kernel_needs(trained, tmp_path):
     assert (bundle / "runs/isic2024/stack/lgbm/blend.json").exists()  # the rank blend's probability map
     assert (bundle / "runs/isic2024/stack/lgbm/blend_reference.npz").exists()
     wheel = next(bundle.glob("foldstack-*.whl"))
-    assert "foldstack/predict.py" in zipfile.ZipFile(wheel).namelist()
+    assert "foldstack/kernel.py" in zipfile.ZipFile(wheel).namelist()
     assert (
         json.loads((bundle / "dataset-metadata.json").read_text())["id"]
         == "someone/foldstack-isic2024-bundle"
@@ -246,7 +246,7 @@ def test_code_competition_flow_end_to_end(trained, kaggle_stub, tmp_path, monkey
     assert rpcs.index("CreateDataset") < rpcs.index("SaveKernel") < rpcs.index("CreateCodeSubmission")
     kernel = kaggle_stub.calls("SaveKernel")[0].json
     assert kernel["competitionDataSources"] == ["isic-2024-challenge"] and kernel["enableInternet"] is False
-    assert "foldstack.predict" in kernel["text"]
+    assert "foldstack.kernel" in kernel["text"]
     code = kaggle_stub.calls("CreateCodeSubmission")[0].json
     assert code["kernelSlug"] == "foldstack-isic2024-predict" and code["submissionDescription"] == "e2e code"
     assert code["fileName"] == "submission.csv" and int(code["kernelVersion"]) >= 1

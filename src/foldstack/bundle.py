@@ -116,7 +116,7 @@ import sys
 BUNDLE = "/kaggle/input/{dataset}"
 wheel = sorted(glob.glob(BUNDLE + "/foldstack-*.whl"))[-1]
 subprocess.check_call([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q", wheel])
-subprocess.check_call([sys.executable, "-m", "foldstack.predict", "--runs", BUNDLE + "/runs",
+subprocess.check_call([sys.executable, "-m", "foldstack.kernel", "--runs", BUNDLE + "/runs",
                        "--comp", "{comp}", "--stack", "{stack}", "--data", "/kaggle/input/{slug}",
                        "--out", "/kaggle/working/submission.csv", "--no-progress"])
 '''

@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from foldstack import artifacts, metrics, predictions
+from foldstack import artifacts, metrics
+from foldstack import prediction_tables as pt
 from foldstack.config import CompetitionConfig
 from foldstack.data.metadata import target_codes
 from foldstack.errors import DataError
@@ -75,7 +76,7 @@ def flags(cfg: CompetitionConfig, e: Entry, row: dict) -> dict:
     inputs = e.meta.get("optimistic_inputs") or []
     out["optimistic"] = ("yes" + (f" (inputs {', '.join(inputs)})" if inputs else "")) if optimistic else ""
     reasons = [str(e.meta["suspicious_score"])] if e.meta.get("suspicious_score") else []
-    reasons += [r for r in predictions.near_max(row | out, ("oof", "holdout", "test")) if r not in reasons]
+    reasons += [r for r in pt.near_max(row | out, ("oof", "holdout", "test")) if r not in reasons]
     out["suspicious"] = "; ".join(reasons)
     return out
 
@@ -143,9 +144,9 @@ def read_labels(cfg: CompetitionConfig, path: Path) -> pd.DataFrame:
 def oof_scores(cfg: CompetitionConfig, oof: pd.DataFrame, groups: pd.Series) -> dict:
     """Pooled OOF scores with a group-bootstrap 95% interval and the per-fold mean and spread: pAUC and
     AUC (binary) or macro OvR AUC, plus balanced accuracy without an interval (multiclass)."""
-    y, p = oof["target"].to_numpy(), predictions.read(cfg, oof, "oof.parquet")
+    y, p = oof["target"].to_numpy(), pt.read(cfg, oof, "oof.parquet")
     g = groups.loc[oof["id"]].to_numpy()
-    by_fold = predictions.score_folds(cfg, y, p, oof["fold"].to_numpy())
+    by_fold = pt.score_folds(cfg, y, p, oof["fold"].to_numpy())
     lb = cfg.leaderboard
     out = {}
     for name in ("macro_auc",) if cfg.multiclass else ("pauc80", "auc"):
@@ -190,7 +191,7 @@ def test_scores(
             f"{labels_path}: the labels of the submitted ids hold a single class (got "
             f"{sorted(map(str, np.unique(merged[tc])))}): no test score can be computed"
         )
-    p, g = predictions.read(cfg, merged, str(submission)), merged[gc].to_numpy()
+    p, g = pt.read(cfg, merged, str(submission)), merged[gc].to_numpy()
     lb = cfg.leaderboard
     key = _key(cfg.metric)
     groups = np.unique(g)
@@ -211,7 +212,7 @@ def test_scores(
         gaps.append(pub - priv)
     out = {
         f"test_{k}": v
-        for k, v in predictions.headline(cfg, y, p).items()
+        for k, v in pt.headline(cfg, y, p).items()
         if k in ("auc", "pauc", "macro_auc", "balanced_accuracy")
     }
     if first:
@@ -237,7 +238,7 @@ def roc_plot(cfg: CompetitionConfig, top: list[tuple[str, pd.DataFrame]], path: 
         width = 0.8 / max(len(top), 1)
         for i, (name, oof) in enumerate(top):
             r = metrics.multiclass_report(
-                oof["target"].to_numpy(), predictions.read(cfg, oof, name), cfg.classes
+                oof["target"].to_numpy(), pt.read(cfg, oof, name), cfg.classes
             )
             aucs = [r["per_class"][c]["auc"] or np.nan for c in cfg.classes]
             ax.bar(

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from foldstack import artifacts, predictions
-from foldstack.config import CompetitionConfig, to_yaml
+from foldstack import artifacts
+from foldstack import prediction_tables as pt
+from foldstack.config import to_yaml
 from foldstack.data.cache import image_size, open_cache, timm_data_config
 from foldstack.data.images import check_ids, open_images
 from foldstack.data.metadata import read_metadata
@@ -240,7 +241,7 @@ def run_fold(cfg: OofConfig, inp: Inputs, rt: Runtime, out: Path, fold: int, sha
         "oof_prediction": len(fd.valid) * tta,
     }
     info = {
-        **predictions.headline(cfg, y, oof),
+        **pt.headline(cfg, y, oof),
         "fold": fold,
         "config_sha": sha,
         "checkpoint": rule,
@@ -262,7 +263,7 @@ def run_fold(cfg: OofConfig, inp: Inputs, rt: Runtime, out: Path, fold: int, sha
         "stopped_early_after_epoch": trainer.state.stopped_early_after,
     }
     if rt.main:
-        preds = pd.DataFrame({"id": fd.valid.ids}).join(predictions.columns_frame(cfg, oof))
+        preds = pd.DataFrame({"id": fd.valid.ids}).join(pt.columns_frame(cfg, oof))
         weights_name, preds_name = fold_members(fold)
         # one set: weights + OOF predictions + the record (its manifest); the commit drops the checkpoint
         with artifacts.SetWriter(
@@ -293,26 +294,6 @@ def assemble_oof(cfg: OofConfig, inp: Inputs, out: Path, infos: list[dict]) -> p
     return oof.drop(columns="fold_pred")
 
 
-def score_oof(cfg: CompetitionConfig, oof: pd.DataFrame) -> dict:
-    """Pooled OOF headline scores (oof_<name>), their per-fold means (fold_<name>_mean) and per fold."""
-    y, p = oof["target"].to_numpy(), predictions.read(cfg, oof, "oof.parquet")
-    per_fold = []
-    for f in sorted(oof["fold"].unique()):
-        m = (oof["fold"] == f).to_numpy()
-        count = (
-            {"classes_present": len(np.unique(y[m]))} if cfg.multiclass else {"positives": int(y[m].sum())}
-        )
-        per_fold.append(
-            {"fold": int(f), "rows": int(m.sum()), **count, **predictions.headline(cfg, y[m], p[m])}
-        )
-    pooled = predictions.headline(cfg, y, p)
-    return {
-        **{f"oof_{k}": v for k, v in pooled.items()},
-        **{f"fold_{k}_mean": float(np.mean([r[k] for r in per_fold])) for k in pooled},
-        "per_fold": per_fold,
-    }
-
-
 def run_metrics(
     cfg: OofConfig, inp: Inputs, rt: Runtime, oof: pd.DataFrame, infos: list[dict], extra: dict
 ) -> dict:
@@ -329,7 +310,9 @@ def run_metrics(
         "run": cfg.run,
         "competition": cfg.name,
         "metric": cfg.metric,
-        **score_oof(cfg, oof),
+        **pt.score_folds(
+            cfg, oof["target"].to_numpy(), pt.read(cfg, oof, "oof.parquet"), oof["fold"].to_numpy()
+        ),
         "score_is_optimistic": optimistic,
         "how_scored": how,
         "train_seconds_all_folds": sum(i["seconds"] for i in infos),
@@ -405,7 +388,7 @@ def finish_run(cfg: OofConfig, inp: Inputs, rt: Runtime, out: Path, sha: str, t0
         if not rt.main:
             return {}
         ids = inp.test[cfg.columns.id].tolist()
-        test = predictions.test_frame(cfg, ids, test_pred)
+        test = pt.test_frame(cfg, ids, test_pred)
         oof = assemble_oof(cfg, inp, out, infos)
         extra = {
             "wall_seconds_this_call": round(time.time() - t0, 1),
@@ -420,7 +403,7 @@ def finish_run(cfg: OofConfig, inp: Inputs, rt: Runtime, out: Path, sha: str, t0
             s.write_parquet("oof.parquet", oof)
             s.write_parquet("test.parquet", test)
             s.write_json("metrics.json", result)
-            oof_p = predictions.read(cfg, oof, "oof.parquet")
+            oof_p = pt.read(cfg, oof, "oof.parquet")
             write_report(cfg, s.workdir(), oof["target"].to_numpy(), oof_p, cfg.run)  # report/ is a member
         # the epoch log is progress: outside the set; rewritten whole from the k records, so rows of
         # folds trained under an older config disappear
@@ -464,7 +447,7 @@ def run_oof(
             continue
         info = run_fold(cfg, inp, rt, out, fold, sha)
         if rt.main:
-            scores = " ".join(f"{k} {v:.4f}" for k, v in predictions.headline_of(cfg, info).items())
+            scores = " ".join(f"{k} {v:.4f}" for k, v in pt.headline_of(cfg, info).items())
             sp = info["seconds_split"]
             print(
                 f"fold {fold}: {info['checkpoint']}; held-out {scores} ({info['seconds']} s: training "

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from foldstack import artifacts, metrics, predictions
+from foldstack import artifacts, metrics
+from foldstack import prediction_tables as pt
 from foldstack.config import to_yaml
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
@@ -115,8 +116,8 @@ def load_stage1(
         out.append(
             StageOne(
                 name,
-                predictions.read(cfg, oof.loc[train_ids], f"{d}/oof.parquet"),
-                predictions.read(cfg, test.loc[test_ids], f"{d}/test.parquet"),
+                pt.read(cfg, oof.loc[train_ids], f"{d}/oof.parquet"),
+                pt.read(cfg, test.loc[test_ids], f"{d}/test.parquet"),
                 {k: v for k, v in m.items() if k.startswith("oof_") and isinstance(v, float)},
                 bool(m.get("score_is_optimistic", False)),
             )
@@ -196,18 +197,18 @@ def rank_blend_scores(cfg: StackConfig, m: Matrices, rank_oof: np.ndarray | None
     if rank_oof is None:
         return {}
     hold = m.fold == holdout
-    pooled = {f"oof_{k}": v for k, v in predictions.headline(cfg, m.y, rank_oof).items()}
-    held = {f"holdout_{k}": v for k, v in predictions.headline(cfg, m.y[hold], rank_oof[hold]).items()}
+    pooled = {f"oof_{k}": v for k, v in pt.headline(cfg, m.y, rank_oof).items()}
+    held = {f"holdout_{k}": v for k, v in pt.headline(cfg, m.y[hold], rank_oof[hold]).items()}
     return {"rank_blend_before_calibration": pooled | held}
 
 
 def suspicious_reasons(cfg: StackConfig, result: dict) -> list[str]:
-    """Scores at or near the metric's maximum (predictions.NEAR_MAX): the stack's OOF and hold-out
+    """Scores at or near the metric's maximum (pt.NEAR_MAX): the stack's OOF and hold-out
     scores, and each model's OOF score and inner-CV (tuned_cv) score. Too good to be true: a leak."""
-    found = [f"stack {r}" for r in predictions.near_max(result["stack"])]
-    limit = predictions.NEAR_MAX[predictions.main_key(cfg)]
+    found = [f"stack {r}" for r in pt.near_max(result["stack"])]
+    limit = pt.NEAR_MAX[pt.main_key(cfg)]
     for name, rec in result["models"].items():
-        found += [f"model {name} {r}" for r in predictions.near_max(rec)]
+        found += [f"model {name} {r}" for r in pt.near_max(rec)]
         v = rec.get("tuned_cv")
         if isinstance(v, float) and v >= limit:
             found.append(f"model {name} tuned_cv ({cfg.metric}) {v:.4f} >= {limit}")
@@ -228,9 +229,9 @@ def stack_flags(cfg: StackConfig, s1: list[StageOne], result: dict) -> dict:
 
 
 def scores(cfg: StackConfig, y: np.ndarray, p: np.ndarray, fold: np.ndarray) -> dict:
-    """predictions.score_folds (oof_<key>, fold_<key>_mean, per_fold) and for binary F1/precision/recall
+    """pt.score_folds (oof_<key>, fold_<key>_mean, per_fold) and for binary F1/precision/recall
     at 0.5."""
-    out = predictions.score_folds(cfg, y, p, fold)
+    out = pt.score_folds(cfg, y, p, fold)
     per_fold = out.pop("per_fold")
     if not cfg.multiclass:
         at_half = metrics.threshold_metrics(y, p, 0.5)
@@ -388,7 +389,7 @@ def _report(
     wall: float,
 ) -> dict:
     hold = m.fold == holdout
-    held = predictions.headline(cfg, m.y[hold], blended[hold])
+    held = pt.headline(cfg, m.y[hold], blended[hold])
     stack = (
         scores(cfg, m.y, blended, m.fold)
         | {"holdout_fold": holdout}
@@ -444,12 +445,12 @@ def _write(
     result: dict,
     calibration: calibrate.RankCalibration | None = None,
 ) -> None:
-    frame = predictions.columns_frame
+    frame = pt.columns_frame
     parts = [pd.DataFrame({"id": m.train_ids, "fold": m.fold, "target": m.y}), frame(cfg, blended)]
     for name, p in oofs.items():  # each model's own OOF: pred_<model> (or pred_<model>_<class>)
         parts.append(frame(cfg, p, [c.replace("pred", f"pred_{name}", 1) for c in cfg.pred_columns]))
     oof = pd.concat(parts, axis=1)
-    test = predictions.test_frame(cfg, m.test_ids, test_folds)
+    test = pt.test_frame(cfg, m.test_ids, test_folds)
     artifacts.write_parquet(out / "oof.parquet", oof)
     artifacts.write_parquet(out / "test.parquet", test)
     imp = importance.rename("gain").rename_axis("feature").reset_index()

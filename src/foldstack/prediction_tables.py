@@ -139,16 +139,3 @@ def near_max(record: dict, prefixes: tuple[str, ...] = ("oof", "holdout")) -> li
                 out.append(f"{prefix}_{key} {v:.4f} >= {limit}")
     return out
 
-
-def test_frame(cfg: CompetitionConfig, ids: list[str], per_fold) -> pd.DataFrame:
-    """id, the mean of the fold models in the prediction columns, then each fold's columns; per_fold has
-    shape (k, n) or (k, n, C)."""
-    per_fold = np.asarray(per_fold, dtype=np.float64)
-    return pd.concat(
-        [
-            pd.DataFrame({"id": ids}),
-            columns_frame(cfg, per_fold.mean(axis=0)),
-            *(columns_frame(cfg, p, fold_columns(cfg, f)) for f, p in enumerate(per_fold)),
-        ],
-        axis=1,
-    )

@@ -3,7 +3,7 @@
 Reads only what training wrote under a runs root: each stage-1 run's config.yaml, fold<k>.json and
 fold<k>.safetensors, and the stack's config.yaml, levels.json, inputs.json, native GBDT models and,
 for a rank blend, blend.json + blend_reference.npz.
-Usage in a kernel: python -m foldstack.predict --runs BUNDLE/runs --comp isic2024 --stack lgbm
+Usage in a kernel: python -m foldstack.kernel --runs BUNDLE/runs --comp isic2024 --stack lgbm
 --data /kaggle/input/isic-2024-challenge --out submission.csv
 """
 
@@ -17,7 +17,8 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
-from foldstack import artifacts, predictions
+from foldstack import artifacts
+from foldstack import prediction_tables as pt
 from foldstack.bundle import RUN_FILES
 from foldstack.cli import run_main
 from foldstack.config import build_config
@@ -90,7 +91,7 @@ def cnn_test_predictions(
         std,
         desc=f"{run_dir.name} x {len(models)}",
     )
-    return predictions.test_frame(cfg, ids, per_fold)
+    return pt.test_frame(cfg, ids, per_fold)
 
 
 def stack_test_predictions(
@@ -105,7 +106,7 @@ def stack_test_predictions(
     levels = json.loads((stack_dir / "levels.json").read_text())
     inputs = json.loads((stack_dir / "inputs.json").read_text())
     cnn = {
-        name: predictions.read(
+        name: pt.read(
             cfg,
             cnn_test_predictions(runs_root / cfg.name / "oof" / name, runs_root, data_dir, progress),
             f"stage-1 run {name}",
@@ -129,7 +130,7 @@ def stack_test_predictions(
             per_fold.append(calibration.probability(f, preds))
         else:
             per_fold.append(blend(preds, cfg.blend.weights))
-    return predictions.test_frame(cfg, test[cfg.columns.id].tolist(), per_fold)
+    return pt.test_frame(cfg, test[cfg.columns.id].tolist(), per_fold)
 
 
 def submission_frame(cfg, data_dir: Path, preds: pd.DataFrame) -> pd.DataFrame:

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from foldstack import metrics, predictions
+from foldstack import metrics
+from foldstack import prediction_tables as pt
 from foldstack.errors import DataError
 from foldstack.folds import check_fold_sha, folds_paths
 from tests.conftest import tiny_config
@@ -17,25 +18,25 @@ def test_test_frame_is_id_mean_then_each_fold(tmp_path):
     rng = np.random.default_rng(0)
     per_fold = rng.random((3, 5))
     ids = [f"ISIC_{i}" for i in range(5)]
-    frame = predictions.test_frame(cfg, ids, per_fold)
+    frame = pt.test_frame(cfg, ids, per_fold)
     assert list(frame.columns) == ["id", "pred", "pred_fold0", "pred_fold1", "pred_fold2"]
     assert frame["id"].tolist() == ids
     np.testing.assert_array_equal(frame["pred"], per_fold.mean(axis=0))
     np.testing.assert_array_equal(frame["pred_fold1"], per_fold[1])
-    pd.testing.assert_frame_equal(predictions.test_frame(cfg, ids, list(per_fold)), frame)
+    pd.testing.assert_frame_equal(pt.test_frame(cfg, ids, list(per_fold)), frame)
 
 
 def test_test_frame_multiclass_and_a_fold_of_another_length(tmp_path):
     cfg = tiny_config("ham10000", tmp_path / "runs")
     c = len(cfg.classes)
     per_fold = np.random.default_rng(1).random((2, 4, c))
-    frame = predictions.test_frame(cfg, ["a", "b", "c", "d"], per_fold)
+    frame = pt.test_frame(cfg, ["a", "b", "c", "d"], per_fold)
     assert list(frame.columns) == ["id", *cfg.pred_columns, *(f"{p}_fold0" for p in cfg.pred_columns)] + [
         f"{p}_fold1" for p in cfg.pred_columns
     ]
     np.testing.assert_array_equal(frame[cfg.pred_columns].to_numpy(), per_fold.mean(axis=0))
     with pytest.raises(DataError, match=r"fold\(s\) \[1\] predict 3 test rows, not one per test id \(4\)"):
-        predictions.test_frame(cfg, ["a", "b", "c", "d"], [per_fold[0], per_fold[1][:3]])
+        pt.test_frame(cfg, ["a", "b", "c", "d"], [per_fold[0], per_fold[1][:3]])
 
 
 def test_score_folds_pools_averages_and_lists_each_fold(tmp_path):
@@ -44,7 +45,7 @@ def test_score_folds_pools_averages_and_lists_each_fold(tmp_path):
     fold = np.repeat([2, 0, 1], 40)  # rows need not be sorted by fold
     y = (rng.random(120) < 0.3).astype(int)
     p = np.clip(0.3 * y + rng.random(120), 0, 1)
-    s = predictions.score_folds(cfg, y, p, fold)
+    s = pt.score_folds(cfg, y, p, fold)
     assert list(s) == ["oof_auc", "oof_pauc", "fold_auc_mean", "fold_pauc_mean", "per_fold"]
     assert s["oof_pauc"] == metrics.pauc(y, p) and s["oof_auc"] == metrics.auc(y, p)
     assert [r["fold"] for r in s["per_fold"]] == [0, 1, 2]
@@ -58,7 +59,7 @@ def test_score_folds_pools_averages_and_lists_each_fold(tmp_path):
             "pauc": metrics.pauc(y[m], p[m]),
         }
     assert s["fold_pauc_mean"] == float(np.mean([metrics.pauc(y[fold == f], p[fold == f]) for f in range(3)]))
-    assert set(predictions.score_folds(cfg, y, p, fold, prefix="holdout")) >= {"holdout_auc", "holdout_pauc"}
+    assert set(pt.score_folds(cfg, y, p, fold, prefix="holdout")) >= {"holdout_auc", "holdout_pauc"}
 
 
 def test_score_folds_multiclass_counts_the_classes_present(tmp_path):
@@ -68,7 +69,7 @@ def test_score_folds_multiclass_counts_the_classes_present(tmp_path):
     y = np.tile(np.arange(c), 12)
     fold = np.arange(len(y)) % 2
     p = rng.dirichlet(np.ones(c), len(y))
-    s = predictions.score_folds(cfg, y, p, fold)
+    s = pt.score_folds(cfg, y, p, fold)
     assert s["oof_macro_auc"] == metrics.macro_auc(y, p)
     assert {"fold_macro_auc_mean", "fold_balanced_accuracy_mean", "fold_log_loss_mean"} <= set(s)
     assert [r["classes_present"] for r in s["per_fold"]] == [len(np.unique(y[fold == f])) for f in (0, 1)]
