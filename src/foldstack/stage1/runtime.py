@@ -6,6 +6,7 @@ import os
 import random
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -50,6 +51,9 @@ def init_distributed() -> tuple[int, int]:
 
 
 def make_runtime(cfg: OofConfig, progress: bool = True) -> Runtime:
+    # OpenCV's thread pool in a process that later forks DataLoader workers can deadlock them; this
+    # process never needs it (images are decoded by the cache's pool or in the loader workers)
+    cv2.setNumThreads(1)
     rank, world = init_distributed()
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", "0"))
