@@ -181,8 +181,8 @@ def _results(store: ImageStore, chunks: list[list[str]], workers: int) -> Iterat
     close = getattr(store, "close", None)
     if close is not None:  # no open HDF5 handle is inherited: each worker opens its own
         close()
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-    with ctx.Pool(workers) as pool:
+    # spawned, not forked: a child forked from a process whose OpenCV thread pool has run can deadlock
+    with mp.get_context("spawn").Pool(workers) as pool:
         yield from pool.imap(_scan_task, [(store, c) for c in chunks])
 
 

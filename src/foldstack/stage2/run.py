@@ -53,6 +53,22 @@ def stage1_runs(cfg: StackConfig) -> list[str]:
     return done
 
 
+def partial_run(d: Path, k: int) -> str | None:
+    """For a stage-1 run folder that has some fold sets but no assembled outputs: which folds it lacks."""
+    if not d.is_dir():
+        return None
+    have = [f for f in range(k) if (d / f"fold{f}.json").exists()]
+    if not have:
+        return None
+    lack = [f for f in range(k) if f not in have]
+    if not lack:
+        return f"{d.name} has every fold but is not assembled: rerun `make oof MODEL={d.name}` to assemble it"
+    return (
+        f"{d.name} has fold(s) {', '.join(map(str, have))} of {k}; missing {', '.join(map(str, lack))}: "
+        f"`make oof MODEL={d.name} FOLDS={','.join(map(str, lack))}`"
+    )
+
+
 def check_stage1_run(
     cfg: StackConfig, d: Path, m: dict, oof: pd.DataFrame, folds_meta: dict, folds: pd.DataFrame
 ) -> None:
@@ -268,9 +284,11 @@ def build_matrices(
     )
     missing = [n for n in names if n not in finished]
     if missing:
+        partial = [partial_run(cfg.run_dir / "oof" / n, cfg.folds.k) for n in missing]
+        said = "; ".join(p for p in partial if p)
         raise DataError(
             f"no finished stage-1 run {missing} under {cfg.run_dir / 'oof'}; have: "
-            f"{', '.join(finished) or 'none'} (run `make oof MODEL=...`)"
+            f"{', '.join(finished) or 'none'} (run `make oof MODEL=...`)" + (f". {said}" if said else "")
         )
     s1 = load_stage1(cfg, names, train[idc], test[idc], fmeta, folds) if cfg.features.cnn else []
     check_optimism(cfg, s1)

@@ -109,13 +109,16 @@ def render_jobs(
 ) -> list[bytes]:
     """fn(*job) for every job, in order, on `workers` processes with a progress bar (fn: a top-level
     function, so it pickles; each job carries its own seeds, so the output never depends on workers)."""
+    import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm.auto import tqdm
 
     chunks = [(fn, jobs[i : i + chunk]) for i in range(0, len(jobs), chunk)]
     out: list[bytes] = []
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    # spawned, not forked: a child forked after OpenCV's thread pool ran in this process can deadlock
+    spawn = mp.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=spawn) if workers > 1 else None
     try:
         results = pool.map(_run_chunk, chunks) if pool else map(_run_chunk, chunks)
         with tqdm(total=len(jobs), desc=desc, unit="img", leave=False, disable=None) as bar:
