@@ -432,7 +432,7 @@ class FoldTrainer:
         """The number best-epoch tracking maximises, or None when nothing is tracked."""
         if self.t.checkpoint == "best_optimistic":
             return row.get("valid_pauc" if self.cfg.metric == "pauc80" else "valid_auc")
-        if self.inner_ds is None:
+        if not self.inner_used:
             return None
         value = row.get(f"inner_{self.t.monitor}")
         if value is None:  # no positive in the inner split: fall back to its loss
