@@ -10,10 +10,10 @@ import albumentations as A
 import numpy as np
 import pandas as pd
 import torch
-from foldstack.data.cache import decode_resized
 from torch.utils.data import Dataset
 
 from foldstack.config import CompetitionConfig
+from foldstack.data.cache import decode_resized
 from foldstack.data.images import ImageStore
 from foldstack.errors import ConfigError
 from foldstack.stage1.config import AugmentCfg
