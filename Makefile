@@ -37,7 +37,7 @@ MSG ?=
 LABELS ?=
 
 .PHONY: help setup setup-db data folds check-data bench-check-data cache oof bench-oof stack bench-stack \
-	bench-load predict submit lb demo setups test lint
+	bench-load predict kernel-check submit lb demo setups test lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,7 +46,7 @@ setup: ## create .venv, install the pinned requirements and the package (editabl
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q -e ".[submit,postgres,dev]"  # the ranges in pyproject.toml hold these pins
 
 setup-db: ## install the PostgreSQL server (Debian packages) for tuning.storage=postgresql:// and its tests
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
@@ -93,6 +93,9 @@ predict: ## trained artifacts -> a submission for any Kaggle-layout folder (DATA
 
 submit: ## validate + write the submission CSV + ledger, submit via the kaggle CLI (FROM=... DRY_RUN=1 MSG=...)
 	$(PY) pipelines/submit.py $(ARGS) --from "$(FROM)" --message "$(MSG)" $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force)
+
+kernel-check: ## run the Kaggle kernel offline on Kaggle's versions (.kaggle-venv); must equal make predict (STACK KERNEL_PYTHON=own)
+	$(PY) pipelines/kernel_check.py $(ARGS) --stack $(STACK) $(if $(KERNEL_PYTHON),--python "$(KERNEL_PYTHON)")
 
 lb: ## offline leaderboard -> submissions/<comp>/leaderboard.md/.csv + roc.png (LABELS=file)
 	$(PY) pipelines/lb.py $(ARGS) --labels "$(LABELS)"

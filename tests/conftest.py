@@ -7,6 +7,12 @@ from pathlib import Path
 import pytest
 
 from foldstack.config import CompetitionConfig, load_competition
+from foldstack.data.metadata import read_metadata
+from foldstack.folds import make_folds
+from foldstack.stage1.config import load_oof_config
+from foldstack.stage1.run import run_oof
+from foldstack.stage2.config import load_stack_config
+from foldstack.stage2.run import run_stack
 from foldstack.synth.generate import generate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,3 +67,19 @@ def fixture_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"the real fixtures are missing: expected {FIXTURES} (shared/ beside the repo)")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_isic2024, tmp_path_factory):
+    """(competition config, data dir, runs root, stack dir): a tiny stage-1 run and an lgbm stack on it,
+    shared read-only by the submission and kernel tests."""
+    _, data = tiny_isic2024
+    root = tmp_path_factory.mktemp("submit")
+    runs = root / "runs"
+    base = f"{TINY['isic2024']} runs_dir={runs}"
+    s1 = load_oof_config("isic2024", "tiny", f"{base} data.img_size=32 train.epochs=1 predict.tta=2")
+    make_folds(s1, read_metadata(s1, data, "train"), data)
+    run_oof(s1, data, progress=False)
+    st = load_stack_config("isic2024", "lgbm", f"{base} tuning.n_trials=1")
+    run_stack(st, data)
+    return load_competition("isic2024", base), data, runs, st.run_dir / "stack" / st.run

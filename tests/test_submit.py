@@ -18,25 +18,8 @@ from foldstack.kernel import stack_test_predictions, submission_frame
 from foldstack.leaderboard import leaderboard
 from foldstack.stage1.config import load_oof_config
 from foldstack.stage1.run import run_oof
-from foldstack.stage2.config import load_stack_config
-from foldstack.stage2.run import run_stack
 from foldstack.submission import ledger_path, read_ledger, record, write_submission
 from tests.conftest import TINY
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_isic2024, tmp_path_factory):
-    """A runs/ root with folds, a tiny stage-1 run and a stack on it."""
-    _, data = tiny_isic2024
-    root = tmp_path_factory.mktemp("submit")
-    runs = root / "runs"
-    base = f"{TINY['isic2024']} runs_dir={runs}"
-    s1 = load_oof_config("isic2024", "tiny", f"{base} data.img_size=32 train.epochs=1 predict.tta=2")
-    make_folds(s1, read_metadata(s1, data, "train"), data)
-    run_oof(s1, data, progress=False)
-    st = load_stack_config("isic2024", "lgbm", f"{base} tuning.n_trials=1")
-    run_stack(st, data)
-    return load_competition("isic2024", base), data, runs, st.run_dir / "stack" / st.run
 
 
 def test_submission_has_the_sample_order_and_header(trained, tmp_path):

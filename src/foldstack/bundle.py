@@ -11,6 +11,7 @@ from pathlib import Path
 from foldstack import artifacts
 from foldstack.config import CompetitionConfig
 from foldstack.errors import DataError
+from foldstack.kaggle_image import bundle_wheels
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_FILES = ("config.yaml", "metrics.json", "levels.json", "inputs.json", "blend.json", "blend_reference.npz")
@@ -83,6 +84,7 @@ def build_bundle(cfg: CompetitionConfig, stack_dir: Path, owner: str, out: Path)
     for name in inputs["stage1_runs"]:
         _copy_stage1(stack_dir.parents[1] / "oof" / name, runs / "oof" / name)
     build_wheel(out)
+    bundle_wheels(out / "wheels")  # what Kaggle's image lacks or has too old (usually nothing)
     dataset, _ = names(cfg)
     artifacts.write_json(
         out / "dataset-metadata.json",
@@ -102,24 +104,73 @@ def build_submission_folders(
     run beside the kernel of another."""
     with artifacts.SetWriter(staging, "kaggle", manifest="kaggle.json") as s:
         bundle = build_bundle(cfg, stack_dir, owner, s.path("bundle"))
+        from foldstack.kernel import check_bundle  # (the kernel module reads RUN_FILES from here)
+
+        check_bundle(bundle / "runs", cfg.name, stack_dir.name)
         build_kernel(cfg, stack_dir.name, owner, s.path("kernel"))
         artifacts.fault_point("submit.bundle")
         s.write_json("kaggle.json", {"stack": str(stack_dir), "owner": owner, "wheel": bundle.name})
     return staging / "bundle", staging / "kernel"
 
 
-KERNEL_SCRIPT = '''"""foldstack offline inference for {slug}: install the wheel, write submission.csv."""
+ROOT_ENV = (
+    "FOLDSTACK_KAGGLE_ROOT"  # the kernel's root: /kaggle on Kaggle, a local folder in make kernel-check
+)
+
+# The kernel script: literals first (each a Python repr, so no name can change the code), then a fixed body.
+KERNEL_BODY = """
 import glob
+import os
 import subprocess
 import sys
+import tempfile
 
-BUNDLE = "/kaggle/input/{dataset}"
-wheel = sorted(glob.glob(BUNDLE + "/foldstack-*.whl"))[-1]
-subprocess.check_call([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q", wheel])
-subprocess.check_call([sys.executable, "-m", "foldstack.kernel", "--runs", BUNDLE + "/runs",
-                       "--comp", "{comp}", "--stack", "{stack}", "--data", "/kaggle/input/{slug}",
-                       "--out", "/kaggle/working/submission.csv", "--no-progress"])
-'''
+ROOT = os.environ.get(ROOT_ENV, "/kaggle")
+
+
+def find_input(name, marker):
+    \"\"\"ROOT/input/<name>, or else the folder under ROOT/input that holds `marker` (a glob pattern).\"\"\"
+    path = os.path.join(ROOT, "input", name)
+    if glob.glob(os.path.join(glob.escape(path), marker)):
+        return path
+    found = sorted(glob.glob(os.path.join(glob.escape(ROOT), "input", "**", marker), recursive=True))
+    if not found:
+        sys.exit(f"foldstack: no {marker} under {ROOT}/input (expected {path}/): add {name!r} as an input")
+    return os.path.dirname(found[0])
+
+
+bundle = find_input(DATASET, "foldstack-*.whl")
+data = find_input(COMPETITION, SAMPLE_SUBMISSION)
+site = tempfile.mkdtemp(prefix="foldstack-site-")
+wheels = sorted(glob.glob(os.path.join(glob.escape(bundle), "foldstack-*.whl")))[-1:]
+extra = os.path.join(bundle, "wheels")  # what the image lacks or has too old (see the bundle's build)
+wheels += sorted(glob.glob(os.path.join(glob.escape(extra), "*.whl")))
+pip = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile", "-q"]
+subprocess.check_call([*pip, "--find-links", extra, "--target", site, *wheels])
+env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p))
+out = os.path.join(ROOT, "working", "submission.csv")
+run = ["--runs", os.path.join(bundle, "runs"), "--comp", COMP, "--stack", STACK, "--data", data]
+run += ["--out", out, "--no-progress"]
+subprocess.check_call([sys.executable, "-m", "foldstack.kernel", *run], env=env)
+"""
+
+
+def kernel_script(cfg: CompetitionConfig, stack_name: str) -> str:
+    """predict.py of the kernel: every name a Python literal (repr), never spliced into code."""
+    dataset, _ = names(cfg)
+    literals = {
+        "ROOT_ENV": ROOT_ENV,
+        "DATASET": dataset,
+        "COMPETITION": cfg.slug,
+        "SAMPLE_SUBMISSION": cfg.files.sample_submission,
+        "COMP": cfg.name,
+        "STACK": stack_name,
+    }
+    head = repr(
+        f"foldstack offline inference for {cfg.name}: install the bundle offline, write submission.csv"
+    )
+    lines = [f"{k} = {v!r}" for k, v in literals.items()]
+    return "\n".join([head, *lines]) + "\n" + KERNEL_BODY
 
 
 def build_kernel(cfg: CompetitionConfig, stack_name: str, owner: str, out: Path) -> Path:
@@ -128,7 +179,7 @@ def build_kernel(cfg: CompetitionConfig, stack_name: str, owner: str, out: Path)
     out.mkdir(parents=True, exist_ok=True)
     artifacts.write_text(
         out / "predict.py",
-        KERNEL_SCRIPT.format(slug=cfg.slug, dataset=dataset, comp=cfg.name, stack=stack_name),
+        kernel_script(cfg, stack_name),
     )
     artifacts.write_json(
         out / "kernel-metadata.json",

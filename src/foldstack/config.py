@@ -123,6 +123,14 @@ class Synthetic(Frozen):
         return self
 
 
+class Kernel(Frozen):
+    """A code competition's scoring run: the hidden test set the kernel predicts and its runtime limit.
+    `make submit` estimates the kernel's run time for that size and refuses one over the limit."""
+
+    hidden_test_rows: int = Field(0, ge=0, description="rows of the hidden test set; 0 when unknown")
+    runtime_limit_h: float = Field(0, ge=0, description="the kernel's runtime limit in hours; 0 for none")
+
+
 class Leaderboard(Frozen):
     """Offline leaderboard: bootstrap size and the simulated public/private split of test patients."""
 
@@ -152,6 +160,7 @@ class CompetitionConfig(Frozen):
     folds: Folds = Folds()
     synthetic: Synthetic = Synthetic()
     leaderboard: Leaderboard = Leaderboard()
+    kernel: Kernel = Kernel()
     runs_dir: str = "runs"
 
     @model_validator(mode="after")

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 import pandas as pd
+import torch
 
 from foldstack import artifacts
 from foldstack import prediction_tables as pt
@@ -133,6 +135,25 @@ def stack_test_predictions(
     return pt.test_frame(cfg, test[cfg.columns.id].tolist(), per_fold)
 
 
+def check_bundle(runs_root: Path, comp: str, stack: str) -> None:
+    """What the kernel reads before it predicts, checked without predicting: the stack's set (models,
+    blend files), every stage-1 run it names, each with every fold's record and weights. Raises DataError
+    naming the missing or changed file."""
+    stack_dir = runs_root / comp / "stack" / stack
+    cfg: StackConfig = _runs_root_config(StackConfig, stack_dir / "config.yaml", runs_root)
+    artifacts.read_manifest(stack_dir / "metrics.json", only=(*RUN_FILES, "models"))
+    for spec in cfg.models:
+        for f in range(cfg.folds.k):
+            folder = stack_dir / "models" / spec.name / f"fold{f}"
+            if not folder.is_dir() or not any(folder.iterdir()):
+                raise DataError(
+                    f"{folder} is missing: the stack {stack!r} has no {spec.name} model of fold {f}"
+                )
+    for name in json.loads((stack_dir / "inputs.json").read_text())["stage1_runs"]:
+        run_dir = runs_root / comp / "oof" / name
+        _fold_records(_runs_root_config(OofConfig, run_dir / "config.yaml", runs_root), run_dir)
+
+
 def submission_frame(cfg, data_dir: Path, preds: pd.DataFrame) -> pd.DataFrame:
     """preds in the order and header of data_dir's sample_submission.csv (id, target or id, *classes)."""
     sample = read_sample_submission(cfg, data_dir)
@@ -161,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    print(
+        f"foldstack.kernel: package at {Path(__file__).parent}, Python {sys.version.split()[0]}, "
+        f"torch {torch.__version__}, pandas {pd.__version__}",
+        flush=True,
+    )
     runs = Path(a.runs)
     stack_dir = runs / a.comp / "stack" / a.stack
     preds = stack_test_predictions(stack_dir, runs, Path(a.data), progress=not a.no_progress)

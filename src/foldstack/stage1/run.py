@@ -100,6 +100,7 @@ def config_sha(cfg: OofConfig, inputs: Inputs) -> str:
     for key in ("num_workers", "cache"):  # how images are fed, not what the model sees
         dump["data"].pop(key, None)
     dump["train"].pop("eval_every", None)  # what the log shows, not what the model learns
+    dump.pop("kernel", None)  # the Kaggle kernel's limits
     key = {"config": dump, "folds": inputs.folds_meta["sha256"], "data": inputs.folds_meta["data_sha256"]}
     return artifacts.sha256_bytes(json.dumps(key, sort_keys=True).encode())
 

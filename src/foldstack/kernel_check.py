@@ -1,0 +1,321 @@
+"""make kernel-check: the generated Kaggle kernel, run offline on Kaggle's package versions, must write what
+`make predict` writes.
+
+The bundle and kernel folder are the ones `make submit` uploads. A venv holding the versions of Kaggle's
+image (configs/kaggle-image/requirements.txt) is created once and reused while that file is unchanged. The
+kernel runs in a Kaggle-like root (<root>/input/<competition>, <root>/input/<bundle>, <root>/working, found
+through FOLDSTACK_KAGGLE_ROOT, which defaults to /kaggle on Kaggle) with no package index reachable, and
+passes when its submission.csv has sample_submission.csv's ids in order and equals `make predict` to 1e-6.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foldstack import artifacts
+from foldstack.bundle import ROOT_ENV, names
+from foldstack.config import CompetitionConfig
+from foldstack.data.metadata import read_sample_submission
+from foldstack.errors import DataError
+from foldstack.kaggle_image import PINS, PYTHON, REPO
+
+VENV = REPO / ".kaggle-venv"
+TOLERANCE = 1e-6
+STAMP = "foldstack-pins.sha256"
+OWN = "own"  # run the kernel on the project's own venv (CI's fast path) instead of Kaggle's versions
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _base_python() -> str:
+    """A Python of the image's version to create the venv from (this one, or pythonX.Y on PATH)."""
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == PYTHON:
+        return getattr(sys, "_base_executable", sys.executable)
+    found = shutil.which(f"python{PYTHON}")
+    if not found:
+        raise DataError(
+            f"make kernel-check needs Python {PYTHON} (the Kaggle image's) to build its venv; "
+            f"this is Python {sys.version.split()[0]} and there is no python{PYTHON} on PATH"
+        )
+    return found
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def kaggle_venv(pins: Path = PINS, venv: Path = VENV) -> Path:
+    """The Python of a venv holding exactly the versions in `pins`, created once (a few GB: torch is the
+    registry's CUDA build, as on Kaggle's GPU image) and reused while `pins` and the Python are unchanged."""
+    key = hashlib.sha256(pins.read_bytes() + PYTHON.encode()).hexdigest()
+    stamp = venv / STAMP
+    if stamp.exists() and stamp.read_text().strip() == key and venv_python(venv).exists():
+        return venv_python(venv)
+    if venv.exists():
+        print(f"kernel-check: {venv} was made for other versions (or half made): rebuilding it", flush=True)
+        shutil.rmtree(venv)
+    print(
+        f"kernel-check: creating {venv} with Kaggle's versions from {pins} (once; several minutes)",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    subprocess.run([_base_python(), "-m", "venv", str(venv)], check=True)
+    py = venv_python(venv)
+    for cmd in (
+        [str(py), "-m", "pip", "install", "-q", "--upgrade", "pip"],
+        [str(py), "-m", "pip", "install", "-q", "-r", str(pins)],
+    ):
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise DataError(
+                f"could not create the Kaggle-versions venv from {pins} (`{' '.join(cmd[2:])}` failed); "
+                f"fix the file or the package index and rerun:\n{_tail(proc.stdout + proc.stderr)}"
+            )
+    stamp.write_text(key + "\n")  # last: a venv without it is half made
+    print(f"kernel-check: {venv} ready in {time.perf_counter() - t0:.0f} s", flush=True)
+    return py
+
+
+def lay_out_root(root: Path, cfg: CompetitionConfig, data_dir: Path, bundle: Path) -> Path:
+    """A fresh Kaggle-like root: input/<competition> and input/<bundle dataset> (links to the folders),
+    and an empty working/."""
+    if root.exists():
+        shutil.rmtree(root)
+    (root / "input").mkdir(parents=True)
+    (root / "working").mkdir()
+    dataset, _ = names(cfg)
+    (root / "input" / cfg.slug).symlink_to(data_dir.resolve(), target_is_directory=True)
+    (root / "input" / dataset).symlink_to(bundle.resolve(), target_is_directory=True)
+    return root
+
+
+def offline_env(root: Path) -> dict[str, str]:
+    """The kernel's environment: the Kaggle-like root, and no package index or network proxy reachable."""
+    keep = ("PATH", "LANG", "LC_ALL", "TMPDIR", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    dead = "http://127.0.0.1:9"  # the discard port: nothing answers
+    env.update(
+        {
+            ROOT_ENV: str(root),
+            "HOME": str(root / "home"),
+            "PIP_CONFIG_FILE": os.devnull,
+            "PIP_NO_INDEX": "1",
+            "PIP_INDEX_URL": f"{dead}/simple",
+            "PIP_FIND_LINKS": "",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "HTTP_PROXY": dead,
+            "HTTPS_PROXY": dead,
+            "http_proxy": dead,
+            "https_proxy": dead,
+            "NO_PROXY": "",
+            "PYTHONNOUSERSITE": "1",
+        }
+    )
+    return env
+
+
+def python_versions(python: Path | str) -> dict[str, str]:
+    """Versions of Python and the packages the kernel touches, as `python` sees them."""
+    code = (
+        "import json, sys, importlib.metadata as m\n"
+        "out = {'python': sys.version.split()[0]}\n"
+        "for n in ('torch', 'timm', 'numpy', 'pandas', 'scikit-learn', 'lightgbm', 'xgboost', 'pydantic'):\n"
+        "    try: out[n] = m.version(n)\n"
+        "    except m.PackageNotFoundError: out[n] = 'missing'\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)
+
+
+def run_kernel(python: Path | str, kernel: Path, root: Path, timeout_s: float) -> tuple[float, Path]:
+    """Run kernel/predict.py as Kaggle does (cwd <root>/working); (seconds, its log). A failure raises
+    DataError with the log's tail."""
+    log = root / "kernel.log"
+    (root / "home").mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        with log.open("w") as out:
+            proc = subprocess.run(
+                [str(python), str((kernel / "predict.py").resolve())],
+                cwd=root / "working",
+                env=offline_env(root),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout_s,
+                check=False,
+            )
+    except subprocess.TimeoutExpired:
+        raise DataError(
+            f"the kernel ran past {timeout_s:.0f} s in {root}; its log {log} ends:\n{_tail(log.read_text())}"
+        ) from None
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise DataError(
+            f"the kernel {kernel / 'predict.py'} failed (exit {proc.returncode}) in {root}; "
+            f"its log {log} ends:\n{_tail(log.read_text())}"
+        )
+    return seconds, log
+
+
+def compare(cfg: CompetitionConfig, data_dir: Path, got_path: Path, expected: pd.DataFrame) -> float:
+    """The largest absolute difference between the kernel's CSV and `make predict`'s frame; DataError when
+    the file is missing, its header or ids differ from sample_submission.csv's, or a value differs by more
+    than TOLERANCE."""
+    if not got_path.exists():
+        raise DataError(f"the kernel finished without writing {got_path}")
+    got = pd.read_csv(got_path)
+    sample = read_sample_submission(cfg, data_dir)
+    idc = cfg.columns.id
+    if list(got.columns) != list(sample.columns):
+        raise DataError(f"{got_path}: header {list(got.columns)}, expected {list(sample.columns)}")
+    if got[idc].astype(str).tolist() != sample[idc].astype(str).tolist():
+        raise DataError(f"{got_path}: ids differ from {cfg.files.sample_submission} (or their order does)")
+    cols = list(sample.columns[1:])
+    diff = np.abs(got[cols].to_numpy(float) - expected[cols].to_numpy(float))
+    worst = float(diff.max()) if diff.size else 0.0
+    if not np.isfinite(worst) or worst > TOLERANCE:
+        row = int(np.unravel_index(np.nanargmax(diff), diff.shape)[0]) if diff.size else 0
+        raise DataError(
+            f"{got_path} differs from `make predict` by {worst:.3g} (> {TOLERANCE:g}) at id "
+            f"{got[idc].iloc[row]}: the kernel on Kaggle's versions would not submit what was checked here"
+        )
+    return worst
+
+
+def runtime_estimate(cfg: CompetitionConfig, stack_dir: Path, runs_root: Path) -> dict | None:
+    """The kernel's estimated run time on the hidden test set, from each stage-1 run's measured test pass
+    (all fold models on each decoded batch): hidden rows x (seconds per test row). None when the competition
+    states no hidden-test size."""
+    rows = cfg.kernel.hidden_test_rows
+    if not rows:
+        return None
+    inputs = json.loads((stack_dir / "inputs.json").read_text())
+    runs = []
+    for name in inputs["stage1_runs"]:
+        run_dir = runs_root / cfg.name / "oof" / name
+        m = json.loads((run_dir / "metrics.json").read_text())
+        test_rows = len(pd.read_parquet(run_dir / "test.parquet", columns=["id"]))
+        per_row = float(m["test_prediction_seconds"]) / max(test_rows, 1)
+        runs.append(
+            {
+                "run": name,
+                "device": m.get("runtime", {}).get("device", "unknown"),
+                "measured_rows": test_rows,
+                "seconds_per_row": per_row,
+                "seconds": per_row * rows,
+            }
+        )
+    total = sum(r["seconds"] for r in runs)
+    limit = cfg.kernel.runtime_limit_h * 3600
+    return {
+        "hidden_test_rows": rows,
+        "seconds": total,
+        "limit_seconds": limit or None,
+        "over_limit": bool(limit and total > limit),
+        "runs": runs,
+    }
+
+
+SMALL = ", a small sample: the fixed costs weigh too much"
+
+
+def estimate_lines(est: dict | None) -> list[str]:
+    if est is None:
+        return ["kernel run time: no estimate (the competition config states no kernel.hidden_test_rows)"]
+    parts = [
+        f"{r['run']} {r['seconds'] / 3600:.2f} h ({r['seconds_per_row'] * 1000:.2f} ms/row measured on "
+        f"{r['device']} over {r['measured_rows']:,} rows{SMALL if r['measured_rows'] < 1000 else ''})"
+        for r in est["runs"]
+    ]
+    limit = f" of a {est['limit_seconds'] / 3600:g} h limit" if est["limit_seconds"] else ""
+    verdict = " OVER THE LIMIT" if est["over_limit"] else ""
+    return [
+        f"kernel run time for {est['hidden_test_rows']:,} hidden test rows: about "
+        f"{est['seconds'] / 3600:.2f} h{limit}{verdict} (CNN passes; Kaggle's GPU may be slower than "
+        "the one measured)",
+        *(f"  {p}" for p in parts),
+    ]
+
+
+def check_kernel(
+    cfg: CompetitionConfig,
+    data_dir: Path,
+    stack_dir: Path,
+    runs_root: Path,
+    bundle: Path,
+    kernel: Path,
+    root: Path,
+    python: str = "",
+    timeout_s: float = 3600,
+) -> dict:
+    """Run the built kernel offline in a Kaggle-like root and compare it with `make predict`; a report
+    (also written to <root>/report.json). python: '' for Kaggle's versions (the cached venv), OWN for the
+    Python running this, or a path to an interpreter."""
+    from foldstack.kernel import stack_test_predictions, submission_frame
+
+    if not python:
+        py: Path | str = kaggle_venv()
+        versions_of = "Kaggle's image (configs/kaggle-image/requirements.txt)"
+    elif python == OWN:
+        py, versions_of = sys.executable, "this project's venv (requirements.txt)"
+    else:
+        py, versions_of = python, python
+    lay_out_root(root, cfg, data_dir, bundle)
+    print(f"kernel-check: running {kernel / 'predict.py'} offline in {root} on {versions_of}", flush=True)
+    seconds, log = run_kernel(py, kernel, root, timeout_s)
+    t0 = time.perf_counter()
+    expected = submission_frame(cfg, data_dir, stack_test_predictions(stack_dir, runs_root, data_dir))
+    predict_s = time.perf_counter() - t0
+    worst = compare(cfg, data_dir, root / "working" / "submission.csv", expected)
+    report = {
+        "passed": True,
+        "stack": str(stack_dir),
+        "data": str(data_dir),
+        "rows": len(expected),
+        "max_abs_diff": worst,
+        "tolerance": TOLERANCE,
+        "kernel_seconds": round(seconds, 1),
+        "predict_seconds": round(predict_s, 1),
+        "versions_of": versions_of,
+        "versions": python_versions(py),
+        "bundle_sha256": artifacts.folder_sha256(bundle) if hasattr(artifacts, "folder_sha256") else None,
+        "log": str(log),
+    }
+    artifacts.write_json(root / "report.json", report)
+    return report
+
+
+def staging_dir(cfg: CompetitionConfig) -> Path:
+    """Where `make submit` and `make kernel-check` build the bundle and the kernel folder."""
+    return Path("submissions") / cfg.name / "kaggle"
+
+
+def root_dir(cfg: CompetitionConfig) -> Path:
+    """The Kaggle-like root of `make kernel-check` (made afresh by each check)."""
+    return Path("submissions") / cfg.name / "kernel-check"
+
+
+def report_lines(report: dict) -> list[str]:
+    v = report["versions"]
+    return [
+        f"kernel-check passed: {report['rows']:,} rows equal `make predict` (max |diff| "
+        f"{report['max_abs_diff']:.2g} <= {report['tolerance']:g}); kernel {report['kernel_seconds']:.1f} s, "
+        f"predict {report['predict_seconds']:.1f} s",
+        f"  on {report['versions_of']}: Python {v['python']}, torch {v['torch']}, timm {v['timm']}, "
+        f"pandas {v['pandas']}, scikit-learn {v['scikit-learn']}, lightgbm {v['lightgbm']}, "
+        f"xgboost {v['xgboost']}",
+    ]
