@@ -34,6 +34,9 @@ HAM_PROFILE ?= data.img_size=64 train.epochs=10 predict.tta=2
 FROM ?=
 DRY_RUN ?=
 MSG ?=
+# make submit, code competitions: seconds between two status checks, and the wait for the score
+POLL ?=
+SCORE_TIMEOUT ?=
 LABELS ?=
 
 .PHONY: help setup setup-db data folds check-data bench-check-data cache oof bench-oof stack bench-stack \
@@ -92,7 +95,8 @@ predict: ## trained artifacts -> a submission for any Kaggle-layout folder (DATA
 	$(PY) pipelines/predict.py $(ARGS) --stack $(STACK)
 
 submit: ## validate + write the submission CSV + ledger, submit via the kaggle CLI (FROM=... DRY_RUN=1 MSG=...)
-	$(PY) pipelines/submit.py $(ARGS) --from "$(FROM)" --message "$(MSG)" $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force)
+	$(PY) pipelines/submit.py $(ARGS) --from "$(FROM)" --message "$(MSG)" $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force) \
+		$(if $(POLL),--poll $(POLL)) $(if $(SCORE_TIMEOUT),--score-timeout $(SCORE_TIMEOUT))
 
 kernel-check: ## run the Kaggle kernel offline on Kaggle's versions (.kaggle-venv); must equal make predict (STACK KERNEL_PYTHON=own)
 	$(PY) pipelines/kernel_check.py $(ARGS) --stack $(STACK) $(if $(KERNEL_PYTHON),--python "$(KERNEL_PYTHON)")

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from foldstack import kaggle_cli
-from foldstack.artifacts import fault_point
+from foldstack.artifacts import fault_point, folder_sha256
 from foldstack.bundle import build_submission_folders, check_stack_source, names
 from foldstack.cli import base_parser, competition_from_args, run_main
 from foldstack.config import CompetitionConfig
 from foldstack.errors import DataError
 from foldstack.submission import latest_source, ledger_path, ledger_rows, record, write_submission
+
+# ledger states a killed `make submit` leaves while the file may already be submitted: a rerun needs FORCE
+MAYBE_SENT = ("sending", "kernel complete", "submitted")
 
 
 def _owner(dry_run: bool) -> str:
@@ -24,25 +29,57 @@ def _owner(dry_run: bool) -> str:
         return "YOUR-USERNAME"
 
 
-def submit_code(cfg: CompetitionConfig, source: Path, message: str, dry_run: bool) -> dict:
-    """Bundle -> dataset version, kernel -> push, then a code submission of that kernel version."""
+@dataclass(frozen=True)
+class Waits:
+    """How long the code flow waits for each Kaggle step, and how often it asks (seconds)."""
+
+    dataset_s: float = 1800
+    kernel_s: float = 32400
+    score_s: float = 600
+    poll_s: float = 30
+
+
+def submit_code(
+    cfg: CompetitionConfig,
+    source: Path,
+    message: str,
+    dry_run: bool,
+    waits: Waits = Waits(),
+    step: Callable[[dict], None] = lambda update: None,
+) -> dict:
+    """Bundle -> dataset version, waited for until ready -> kernel push, waited for until its run is
+    complete -> code submission of that kernel version -> its score, waited for up to waits.score_s.
+
+    `step` gets the ledger fields after each step (not on a dry run, which prints the commands only).
+    """
     stack_dir = check_stack_source(cfg, source)
     owner = _owner(dry_run)
     staging = Path("submissions") / cfg.name / "kaggle"
     bundle, kernel = build_submission_folders(cfg, stack_dir, owner, staging)
-    print(f"bundle: {bundle}  kernel: {kernel}")
-    kaggle_cli.push_dataset(bundle, message, dry_run=dry_run)
+    done = {"bundle_sha256": folder_sha256(bundle)}  # the folder `datasets version` uploads, as it is
+    print(f"bundle: {bundle} (sha256 {done['bundle_sha256'][:12]})  kernel: {kernel}")
+
+    def after(status: str, **fields) -> None:
+        done.update(fields, kaggle_status=status)
+        if not dry_run:
+            step(dict(done))
+
+    dataset = kaggle_cli.push_dataset(bundle, message, dry_run=dry_run)
+    after("dataset uploaded")
+    kaggle_cli.wait_dataset_ready(dataset, waits.dataset_s, waits.poll_s, dry_run=dry_run)
+    after("dataset ready")
     version = kaggle_cli.push_kernel(kernel, dry_run=dry_run)
-    _, kernel_slug = names(cfg)
-    kaggle_cli.submit_code(
-        cfg.slug,
-        f"{owner}/{kernel_slug}",
-        version,
-        "submission.csv",
-        message,
-        dry_run=dry_run,
-    )
-    return {"kaggle_status": "dry-run" if dry_run else "submitted (kernel running)"}
+    after(f"kernel pushed v{version}", kernel_version=version)
+    kernel_ref = f"{owner}/{names(cfg)[1]}"
+    kaggle_cli.wait_kernel(kernel_ref, waits.kernel_s, waits.poll_s, dry_run=dry_run)
+    after("kernel complete")  # one of MAYBE_SENT: the submit command runs next
+    kaggle_cli.submit_code(cfg.slug, kernel_ref, version, "submission.csv", message, dry_run=dry_run)
+    after("submitted")
+    last = kaggle_cli.wait_score(cfg.slug, waits.score_s, waits.poll_s, dry_run=dry_run) or {}
+    if dry_run:
+        return done | {"kaggle_status": "dry-run"}
+    scores = {k: last.get(k) for k in ("public_score", "private_score")}
+    return done | scores | {"kaggle_status": last.get("status") or "submitted"}
 
 
 def submit_file(cfg: CompetitionConfig, path: Path, message: str, dry_run: bool) -> dict:
@@ -64,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--message", default="", help="submission message")
     p.add_argument("--dry-run", action="store_true", help="print every kaggle command, run none")
     p.add_argument("--force", action="store_true", help="send again a file an interrupted run was sending")
+    p.add_argument("--dataset-timeout", type=float, default=Waits.dataset_s, help="s to wait for the bundle")
+    p.add_argument("--kernel-timeout", type=float, default=Waits.kernel_s, help="s to wait for the kernel")
+    p.add_argument("--score-timeout", type=float, default=Waits.score_s, help="s to wait for the score")
+    p.add_argument("--poll", type=float, default=Waits.poll_s, help="s between two status checks")
     args = p.parse_args(argv)
     cfg, data_dir = competition_from_args(args)
     source = Path(args.source) if args.source else latest_source(cfg)
@@ -85,9 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     message = args.message or f"foldstack {row['name']} ({score}, {row['git_commit'][:10]})"
-    flow = submit_code if cfg.code_competition else submit_file
     if not args.dry_run:
-        sending = ledger_rows(ledger, row["sha256"], ("sending",))
+        sending = ledger_rows(ledger, row["sha256"], MAYBE_SENT)
         if len(sending) and not args.force:
             raise DataError(
                 f"{ledger}: this same file ({sending.iloc[-1]['file']}) was being sent to Kaggle when an "
@@ -97,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         record(ledger, row | {"kaggle_status": "sending"})
         fault_point("submit.sending")
     try:
-        result = flow(cfg, source if cfg.code_competition else path, message, args.dry_run)
+        if cfg.code_competition:
+            waits = Waits(args.dataset_timeout, args.kernel_timeout, args.score_timeout, args.poll)
+            result = submit_code(cfg, source, message, args.dry_run, waits, lambda u: record(ledger, row | u))
+        else:
+            result = submit_file(cfg, path, message, args.dry_run)
     except Exception as e:  # the file and a 'failed' ledger row stay, with the reason
         record(ledger, row | {"kaggle_status": "failed", "note": kaggle_cli.redact(str(e))[:500]})
         raise

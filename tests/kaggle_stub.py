@@ -61,6 +61,14 @@ class StubState:
     kernel_error: str = ""  # SaveKernel answers {"error": ...} with HTTP 200 when set
     first_kernel_version: int = 7
     submissions: list[dict[str, Any]] = field(default_factory=list)
+    # Statuses answered in turn (the last one repeated): DatabundleVersionStatus names for GetDatasetStatus
+    # after a dataset version is created (READY before), KernelWorkerStatus names for GetKernelSessionStatus
+    # after each SaveKernel, SubmissionStatus names of the newest submission for each ListSubmissions.
+    dataset_statuses: list[str] = field(default_factory=lambda: ["READY"])
+    kernel_statuses: list[str] = field(default_factory=lambda: ["COMPLETE"])
+    kernel_failure: str = ""  # failureMessage of a kernel run that ends ERROR or cancelled
+    kernel_log: str = ""  # the `log` of ListKernelSessionOutput (none when empty)
+    submission_statuses: list[str] = field(default_factory=lambda: ["COMPLETE"])
 
 
 class KaggleStub:
@@ -74,6 +82,7 @@ class KaggleStub:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._kernel_versions: dict[str, int] = {}
+        self._polls: dict[str, int] = {}  # status polls answered since the dataset/kernel/submission changed
         self.server = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
@@ -134,6 +143,17 @@ class KaggleStub:
         return [r for r in self.requests if r.unknown]
 
     # --- request handling ---------------------------------------------------------------------
+    def _next(self, what: str, statuses: list[str]) -> str:
+        """The status to answer for poll number n of `what` (counted from its last change)."""
+        with self._lock:
+            n = self._polls.get(what, 0)
+            self._polls[what] = n + 1
+        return statuses[min(n, len(statuses) - 1)]
+
+    def _changed(self, what: str) -> None:
+        with self._lock:
+            self._polls[what] = 0
+
     def handle(self, rec: Recorded) -> tuple[int, Any]:
         with self._lock:
             self.requests.append(rec)
@@ -177,6 +197,7 @@ class KaggleStub:
 
     def _new_submission(self, file_name: str, description: str) -> tuple[int, Any]:
         ref = 1000 + next(self._ids)
+        self._changed("submission")
         self.state.submissions.insert(
             0,
             {
@@ -204,15 +225,23 @@ class KaggleStub:
         return 200, {"numToday": 1, "numTotal": 1, "numAllowedNow": 4}
 
     def _rpc_ListSubmissions(self, body: dict) -> tuple[int, Any]:
+        if self.state.submissions:
+            newest = self.state.submissions[0]
+            newest["status"] = status = self._next("submission", self.state.submission_statuses)
+            newest["publicScore"] = self.state.public_score if status == "COMPLETE" else ""
+            newest["privateScore"] = self.state.private_score if status == "COMPLETE" else ""
         return 200, {"submissions": self.state.submissions}
 
     def _rpc_GetDatasetStatus(self, body: dict) -> tuple[int, Any]:
         ref = f"{body.get('ownerSlug')}/{body.get('datasetSlug')}"
-        if ref in self.state.datasets:
+        if ref not in self.state.datasets:
+            return 404, {"code": 404, "message": "Not found"}
+        if f"dataset {ref}" not in self._polls:  # no version made here: the existing one is ready
             return 200, {"status": "READY"}
-        return 404, {"code": 404, "message": "Not found"}
+        return 200, {"status": self._next(f"dataset {ref}", self.state.dataset_statuses)}
 
     def _dataset_answer(self, ref: str) -> tuple[int, Any]:
+        self._changed(f"dataset {ref}")
         return 200, {"ref": ref, "url": f"{self.public_base}/datasets/{ref}", "status": "Ok"}
 
     def _rpc_CreateDatasetVersion(self, body: dict) -> tuple[int, Any]:
@@ -232,11 +261,22 @@ class KaggleStub:
         slug = body.get("slug", "")
         version = self._kernel_versions.get(slug, self.state.first_kernel_version - 1) + 1
         self._kernel_versions[slug] = version
+        self._changed("kernel")
         return 200, {
             "ref": f"/code/{slug}",
             "url": f"{self.public_base}/code/{slug}",
             "versionNumber": version,
         }
+
+    def _rpc_GetKernelSessionStatus(self, body: dict) -> tuple[int, Any]:
+        status = self._next("kernel", self.state.kernel_statuses)
+        answer = {"status": status}
+        if status in ("ERROR", "CANCEL_REQUESTED", "CANCEL_ACKNOWLEDGED") and self.state.kernel_failure:
+            answer["failureMessage"] = self.state.kernel_failure
+        return 200, answer
+
+    def _rpc_ListKernelSessionOutput(self, body: dict) -> tuple[int, Any]:
+        return 200, {"files": [], **({"log": self.state.kernel_log} if self.state.kernel_log else {})}
 
     def _rpc_IntrospectToken(self, body: dict) -> tuple[int, Any]:
         return 200, {"active": body.get("token") == KEY, "username": USERNAME}

@@ -222,6 +222,147 @@ def test_submit_code_names_kernel_version_file_and_message(kaggle_stub, capsys):
     assert kaggle_stub.unknown == []
 
 
+# --- waiting for Kaggle -----------------------------------------------------------------------
+
+POLL = 0.05
+
+
+def _methods(stub: KaggleStub) -> list[str]:
+    return [r.rsplit("/", 1)[-1] for r in stub.rpcs() if "/" in r]
+
+
+def test_wait_dataset_ready_polls_the_new_version_until_ready(kaggle_stub, tmp_path, capsys):
+    kaggle_stub.state.dataset_statuses = ["BLOBS_RECEIVED", "BLOBS_RECEIVED", "BLOBS_DECOMPRESSED", "READY"]
+    kc.push_dataset(_dataset_folder(tmp_path), "first models")
+    kc.wait_dataset_ready(DATASET, timeout_s=60, poll_s=POLL)
+
+    methods = _methods(kaggle_stub)
+    assert methods[methods.index("CreateDataset") + 1 :] == ["GetDatasetStatus"] * 4
+    out = capsys.readouterr().out.splitlines()
+    assert out.count(f"$ kaggle datasets status {DATASET}") == 2  # the existence check, then the wait once
+    waiting = [line for line in out if line.startswith("waiting for")]
+    assert [line.split(" (")[0] for line in waiting] == [  # a line per change of status, not per poll
+        f"waiting for dataset {DATASET}: blobs_received",
+        f"waiting for dataset {DATASET}: blobs_decompressed",
+    ]
+    assert re.fullmatch(r"waiting for .*: blobs_received \(\d+ s of 60 s\)", waiting[0])
+    assert re.fullmatch(rf"dataset {DATASET}: ready after \d+ s", out[-1])
+
+
+def test_a_dataset_stuck_in_processing_times_out_naming_it(kaggle_stub, tmp_path, capsys):
+    kaggle_stub.state.datasets.add(DATASET)
+    kaggle_stub.state.dataset_statuses = ["BLOBS_RECEIVED"]
+    kc.push_dataset(_dataset_folder(tmp_path), "stuck")
+    with pytest.raises(KaggleError, match=rf"dataset {DATASET} is not ready after \d+ s .*'blobs_received'"):
+        kc.wait_dataset_ready(DATASET, timeout_s=1.0, poll_s=0.2)
+    assert len(kaggle_stub.calls("GetDatasetStatus")) >= 2  # the existence check, then polls
+    assert capsys.readouterr().out.count("waiting for dataset") == 1
+
+
+def test_a_failed_dataset_version_is_an_error_with_the_cli_output(kaggle_stub, tmp_path):
+    kaggle_stub.state.dataset_statuses = ["BLOBS_RECEIVED", "FAILED"]
+    kc.push_dataset(_dataset_folder(tmp_path), "broken")
+    with pytest.raises(KaggleError, match=rf"dataset {DATASET} is failed after \d+ s;.*printed:\nfailed"):
+        kc.wait_dataset_ready(DATASET, timeout_s=60, poll_s=POLL)
+
+
+def test_wait_kernel_polls_until_the_run_is_complete(kaggle_stub, capsys):
+    kaggle_stub.state.kernel_statuses = ["QUEUED", "RUNNING", "RUNNING", "COMPLETE"]
+    kc.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL)
+
+    assert _methods(kaggle_stub) == ["GetKernelSessionStatus"] * 4
+    assert kaggle_stub.calls("GetKernelSessionStatus")[0].json == {
+        "userName": USERNAME,
+        "kernelSlug": "foldstack-infer",
+    }
+    out = capsys.readouterr().out
+    assert out.count("$ kaggle kernels status") == 1
+    assert out.count(f"waiting for kernel {KERNEL}: queued (") == 1
+    assert out.count(f"waiting for kernel {KERNEL}: running (") == 1
+    assert f"kernel {KERNEL}: complete after" in out
+
+
+def _json_log(lines: list[str]) -> str:
+    """A log as Kaggle stores it: a JSON array, one {stream_name, time, data} record a line."""
+    records = [
+        json.dumps({"stream_name": "stdout", "time": i * 0.5, "data": f"{x}\n"}) for i, x in enumerate(lines)
+    ]
+    return "[" + "\n,".join(records) + "]\n"
+
+
+def test_a_kernel_that_fails_raises_its_failure_message_and_log_tail(kaggle_stub):
+    kaggle_stub.state.kernel_statuses = ["RUNNING", "ERROR"]
+    kaggle_stub.state.kernel_failure = "Your notebook hit an unhandled error"
+    lines = [f"epoch {i}" for i in range(100)] + ["Traceback (most recent call last):", f"ValueError: {KEY}"]
+    kaggle_stub.state.kernel_log = _json_log(lines)
+    with pytest.raises(KaggleError) as info:
+        kc.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL)
+
+    message = str(info.value)
+    assert f"kernel {KERNEL} ended error after" in message
+    assert "Your notebook hit an unhandled error" in message
+    tail = message.split("lines of its log:\n", 1)[1].splitlines()
+    assert tail == [*lines[-kc.LOG_LINES : -1], "ValueError: ***"]  # plain text, the last 40, redacted
+    assert KEY not in message
+    assert _methods(kaggle_stub) == [
+        "GetKernelSessionStatus",
+        "GetKernelSessionStatus",
+        "ListKernelSessionOutput",
+    ]
+    assert kaggle_stub.calls("ListKernelSessionOutput")[0].json["kernelSlug"] == "foldstack-infer"
+
+
+def test_a_cancelled_kernel_without_log_says_so(kaggle_stub):
+    kaggle_stub.state.kernel_statuses = ["CANCEL_ACKNOWLEDGED"]
+    with pytest.raises(
+        KaggleError, match=r"ended cancel_acknowledged .*no failure message.*\n.*\n\(the run left no log\)"
+    ):
+        kc.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL)
+
+
+def test_a_kernel_still_running_at_the_timeout_is_an_error(kaggle_stub):
+    kaggle_stub.state.kernel_statuses = ["RUNNING"]
+    with pytest.raises(KaggleError, match=rf"kernel {KERNEL} did not finish within 0.5 s .*'running'"):
+        kc.wait_kernel(KERNEL, timeout_s=0.5, poll_s=0.2)
+    assert kaggle_stub.calls("ListKernelSessionOutput") == []
+
+
+def test_a_status_poll_that_keeps_failing_ends_the_wait(kaggle_stub, capsys):
+    kaggle_stub.state.fail["GetKernelSessionStatus"] = 503
+    with pytest.raises(KaggleError, match="GetKernelSessionStatus failed on purpose"):
+        kc.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL)
+    assert len(kaggle_stub.calls("GetKernelSessionStatus")) == kc.POLL_ERRORS  # retried, then given up
+    assert capsys.readouterr().out.count("could not read the status of kernel") == kc.POLL_ERRORS - 1
+
+
+def test_wait_score_returns_the_scored_row_and_a_pending_one_at_the_timeout(kaggle_stub, capsys):
+    kaggle_stub.state.submission_statuses = ["PENDING", "PENDING", "COMPLETE"]
+    kaggle_stub.state.public_score = "0.1650"
+    kc.submit_code(SLUG, KERNEL, 7, "submission.csv", "scored later")
+    row = kc.wait_score(SLUG, timeout_s=60, poll_s=POLL)
+    assert row is not None and row["status"] == "complete" and row["public_score"] == "0.1650"
+    assert _methods(kaggle_stub)[-3:] == ["ListSubmissions"] * 3
+    assert "public score 0.1650" in capsys.readouterr().out
+
+    kaggle_stub.state.submission_statuses = ["PENDING"]
+    kc.submit_code(SLUG, KERNEL, 8, "submission.csv", "scored much later")
+    row = kc.wait_score(SLUG, timeout_s=0.3, poll_s=0.1)  # no error: Kaggle may score for hours
+    assert row is not None and row["status"] == "pending" and row["public_score"] == ""
+    assert re.search(
+        rf"not scored after \d+ s: `kaggle competitions submissions -c {SLUG}`", capsys.readouterr().out
+    )
+
+
+def test_log_text_reads_json_records_and_plain_text():
+    records = [
+        {"stream_name": "stderr", "time": 1.0, "data": "a\n"},
+        {"stream_name": "stdout", "data": "b\n"},
+    ]
+    assert kc._log_text(json.dumps(records)) == "a\nb\n"  # one JSON array
+    assert kc._log_text("[" + "\n,".join(map(json.dumps, records))) == "a\nb\n"  # cut off: no closing ]
+    assert kc._log_text("plain\nlog [1]\n") == "plain\nlog [1]\n"
+
+
 # --- dry run ----------------------------------------------------------------------------------
 
 
@@ -232,13 +373,19 @@ def test_dry_run_prints_every_command_and_runs_nothing(kaggle_stub, tmp_path, ca
     kc.submit_file(SLUG, csv_path, "dry", dry_run=True)
     assert kc.push_dataset(data, "dry data", dry_run=True) == DATASET
     assert kc.push_kernel(kernel, dry_run=True) is None
+    kc.wait_dataset_ready(DATASET, timeout_s=60, poll_s=POLL, dry_run=True)
+    kc.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL, dry_run=True)
     kc.submit_code(SLUG, KERNEL, 3, "submission.csv", "dry code", dry_run=True)
+    assert kc.wait_score(SLUG, timeout_s=60, poll_s=POLL, dry_run=True) is None
 
     assert capsys.readouterr().out.splitlines() == [
         f"$ kaggle competitions submit -c {SLUG} -f {shlex.quote(str(csv_path))} -m dry",
         f"$ kaggle datasets version -p {shlex.quote(str(data))} -m 'dry data' -r zip",
         f"$ kaggle kernels push -p {shlex.quote(str(kernel))}",
+        f"$ kaggle datasets status {DATASET}",
+        f"$ kaggle kernels status {KERNEL}",
         f"$ kaggle competitions submit -c {SLUG} -k {KERNEL} -v 3 -f submission.csv -m 'dry code'",
+        f"$ kaggle competitions submissions -c {SLUG} --csv",
     ]
     assert kaggle_stub.requests == []
 

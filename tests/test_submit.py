@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from foldstack import kaggle_cli
+from foldstack.artifacts import folder_sha256
 from foldstack.bundle import build_bundle, build_kernel
 from foldstack.config import load_competition
 from foldstack.data.metadata import read_metadata
@@ -18,7 +19,7 @@ from foldstack.kernel import stack_test_predictions, submission_frame
 from foldstack.leaderboard import leaderboard
 from foldstack.stage1.config import load_oof_config
 from foldstack.stage1.run import run_oof
-from foldstack.submission import ledger_path, read_ledger, record, write_submission
+from foldstack.submission import LEDGER_COLUMNS, ledger_path, read_ledger, record, write_submission
 from tests.conftest import TINY
 
 
@@ -209,33 +210,162 @@ def _submit(args, monkeypatch, tmp_path):
     return submit_pipeline.main(args)
 
 
-def test_code_competition_flow_end_to_end(trained, kaggle_stub, tmp_path, monkeypatch, capsys):
+def _code_args(data, runs, *extra):
+    return ["--comp", "isic2024", "--data", str(data), "--set", f"{TINY['isic2024']} runs_dir={runs}", *extra]
+
+
+# the calls by which the code flow uploads, waits and submits (uploads of file bytes left out)
+FLOW_CALLS = {
+    "GetDatasetStatus",
+    "CreateDataset",
+    "CreateDatasetVersion",
+    "SaveKernel",
+    "GetKernelSessionStatus",
+    "ListKernelSessionOutput",
+    "CreateCodeSubmission",
+    "ListSubmissions",
+}
+
+
+def _flow_calls(stub):
+    return [m for m in (r.rsplit("/", 1)[-1] for r in stub.rpcs()) if m in FLOW_CALLS]
+
+
+def _ledger_statuses(monkeypatch):
+    """The kaggle_status of every ledger write `make submit` makes from now on."""
+    from pipelines import submit as submit_pipeline
+
+    seen = []
+
+    def spy(path, row):
+        seen.append(row["kaggle_status"])
+        record(path, row)
+
+    monkeypatch.setattr(submit_pipeline, "record", spy)
+    return seen
+
+
+def test_code_competition_flow_waits_for_each_step_and_records_it(
+    trained, kaggle_stub, tmp_path, monkeypatch, capsys
+):
     _cfg, data, runs, _stack = trained
-    _submit(
-        [
-            "--comp",
-            "isic2024",
-            "--data",
-            str(data),
-            "--set",
-            f"{TINY['isic2024']} runs_dir={runs}",
-            "--message",
-            "e2e code",
-        ],
-        monkeypatch,
-        tmp_path,
-    )
-    rpcs = [r.rsplit("/", 1)[-1] for r in kaggle_stub.rpcs()]
-    assert rpcs.index("CreateDataset") < rpcs.index("SaveKernel") < rpcs.index("CreateCodeSubmission")
+    state = kaggle_stub.state
+    state.dataset_statuses = ["BLOBS_RECEIVED", "READY"]
+    state.kernel_statuses = ["QUEUED", "RUNNING", "COMPLETE"]
+    state.submission_statuses = ["PENDING", "COMPLETE"]
+    state.public_score = "0.1612"
+    statuses = _ledger_statuses(monkeypatch)
+    _submit(_code_args(data, runs, "--message", "e2e code", "--poll", "0.05"), monkeypatch, tmp_path)
+
+    # the dataset is ready before the kernel is pushed, the kernel's run complete before it is submitted
+    assert _flow_calls(kaggle_stub) == [
+        "GetDatasetStatus",  # does the dataset exist? (no: it is created)
+        "GetDatasetStatus",  # `kaggle datasets create` asks again itself
+        "CreateDataset",
+        *["GetDatasetStatus"] * 2,
+        "SaveKernel",
+        *["GetKernelSessionStatus"] * 3,
+        "CreateCodeSubmission",
+        *["ListSubmissions"] * 2,
+    ]
     kernel = kaggle_stub.calls("SaveKernel")[0].json
     assert kernel["competitionDataSources"] == ["isic-2024-challenge"] and kernel["enableInternet"] is False
     assert "foldstack.kernel" in kernel["text"]
     code = kaggle_stub.calls("CreateCodeSubmission")[0].json
     assert code["kernelSlug"] == "foldstack-isic2024-predict" and code["submissionDescription"] == "e2e code"
-    assert code["fileName"] == "submission.csv" and int(code["kernelVersion"]) >= 1
+    assert code["fileName"] == "submission.csv" and code["kernelVersion"] == 7
     assert not kaggle_stub.unknown
+    assert statuses == [
+        "sending",
+        "dataset uploaded",
+        "dataset ready",
+        "kernel pushed v7",
+        "kernel complete",
+        "submitted",
+        "complete",
+    ]
     ledger = read_ledger(tmp_path / "submissions/isic2024/ledger.csv")
-    assert ledger.loc[0, "flow"] == "code" and ledger.loc[0, "kaggle_status"].startswith("submitted")
+    row = ledger.iloc[0]
+    assert len(ledger) == 1 and row["flow"] == "code" and row["kaggle_status"] == "complete"
+    assert float(row["public_score"]) == pytest.approx(0.1612)
+    assert row["bundle_sha256"] == folder_sha256(tmp_path / "submissions/isic2024/kaggle/bundle")
+    assert row["kernel_version"] == 7 and pd.isna(row["kernel_check"])
+    out = capsys.readouterr().out
+    assert "waiting for kernel stub-user/foldstack-isic2024-predict: queued (" in out
+    assert "kaggle status: complete" in out
+
+
+def test_a_kernel_run_that_fails_stops_the_flow_before_submitting(
+    trained, kaggle_stub, tmp_path, monkeypatch
+):
+    _cfg, data, runs, _stack = trained
+    kaggle_stub.state.kernel_statuses = ["RUNNING", "ERROR"]
+    kaggle_stub.state.kernel_failure = "Your notebook tried to allocate more memory than is available."
+    kaggle_stub.state.kernel_log = (
+        "Loading fold 0\nTraceback (most recent call last):\nMemoryError: stack.npy\n"
+    )
+    with pytest.raises(kaggle_cli.KaggleError) as info:
+        _submit(_code_args(data, runs, "--poll", "0.05"), monkeypatch, tmp_path)
+
+    message = str(info.value)
+    assert "foldstack-isic2024-predict ended error after" in message
+    assert "tried to allocate more memory" in message and message.endswith("MemoryError: stack.npy")
+    assert kaggle_stub.calls("CreateCodeSubmission") == [] and kaggle_stub.calls("ListKernelSessionOutput")
+    row = read_ledger(tmp_path / "submissions/isic2024/ledger.csv").iloc[0]
+    assert row["kaggle_status"] == "failed" and "tried to allocate more memory" in row["note"]
+    assert row["kernel_version"] == 7 and len(row["bundle_sha256"]) == 64  # kept from the steps that ran
+    assert (tmp_path / row["file"]).exists()
+
+
+def test_a_bundle_that_never_gets_ready_stops_the_flow_naming_it(trained, kaggle_stub, tmp_path, monkeypatch):
+    _cfg, data, runs, _stack = trained
+    kaggle_stub.state.dataset_statuses = ["BLOBS_RECEIVED"]
+    args = _code_args(data, runs, "--poll", "0.1", "--dataset-timeout", "0.5")
+    with pytest.raises(
+        kaggle_cli.KaggleError, match="stub-user/foldstack-isic2024-bundle is not ready after"
+    ):
+        _submit(args, monkeypatch, tmp_path)
+    assert kaggle_stub.calls("SaveKernel") == []
+    row = read_ledger(tmp_path / "submissions/isic2024/ledger.csv").iloc[0]
+    assert row["kaggle_status"] == "failed" and "blobs_received" in row["note"]
+    assert (tmp_path / row["file"]).exists()
+
+
+@pytest.mark.parametrize("state", ["kernel complete", "submitted"])
+def test_a_code_submission_stopped_after_its_kernel_ran_is_not_sent_twice(
+    state, trained, kaggle_stub, tmp_path, monkeypatch
+):
+    cfg, data, runs, stack = trained
+    ledger = tmp_path / "submissions" / "isic2024" / "ledger.csv"
+    _, row = write_submission(
+        cfg, data, stack / "test.parquet", out_dir=tmp_path / "submissions", ledger=ledger
+    )
+    record(ledger, row | {"kaggle_status": state})  # a kill while submitting or waiting for the score
+    with pytest.raises(DataError, match=r"was being sent to Kaggle .* FORCE=1"):
+        _submit(_code_args(data, runs), monkeypatch, tmp_path)
+    assert not kaggle_stub.rpcs()
+
+
+def test_an_older_ledger_without_the_code_flow_columns_reads_and_grows(trained, tmp_path):
+    cfg, data, _, stack = trained
+    ledger = ledger_path(cfg, tmp_path)
+    ledger.parent.mkdir(parents=True)
+    old = [c for c in LEDGER_COLUMNS if c not in ("bundle_sha256", "kernel_version", "kernel_check")]
+    old_row = {c: "" for c in old} | {"time_utc": "20240801T000000Z", "file": "old.csv", "sha256": "a" * 64}
+    pd.DataFrame([old_row | {"kaggle_status": "complete", "public_score": 0.15}], columns=old).to_csv(
+        ledger, index=False
+    )
+    table = read_ledger(ledger)
+    assert list(table.columns) == LEDGER_COLUMNS and table["bundle_sha256"].isna().all()
+
+    _, row = write_submission(cfg, data, stack / "test.parquet", out_dir=tmp_path, ledger=ledger)
+    record(ledger, row | {"kaggle_status": "complete", "bundle_sha256": "b" * 64, "kernel_version": 3})
+    table = read_ledger(ledger)
+    assert table["file"].tolist() == ["old.csv", row["file"]]
+    assert table.loc[0, "kaggle_status"] == "complete" and table.loc[0, "public_score"] == 0.15
+    assert pd.isna(table.loc[0, "kernel_version"]) and table.loc[1, "kernel_version"] == 3
+    assert table.loc[1, "bundle_sha256"] == "b" * 64
+    assert pd.read_csv(ledger).columns.tolist() == LEDGER_COLUMNS
 
 
 @pytest.fixture(scope="module")
@@ -318,10 +448,17 @@ def test_code_flow_dry_run_without_credentials_prints_the_commands(trained, tmp_
         monkeypatch,
         tmp_path,
     )
-    out = capsys.readouterr().out
-    assert "$ kaggle datasets version -p submissions/isic2024/kaggle/bundle" in out
-    assert "$ kaggle kernels push -p submissions/isic2024/kaggle/kernel" in out
-    assert "-k YOUR-USERNAME/foldstack-isic2024-predict -v VERSION -f submission.csv" in out
+    commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith("$ kaggle")]
+    assert commands == [
+        "$ kaggle datasets version -p submissions/isic2024/kaggle/bundle -m "
+        + commands[0].split(" -m ", 1)[1],
+        "$ kaggle datasets status YOUR-USERNAME/foldstack-isic2024-bundle",  # what it would wait for
+        "$ kaggle kernels push -p submissions/isic2024/kaggle/kernel",
+        "$ kaggle kernels status YOUR-USERNAME/foldstack-isic2024-predict",
+        "$ kaggle competitions submit -c isic-2024-challenge -k YOUR-USERNAME/foldstack-isic2024-predict "
+        "-v VERSION -f submission.csv -m " + commands[4].split(" -m ", 1)[1],
+        "$ kaggle competitions submissions -c isic-2024-challenge --csv",
+    ]
     assert read_ledger(tmp_path / "submissions/isic2024/ledger.csv").loc[0, "kaggle_status"] == "dry-run"
 
 
@@ -398,7 +535,7 @@ def test_a_file_left_sending_is_not_sent_twice_without_force(trained, kaggle_stu
     subs = tmp_path / "submissions"
     _, row = write_submission(cfg, data, stack / "test.parquet", out_dir=subs, ledger=ledger)
     record(ledger, row | {"kaggle_status": "sending"})  # a kill while the kaggle command ran
-    args = ["--comp", "isic2024", "--data", str(data), "--set", f"{TINY['isic2024']} runs_dir={runs}"]
+    args = _code_args(data, runs)
     with pytest.raises(DataError, match=r"was being sent to Kaggle .* FORCE=1"):
         _submit(args, monkeypatch, tmp_path)
     assert not kaggle_stub.rpcs()  # nothing was sent

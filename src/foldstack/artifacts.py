@@ -125,15 +125,28 @@ COMMIT_SUFFIX = ".commit.json"
 MANIFEST_KEY = "set_members"
 
 
+def _folder_digest(path: Path) -> tuple[str, int]:
+    h, total = hashlib.sha256(), 0
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = f.relative_to(path).as_posix()
+        h.update(f"{rel}\0{sha256_file(f)}\n".encode())
+        total += f.stat().st_size
+    return h.hexdigest(), total
+
+
+def folder_sha256(path: str | Path) -> str:
+    """sha256 of a folder: over every file under it, in sorted order, its relative path and the sha256
+    of its bytes. The same content gives the same digest wherever the folder lies."""
+    if not Path(path).is_dir():
+        raise FileNotFoundError(f"{path} is not a folder")
+    return _folder_digest(Path(path))[0]
+
+
 def _members_digest(path: Path) -> dict:
-    """{"bytes", "sha256"} of a file, or of every file under a folder (sha256 over names and hashes)."""
+    """{"bytes", "sha256"} of a file, or of every file under a folder (`folder_sha256`)."""
     if path.is_dir():
-        h, total = hashlib.sha256(), 0
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            rel = f.relative_to(path).as_posix()
-            h.update(f"{rel}\0{sha256_file(f)}\n".encode())
-            total += f.stat().st_size
-        return {"bytes": total, "sha256": h.hexdigest(), "folder": True}
+        sha, total = _folder_digest(path)
+        return {"bytes": total, "sha256": sha, "folder": True}
     return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 

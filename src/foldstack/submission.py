@@ -24,6 +24,9 @@ LEDGER_COLUMNS = [
     "oof_auc",
     "sha256",
     "flow",
+    "bundle_sha256",  # code competitions: folder_sha256 of the bundle uploaded as the dataset version
+    "kernel_version",  # the kernel version `kaggle kernels push` made and the submission names
+    "kernel_check",
     "kaggle_status",
     "public_score",
     "private_score",
@@ -190,10 +193,24 @@ def ledger_path(cfg: CompetitionConfig, out_dir: Path = Path("submissions")) -> 
     return out_dir / cfg.name / "ledger.csv"
 
 
+_LEDGER_DTYPES = {
+    "time_utc": str,
+    "note": str,
+    "kaggle_status": str,
+    "sha256": str,
+    "bundle_sha256": str,
+    "kernel_version": "Int64",
+    "kernel_check": str,
+}
+
+
 def read_ledger(path: Path) -> pd.DataFrame:
+    """The ledger with every LEDGER_COLUMNS column (a ledger written before a column existed gets it
+    blank), then any other columns it holds."""
     if not path.exists():
         return pd.DataFrame(columns=LEDGER_COLUMNS)
-    return pd.read_csv(path, dtype={"time_utc": str, "note": str, "kaggle_status": str, "sha256": str})
+    ledger = pd.read_csv(path, dtype=_LEDGER_DTYPES)
+    return ledger.reindex(columns=[*LEDGER_COLUMNS, *(c for c in ledger.columns if c not in LEDGER_COLUMNS)])
 
 
 def record(path: Path, row: dict) -> None:
