@@ -96,7 +96,8 @@ predict: ## trained artifacts -> a submission for any Kaggle-layout folder (DATA
 
 submit: ## validate + write the submission CSV + ledger, submit via the kaggle CLI (FROM=... DRY_RUN=1 MSG=...)
 	$(PY) pipelines/submit.py $(ARGS) --from "$(FROM)" --message "$(MSG)" $(if $(DRY_RUN),--dry-run) $(if $(FORCE),--force) \
-		$(if $(POLL),--poll $(POLL)) $(if $(SCORE_TIMEOUT),--score-timeout $(SCORE_TIMEOUT))
+		$(if $(POLL),--poll $(POLL)) $(if $(SCORE_TIMEOUT),--score-timeout $(SCORE_TIMEOUT)) \
+		$(if $(SKIP_KERNEL_CHECK),--skip-kernel-check) $(if $(KERNEL_PYTHON),--kernel-python "$(KERNEL_PYTHON)")
 
 kernel-check: ## run the Kaggle kernel offline on Kaggle's versions (.kaggle-venv); must equal make predict (STACK KERNEL_PYTHON=own)
 	$(PY) pipelines/kernel_check.py $(ARGS) --stack $(STACK) $(if $(KERNEL_PYTHON),--python "$(KERNEL_PYTHON)")

@@ -20,7 +20,8 @@ FIXTURES = REPO.parent / "shared" / "fixtures" / "isic2024-public-test"
 TINY = {
     "isic2024": (
         "synthetic.n_train_patients=24 synthetic.n_test_patients=6 synthetic.lesions_per_patient=12 "
-        "synthetic.pos_rate=0.06 synthetic.img_min=48 synthetic.img_max=64 folds.k=3"
+        "synthetic.pos_rate=0.06 synthetic.img_min=48 synthetic.img_max=64 folds.k=3 "
+        "kernel.runtime_limit_h=0"  # no runtime gate on tiny runs (their per-row timing is all overhead)
     ),
     "isic2020": (
         "synthetic.n_train_patients=18 synthetic.n_test_patients=5 synthetic.lesions_per_patient=8 "

@@ -66,12 +66,12 @@ def test_kernel_runs_offline_in_a_kaggle_root_and_equals_predict(trained, staged
     assert report["versions"]["torch"] != "missing"
 
 
-def test_offline_env_reaches_no_index():
-    env = kc.offline_env(kc.REPO / "nowhere")
+def test_offline_env_reaches_no_index(tmp_path):
+    env = kc.offline_env(tmp_path)
     assert env["PIP_NO_INDEX"] == "1" and env["PIP_CONFIG_FILE"] == "/dev/null"
     assert env["HTTPS_PROXY"].startswith("http://127.0.0.1:") and "PYTHONPATH" not in env
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "-d", "/tmp/never", "six==1.17.0"],
+        [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(tmp_path / "w"), "six==1.17.0"],
         env=env,
         capture_output=True,
         text=True,
@@ -88,7 +88,10 @@ def test_a_failing_kernel_shows_its_log_tail(trained, staged, tmp_path):
     shutil.copytree(bundle, broken)
     model = next((broken / "runs/isic2024/stack/lgbm/models/lgbm/fold0").iterdir())
     model.write_text("not a model\n")
-    with pytest.raises(DataError, match=r"(?s)failed \(exit [1-9]\d*\).*kernel\.log ends:.*fold0"):
+    with pytest.raises(
+        DataError,
+        match=r"(?s)failed \(exit [1-9]\d*\).*kernel\.log ends:.*models does not match .*metrics\.json",
+    ):
         kc.check_kernel(cfg, data, stack, runs, broken, kernel, tmp_path / "root", python=kc.OWN)
 
 
@@ -124,8 +127,9 @@ def test_runtime_estimate_scales_the_measured_test_pass(trained):
     cfg, _, runs, stack = trained
     m = json.loads((runs / "isic2024/oof/tiny/metrics.json").read_text())
     n = len(pd.read_parquet(runs / "isic2024/oof/tiny/test.parquet"))
+    assert cfg.kernel.hidden_test_rows == 500_000 and cfg.kernel.runtime_limit_h == 0  # TINY: no limit
+    cfg = cfg.model_copy(update={"kernel": cfg.kernel.model_copy(update={"runtime_limit_h": 12})})
     est = kc.runtime_estimate(cfg, stack, runs)
-    assert cfg.kernel.hidden_test_rows == 500_000 and cfg.kernel.runtime_limit_h == 12
     assert np.isclose(est["seconds"], m["test_prediction_seconds"] / n * 500_000)
     assert est["over_limit"] == (est["seconds"] > 12 * 3600)
     tight = cfg.model_copy(update={"kernel": cfg.kernel.model_copy(update={"runtime_limit_h": 1e-6})})

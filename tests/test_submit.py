@@ -192,10 +192,12 @@ def test_network_failure_keeps_file_and_records_failed_row(trained, tmp_path, mo
                 f"{TINY['isic2024']} runs_dir={runs}",
                 "--from",
                 str(stack / "test.parquet"),
+                "--skip-kernel-check",
             ]
         )
     ledger = read_ledger(tmp_path / "submissions/isic2024/ledger.csv")
     assert ledger.loc[0, "kaggle_status"] == "failed" and "connection refused" in ledger.loc[0, "note"]
+    assert ledger.loc[0, "kernel_check"] == "skipped (SKIP_KERNEL_CHECK=1)"
     assert (tmp_path / ledger.loc[0, "file"]).exists()
 
 
@@ -210,8 +212,11 @@ def _submit(args, monkeypatch, tmp_path):
     return submit_pipeline.main(args)
 
 
-def _code_args(data, runs, *extra):
-    return ["--comp", "isic2024", "--data", str(data), "--set", f"{TINY['isic2024']} runs_dir={runs}", *extra]
+def _code_args(data, runs, *extra, check=("--skip-kernel-check",), limit=""):
+    """make submit for the tiny code competition; the kernel check is skipped unless `check` says how to
+    run it (its own test runs it), and `limit` sets kernel.runtime_limit_h (TINY: none)."""
+    overrides = f"{TINY['isic2024']} runs_dir={runs}" + (f" kernel.runtime_limit_h={limit}" if limit else "")
+    return ["--comp", "isic2024", "--data", str(data), "--set", overrides, *check, *extra]
 
 
 # the calls by which the code flow uploads, waits and submits (uploads of file bytes left out)
@@ -255,7 +260,10 @@ def test_code_competition_flow_waits_for_each_step_and_records_it(
     state.submission_statuses = ["PENDING", "COMPLETE"]
     state.public_score = "0.1612"
     statuses = _ledger_statuses(monkeypatch)
-    _submit(_code_args(data, runs, "--message", "e2e code", "--poll", "0.05"), monkeypatch, tmp_path)
+    own = ("--kernel-python", "own")  # the kernel check runs first, on this venv
+    _submit(
+        _code_args(data, runs, "--message", "e2e code", "--poll", "0.05", check=own), monkeypatch, tmp_path
+    )
 
     # the dataset is ready before the kernel is pushed, the kernel's run complete before it is submitted
     assert _flow_calls(kaggle_stub) == [
@@ -289,7 +297,8 @@ def test_code_competition_flow_waits_for_each_step_and_records_it(
     assert len(ledger) == 1 and row["flow"] == "code" and row["kaggle_status"] == "complete"
     assert float(row["public_score"]) == pytest.approx(0.1612)
     assert row["bundle_sha256"] == folder_sha256(tmp_path / "submissions/isic2024/kaggle/bundle")
-    assert row["kernel_version"] == 7 and pd.isna(row["kernel_check"])
+    assert row["kernel_version"] == 7 and row["kernel_check"].startswith("passed: max |diff|")
+    assert (tmp_path / "submissions/isic2024/kernel-check/working/submission.csv").exists()
     out = capsys.readouterr().out
     assert "waiting for kernel stub-user/foldstack-isic2024-predict: queued (" in out
     assert "kaggle status: complete" in out
@@ -541,3 +550,30 @@ def test_a_file_left_sending_is_not_sent_twice_without_force(trained, kaggle_stu
     assert not kaggle_stub.rpcs()  # nothing was sent
     _submit([*args, "--force"], monkeypatch, tmp_path)
     assert "CreateCodeSubmission" in [r.rsplit("/", 1)[-1] for r in kaggle_stub.rpcs()]
+
+
+def test_a_kernel_estimated_over_the_limit_is_refused_unless_forced(
+    trained, kaggle_stub, tmp_path, monkeypatch
+):
+    _cfg, data, runs, _stack = trained
+    args = _code_args(data, runs, "--poll", "0.05", limit="1e-9")
+    with pytest.raises(DataError, match=r"estimated run time, .* exceeds the 1e-09 h limit .*FORCE=1"):
+        _submit(args, monkeypatch, tmp_path)
+    assert not kaggle_stub.rpcs()  # nothing uploaded
+    row = read_ledger(tmp_path / "submissions/isic2024/ledger.csv").iloc[0]
+    assert row["kaggle_status"] == "failed" and "exceeds" in row["note"]
+    _submit([*args, "--force"], monkeypatch, tmp_path)
+    assert "CreateCodeSubmission" in [r.rsplit("/", 1)[-1] for r in kaggle_stub.rpcs()]
+    row = read_ledger(tmp_path / "submissions/isic2024/ledger.csv").iloc[-1]
+    assert "OVER THE LIMIT" in row["note"] and row["kernel_check"].startswith("skipped")
+
+
+def test_a_failing_kernel_check_uploads_nothing(trained, kaggle_stub, tmp_path, monkeypatch):
+    _cfg, data, runs, _stack = trained
+    args = _code_args(data, runs, check=("--kernel-python", shutil.which("false")))
+    with pytest.raises(DataError, match=r"predict\.py failed \(exit 1\)"):
+        _submit(args, monkeypatch, tmp_path)
+    assert not kaggle_stub.rpcs()
+    row = read_ledger(tmp_path / "submissions/isic2024/ledger.csv").iloc[0]
+    assert row["kaggle_status"] == "failed" and row["kernel_check"] == "failed"
+    assert (tmp_path / row["file"]).exists()

@@ -148,6 +148,7 @@ wheels += sorted(glob.glob(os.path.join(glob.escape(extra), "*.whl")))
 pip = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile", "-q"]
 subprocess.check_call([*pip, "--find-links", extra, "--target", site, *wheels])
 env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (site, os.environ.get("PYTHONPATH")) if p))
+env["NO_ALBUMENTATIONS_UPDATE"] = "1"  # internet is off: no update check at import
 out = os.path.join(ROOT, "working", "submission.csv")
 run = ["--runs", os.path.join(bundle, "runs"), "--comp", COMP, "--stack", STACK, "--data", data]
 run += ["--out", out, "--no-progress"]
