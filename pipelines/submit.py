@@ -115,6 +115,8 @@ def submit_code(
         if not dry_run and not checks.skip_kernel_check:
             step(done | {"kernel_check": "failed", "kaggle_status": "kernel check failed"})
         raise
+    if not dry_run:
+        step(done | {"kaggle_status": "checked"})
 
     def after(status: str, **fields) -> None:
         done.update(fields, kaggle_status=status)
@@ -199,19 +201,22 @@ def main(argv: list[str] | None = None) -> int:
             )
         record(ledger, row | {"kaggle_status": "sending"})
         fault_point("submit.sending")
+    reached: dict = {}  # the ledger fields of the last step reached (bundle_sha256, kernel_check, ...)
     try:
         if cfg.code_competition:
             waits = Waits(args.dataset_timeout, args.kernel_timeout, args.score_timeout, args.poll)
             checks = Checks(data_dir, args.kernel_python, args.skip_kernel_check, args.force)
 
             def step(update: dict) -> None:
+                reached.update(update)
                 record(ledger, row | update)
 
             result = submit_code(cfg, source, message, args.dry_run, waits, step, checks)
         else:
             result = submit_file(cfg, path, message, args.dry_run)
     except Exception as e:  # the file and a 'failed' ledger row stay, with the reason
-        record(ledger, row | {"kaggle_status": "failed", "note": kaggle_cli.redact(str(e))[:500]})
+        failed = {"kaggle_status": "failed", "note": kaggle_cli.redact(str(e))[:500]}
+        record(ledger, row | reached | failed)
         raise
     record(ledger, row | result)
     print(f"kaggle status: {result['kaggle_status']}")

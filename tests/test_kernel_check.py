@@ -155,3 +155,18 @@ def test_kaggle_venv_is_made_once_and_rebuilt_when_the_pins_change(tmp_path):
     ):
         kc.kaggle_venv(pins, venv)
     assert not venv.exists()  # no half-made venv left to be taken for a good one
+
+
+def test_a_bundled_wheel_that_cannot_install_offline_fails_the_check_with_pip_s_words(
+    trained, staged, tmp_path
+):
+    cfg, data, runs, stack = trained
+    bundle, kernel = staged
+    broken = tmp_path / "bundle"
+    shutil.copytree(bundle, broken)
+    (broken / "wheels").mkdir()
+    (broken / "wheels" / "extra-1.0-py3-none-any.whl").write_bytes(b"not a zip archive")
+    with pytest.raises(
+        DataError, match=r"(?s)failed \(exit 1\).*kernel\.log ends:.*extra-1\.0-py3-none-any\.whl"
+    ):
+        kc.check_kernel(cfg, data, stack, runs, broken, kernel, tmp_path / "root", python=kc.OWN)

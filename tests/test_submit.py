@@ -153,7 +153,8 @@ def test_bundle_and_kernel_hold_what_the_kernel_needs(trained, tmp_path):
     assert meta["competition_sources"] == ["isic-2024-challenge"]
     assert meta["dataset_sources"] == ["someone/foldstack-isic2024-bundle"]
     script = (kernel / "predict.py").read_text()
-    assert "--no-index" in script and "/kaggle/input/isic-2024-challenge" in script
+    assert "--no-index" in script and "COMPETITION = 'isic-2024-challenge'" in script
+    assert 'ROOT = os.environ.get(ROOT_ENV, "/kaggle")' in script
     compile(script, "predict.py", "exec")
 
 
@@ -285,6 +286,7 @@ def test_code_competition_flow_waits_for_each_step_and_records_it(
     assert not kaggle_stub.unknown
     assert statuses == [
         "sending",
+        "checked",  # the runtime estimate and the kernel check passed, nothing uploaded yet
         "dataset uploaded",
         "dataset ready",
         "kernel pushed v7",

@@ -109,8 +109,8 @@ def offline_env(root: Path) -> dict[str, str]:
     dead = "http://127.0.0.1:9"  # the discard port: nothing answers
     env.update(
         {
-            ROOT_ENV: str(root),
-            "HOME": str(root / "home"),
+            ROOT_ENV: str(root.resolve()),  # the kernel runs in <root>/working: no relative paths
+            "HOME": str(root.resolve() / "home"),
             "PIP_CONFIG_FILE": os.devnull,
             "PIP_NO_INDEX": "1",
             "PIP_INDEX_URL": f"{dead}/simple",
@@ -292,7 +292,7 @@ def check_kernel(
         "predict_seconds": round(predict_s, 1),
         "versions_of": versions_of,
         "versions": python_versions(py),
-        "bundle_sha256": artifacts.folder_sha256(bundle) if hasattr(artifacts, "folder_sha256") else None,
+        "bundle_sha256": artifacts.folder_sha256(bundle),
         "log": str(log),
     }
     artifacts.write_json(root / "report.json", report)
