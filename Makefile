@@ -131,7 +131,7 @@ setups: ## every published setup on the embedded data (PROFILE=... overrides), s
 	for c in isic2024 isic2020 ham10000; do $(MAKE) lb COMP=$$c || exit 1; done
 
 test: ## run the test suite (what CI runs)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 lint: ## ruff over src/ pipelines/ tests/
 	$(VENV)/bin/ruff check src pipelines tests
