@@ -84,3 +84,22 @@ def trained(tiny_isic2024, tmp_path_factory):
     st = load_stack_config("isic2024", "lgbm", f"{base} tuning.n_trials=1")
     run_stack(st, data)
     return load_competition("isic2024", base), data, runs, st.run_dir / "stack" / st.run
+
+
+@pytest.fixture(autouse=True)
+def _no_real_kaggle_venv(monkeypatch):
+    """No test builds the real Kaggle-versions venv (.kaggle-venv: GBs, up to half an hour on a cold
+    pip cache): a test that reaches it fails and says how to run the check instead."""
+    from foldstack import kernel_check as kc
+
+    real = kc.kaggle_venv
+
+    def guarded(pins: Path = kc.PINS, venv: Path = kc.VENV) -> Path:
+        if Path(venv).resolve() == kc.VENV.resolve():
+            raise AssertionError(
+                "a test asked for the real Kaggle-versions venv: pass --kernel-python own "
+                "(KERNEL_PYTHON=own) or --skip-kernel-check, or kaggle_venv(pins, venv) with a small pins file"
+            )
+        return real(pins, venv)
+
+    monkeypatch.setattr(kc, "kaggle_venv", guarded)

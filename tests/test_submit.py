@@ -455,6 +455,7 @@ def test_code_flow_dry_run_without_credentials_prints_the_commands(trained, tmp_
             "--set",
             f"{TINY['isic2024']} runs_dir={runs}",
             "--dry-run",
+            "--skip-kernel-check",
         ],
         monkeypatch,
         tmp_path,
