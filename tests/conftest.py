@@ -98,7 +98,7 @@ def _no_real_kaggle_venv(monkeypatch):
         if Path(venv).resolve() == kc.VENV.resolve():
             raise AssertionError(
                 "a test asked for the real Kaggle-versions venv: pass --kernel-python own "
-                "(KERNEL_PYTHON=own) or --skip-kernel-check, or kaggle_venv(pins, venv) with a small pins file"
+                "(KERNEL_PYTHON=own) or --skip-kernel-check, or kaggle_venv(pins, venv) with small pins"
             )
         return real(pins, venv)
 
