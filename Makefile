@@ -111,7 +111,7 @@ demo: ## the main job on the embedded data: data -> folds -> oof -> stack -> sub
 	$(MAKE) folds COMP=$(COMP) FORCE=1
 	$(MAKE) oof COMP=$(COMP) MODEL=effnetv2_b1 SET="run=effnetv2_b1_demo $(DEMO_OOF) $(SET)"
 	$(MAKE) stack COMP=$(COMP) STACK=lgbm MODELS=effnetv2_b1_demo SET="$(DEMO_STACK) $(SET)"
-	$(MAKE) submit COMP=$(COMP) DRY_RUN=1
+	$(MAKE) submit COMP=$(COMP) DRY_RUN=1 KERNEL_PYTHON=$(or $(KERNEL_PYTHON),own)
 	$(MAKE) lb COMP=$(COMP)
 
 setups: ## every published setup on the embedded data (PROFILE=... overrides), stacked, side by side in make lb

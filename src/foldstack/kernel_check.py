@@ -243,10 +243,13 @@ def estimate_lines(est: dict | None) -> list[str]:
     ]
     limit = f" of a {est['limit_seconds'] / 3600:g} h limit" if est["limit_seconds"] else ""
     verdict = " OVER THE LIMIT" if est["over_limit"] else ""
+    if any(r["device"] == "cpu" for r in est["runs"]):
+        caveat = "measured on a CPU: on Kaggle's GPU most likely an overestimate"
+    else:
+        caveat = "Kaggle's GPU may be slower than the one measured"
     return [
         f"kernel run time for {est['hidden_test_rows']:,} hidden test rows: about "
-        f"{est['seconds'] / 3600:.2f} h{limit}{verdict} (CNN passes; Kaggle's GPU may be slower than "
-        "the one measured)",
+        f"{est['seconds'] / 3600:.2f} h{limit}{verdict} (CNN passes; {caveat})",
         *(f"  {p}" for p in parts),
     ]
 
