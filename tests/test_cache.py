@@ -337,3 +337,26 @@ def test_make_cache_builds_train_and_test(isic24, capsys):
     assert len(list(cache_dir(cfg).glob(f"*_{SIZE}px_*.npy"))) == 2
     assert main(args) == 0
     assert capsys.readouterr().out.count("up to date") == 2
+
+
+def test_will_need_hints_each_run_of_rows_at_its_file_offset(tmp_path, monkeypatch):
+    path = tmp_path / "cache.npy"
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(10, 4, 4, 3))
+    arr[:] = np.arange(10, dtype=np.uint8)[:, None, None, None]
+    arr.flush()
+    images = np.load(path, mmap_mode="r")
+    calls = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: calls.append((off, n, advice)))
+    row = 4 * 4 * 3
+    cache_mod.will_need(images, np.array([7, 2, 3, 9, 2]))  # runs 2-3, 7, 9 (duplicates once)
+    assert calls == [
+        (images.offset + r0 * row, k * row, os.POSIX_FADV_WILLNEED) for r0, k in [(2, 2), (7, 1), (9, 1)]
+    ]
+    # the hinted bytes are the rows' own: header offset + row * row size holds row r's pixels
+    with path.open("rb") as f:
+        f.seek(images.offset + 7 * row)
+        assert f.read(row) == bytes([7]) * row
+    calls.clear()
+    cache_mod.will_need(images[2:], np.array([0, 1]))  # a slice: offsets unknown, nothing hinted
+    cache_mod.will_need(np.zeros((3, 4, 4, 3), np.uint8), np.array([0]))  # not a file
+    assert calls == []

@@ -84,6 +84,28 @@ def decode_resized(data: bytes, image_id: str, source: str | Path, size: int) ->
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def will_need(array: np.ndarray, rows: np.ndarray) -> None:
+    """Ask the OS to read these rows of a cache's memory map now, all at once (posix_fadvise WILLNEED),
+    before they are copied out. Page faults fetch a cold row at a time, each waiting on the disk: on this
+    project's 2-core machine 960 random rows of the ISIC 2024-size 128 px cache took 5.8-8.4 s that way,
+    against 0.05 s hinted and then 0.03 s copied. A hint only: anything but a whole-file memory map of
+    C-ordered rows (a DecodedImages, a slice of the map) is left alone."""
+    path = getattr(array, "filename", None)
+    if path is None or not hasattr(os, "posix_fadvise") or len(rows) == 0 or not array.flags.c_contiguous:
+        return
+    row = array.nbytes // max(len(array), 1)
+    starts = np.unique(np.asarray(rows, np.int64))
+    breaks = np.flatnonzero(np.diff(starts) != 1) + 1  # runs of consecutive rows: one hint each
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if os.fstat(fd).st_size != array.offset + array.nbytes:
+            return  # not the whole file: offsets unknown
+        for run in np.split(starts, breaks):
+            os.posix_fadvise(fd, array.offset + int(run[0]) * row, len(run) * row, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
+
+
 def _read(store: ImageStore, image_id: str) -> tuple[bytes, str | Path]:
     """(bytes, the file they came from) of one id; DataError when it has no image."""
     if isinstance(store, JpegDirImages):

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from foldstack.config import CompetitionConfig
-from foldstack.data.cache import decode_resized
+from foldstack.data.cache import decode_resized, will_need
 from foldstack.data.images import ImageStore
 from foldstack.errors import ConfigError
 from foldstack.stage1.config import AugmentCfg
@@ -178,6 +178,7 @@ class LesionDataset(Dataset):
 
     def __getitems__(self, keys: list) -> dict:
         index = np.array([k[1] if isinstance(k, tuple) else k for k in keys], np.int64)
+        will_need(self.images, self.rows[index])  # the batch's cache rows read at once, not fault by fault
         if self.augment is None and isinstance(self.images, np.ndarray):
             rows = self.rows[index]
             order = np.argsort(rows, kind="stable")  # a sorted fancy index reads the memmap in file order
