@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             f"channels_last={r['channels_last']}, workers={r['num_workers']}, threads={r['torch_threads']}: "
             f"training end to end {r['train_images_per_s_end_to_end']:.1f} images/s, model only "
             f"{r['train_images_per_s_model_only']:.1f} images/s, ratio {r['ratio']:.3f}"
-            + (", page cache dropped before each end-to-end run" if r["cold_page_cache"] else "")
+            + (", end to end on a dropped page cache" if r["cold_page_cache"] else "")
         )
     path = cfg.run_dir / "bench" / f"oof_{cfg.run}{'_' + args.scale if args.scale else ''}.json"
     artifacts.write_json(path, report)

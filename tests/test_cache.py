@@ -357,6 +357,9 @@ def test_will_need_hints_each_run_of_rows_at_its_file_offset(tmp_path, monkeypat
         f.seek(images.offset + 7 * row)
         assert f.read(row) == bytes([7]) * row
     calls.clear()
+    assert cache_mod.drop_page_cache(images) and calls == [(0, 0, os.POSIX_FADV_DONTNEED)]
+    calls.clear()
     cache_mod.will_need(images[2:], np.array([0, 1]))  # a slice: offsets unknown, nothing hinted
+    assert not cache_mod.drop_page_cache(images[2:])
     cache_mod.will_need(np.zeros((3, 4, 4, 3), np.uint8), np.array([0]))  # not a file
     assert calls == []

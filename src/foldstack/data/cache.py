@@ -84,26 +84,45 @@ def decode_resized(data: bytes, image_id: str, source: str | Path, size: int) ->
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def _fadvise(array: np.ndarray, advice: int, rows: np.ndarray | None = None) -> bool:
+    """posix_fadvise(advice) on the file behind a whole-file memory map: on each run of consecutive
+    `rows`, or on the whole file (rows None). False, and nothing done, for anything else (an array in
+    memory, a DecodedImages, a slice of the map: offsets unknown) or where the OS has no posix_fadvise."""
+    path = getattr(array, "filename", None)
+    if path is None or not hasattr(os, "posix_fadvise") or not array.flags.c_contiguous:
+        return False
+    if rows is not None and len(rows) == 0:
+        return True
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if os.fstat(fd).st_size != array.offset + array.nbytes:
+            return False
+        if rows is None:
+            os.posix_fadvise(fd, 0, 0, advice)
+            return True
+        row = array.nbytes // max(len(array), 1)
+        starts = np.unique(np.asarray(rows, np.int64))
+        breaks = np.flatnonzero(np.diff(starts) != 1) + 1  # runs of consecutive rows: one call each
+        for run in np.split(starts, breaks):
+            os.posix_fadvise(fd, array.offset + int(run[0]) * row, len(run) * row, advice)
+        return True
+    finally:
+        os.close(fd)
+
+
 def will_need(array: np.ndarray, rows: np.ndarray) -> None:
     """Ask the OS to read these rows of a cache's memory map now, all at once (posix_fadvise WILLNEED),
     before they are copied out. Page faults fetch a cold row at a time, each waiting on the disk: on this
     project's 2-core machine 960 random rows of the ISIC 2024-size 128 px cache took 5.8-8.4 s that way,
-    against 0.05 s hinted and then 0.03 s copied. A hint only: anything but a whole-file memory map of
-    C-ordered rows (a DecodedImages, a slice of the map) is left alone."""
-    path = getattr(array, "filename", None)
-    if path is None or not hasattr(os, "posix_fadvise") or len(rows) == 0 or not array.flags.c_contiguous:
-        return
-    row = array.nbytes // max(len(array), 1)
-    starts = np.unique(np.asarray(rows, np.int64))
-    breaks = np.flatnonzero(np.diff(starts) != 1) + 1  # runs of consecutive rows: one hint each
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if os.fstat(fd).st_size != array.offset + array.nbytes:
-            return  # not the whole file: offsets unknown
-        for run in np.split(starts, breaks):
-            os.posix_fadvise(fd, array.offset + int(run[0]) * row, len(run) * row, os.POSIX_FADV_WILLNEED)
-    finally:
-        os.close(fd)
+    against 0.05 s hinted and then 0.03 s copied. A hint only (see _fadvise for what is left alone)."""
+    _fadvise(array, os.POSIX_FADV_WILLNEED, rows)
+
+
+def drop_page_cache(array: np.ndarray) -> bool:
+    """Evict a cache file's pages from the OS page cache (DONTNEED; no root needed for clean pages), so
+    the next reads wait on the disk as a fold's do at ISIC 2024 scale. Pages some process has mapped
+    stay. False when `array` is no whole-file memory map."""
+    return _fadvise(array, os.POSIX_FADV_DONTNEED)
 
 
 def _read(store: ImageStore, image_id: str) -> tuple[bytes, str | Path]:

@@ -3,12 +3,12 @@ against the model alone on ready tensors."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import torch
 
+from foldstack.data.cache import drop_page_cache
 from foldstack.stage1.config import OofConfig
 from foldstack.stage1.data import DeviceNormalize
 from foldstack.stage1.inference import fold_models, predict_folds_on
@@ -40,21 +40,6 @@ def _endless(loader, epoch: int = 0):
         loader.sampler.set_epoch(epoch)
         yield from loader
         epoch += 1
-
-
-def drop_page_cache(images) -> bool:
-    """Evict the memory-mapped cache file's pages from the OS page cache (posix_fadvise DONTNEED; no root
-    needed for clean pages), so the next reads wait on the disk as a fold's do at ISIC 2024 scale: each
-    epoch draws new negatives from ~320,000 rows of a 19.7 GB file. False when `images` is no file."""
-    path = getattr(images, "filename", None)
-    if not path or not hasattr(os, "posix_fadvise"):
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-    return True
 
 
 def bench_throughput(cfg: OofConfig, data_dir: Path, steps: int = 30, warmup: int = 5) -> dict:
