@@ -20,7 +20,7 @@ from foldstack.stage1.run import run_oof
 from foldstack.stage2 import calibrate
 from foldstack.stage2.config import load_stack_config
 from foldstack.stage2.features import build_features, category_levels, check_leaks
-from foldstack.stage2.models import GBDTClassifier, load_boosters
+from foldstack.stage2.models import GBDTClassifier, load_boosters, predict_booster
 from foldstack.stage2.run import run_stack, stack_flags
 from tests.conftest import TINY
 
@@ -193,7 +193,7 @@ def test_estimator_follows_the_sklearn_contract():
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
     y = (X["a"] + rng.normal(size=200) > 1).astype(int).to_numpy()
-    for kind in ("lightgbm", "xgboost"):
+    for kind in ("lightgbm", "xgboost", "catboost"):
         fitted = GBDTClassifier(kind=kind, n_estimators=20, neg_ratio=2, seeds=(0, 1)).fit(X, y)
         p = fitted.predict_proba(X)
         assert p.shape == (200, 2) and np.allclose(p.sum(1), 1) and len(fitted.boosters_) == 2
@@ -433,3 +433,26 @@ def test_a_killed_stack_leaves_the_previous_run_whole(with_cnn, tmp_path, monkey
         run_stack(stack_config(other, "tuning.seed=7"), data)
     assert files() == before
     artifacts.read_manifest(out / "metrics.json")
+
+
+def test_catboost_handles_categoricals_natively_saves_cbm_and_refuses_another_feature_set(tmp_path):
+    rng = np.random.default_rng(0)
+    site = pd.Categorical(rng.choice(["head", "torso", "leg", None], size=400))
+    X = pd.DataFrame({"a": rng.normal(size=400), "site": site})
+    y = ((X["a"] > 0.5) | (X["site"] == "leg")).astype(int).to_numpy()
+    est = GBDTClassifier(kind="catboost", params={"depth": 3}, n_estimators=50, neg_ratio=2, seeds=(0, 1))
+    est.fit(X, y)
+    assert est.boosters_[0].get_cat_feature_indices() == [1]  # native categorical, not one-hot by us
+    p = est.scores(X)
+    assert p[(X["site"] == "leg").to_numpy()].mean() > p[(X["site"] == "head").to_numpy()].mean() + 0.2
+    assert est.feature_importance()["site"] > 0
+    est.save(tmp_path / "cb")
+    assert sorted(f.name for f in (tmp_path / "cb").iterdir()) == ["estimator.json", "seed0.cbm", "seed1.cbm"]
+    boosters = load_boosters(tmp_path / "cb")
+    again = np.mean([predict_booster("catboost", b, X) for b in boosters], axis=0)
+    np.testing.assert_allclose(again, p, rtol=0, atol=1e-12)
+    with pytest.raises(DataError, match="another feature set"):
+        predict_booster("catboost", boosters[0], X.rename(columns={"a": "b"}))
+    (tmp_path / "cb/seed1.cbm").write_bytes(b"not a model")
+    with pytest.raises(DataError, match=r"seed1\.cbm is not a CatBoost model"):
+        load_boosters(tmp_path / "cb")

@@ -17,7 +17,7 @@ import os
 # libgomp (GCC, used by the LightGBM/XGBoost/torch wheels): OMP_WAIT_POLICY=PASSIVE sets its spin
 # count to 0, GOMP_SPINCOUNT says so explicitly; KMP_BLOCKTIME is the same knob for LLVM/Intel OpenMP.
 PASSIVE_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0", "KMP_BLOCKTIME": "0"}
-THREAD_PARAM = {"lightgbm": "n_jobs", "xgboost": "nthread"}
+THREAD_PARAM = {"lightgbm": "n_jobs", "xgboost": "nthread", "catboost": "thread_count"}
 
 
 def passive_openmp() -> None:
@@ -41,6 +41,7 @@ def gbdt_threads(workers: int = 1) -> int:
 
 
 def gbdt_params(kind: str, workers: int = 1) -> dict[str, int]:
-    """The engine's thread parameter ({'n_jobs': n} for LightGBM, {'nthread': n} for XGBoost, {} else)."""
+    """The engine's thread parameter ({'n_jobs': n} for LightGBM, {'nthread': n} for XGBoost,
+    {'thread_count': n} for CatBoost, {} else)."""
     key = THREAD_PARAM.get(kind)
     return {key: gbdt_threads(workers)} if key else {}

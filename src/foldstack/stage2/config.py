@@ -37,7 +37,7 @@ class ModelSpec(Frozen):
     """One stage-2 model: its engine, fixed parameters and the search space tuned by Optuna."""
 
     name: str
-    kind: Literal["lightgbm", "xgboost", "knn"]
+    kind: Literal["lightgbm", "xgboost", "catboost", "knn"]
     params: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, SearchDim] = Field(default_factory=dict)
     n_estimators: int = Field(300, ge=1)

@@ -1,4 +1,4 @@
-"""LightGBM and XGBoost behind one scikit-learn-style estimator, saved in their native formats."""
+"""LightGBM, XGBoost and CatBoost behind one scikit-learn-style estimator, saved in their native formats."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import catboost as cb
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -16,9 +17,23 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from foldstack import artifacts, threads
 from foldstack.errors import DataError
 
-KINDS = ("lightgbm", "xgboost", "knn")
+KINDS = ("lightgbm", "xgboost", "catboost", "knn")
 LGB_DEFAULTS = {"objective": "binary", "verbosity": -1}  # + threads.gbdt_params: the usable cores
 XGB_DEFAULTS = {"objective": "binary:logistic", "tree_method": "hist", "verbosity": 0}
+CB_DEFAULTS = {"loss_function": "Logloss", "verbose": False, "allow_writing_files": False}
+MISSING_LEVEL = "__missing__"  # CatBoost's categorical features take strings, not NaN
+
+
+def catboost_frame(X: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """X with its categorical columns as strings (missing -> MISSING_LEVEL) for CatBoost's native
+    categorical handling, and those columns' names. Numeric columns are passed as they are."""
+    cats = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype) or X[c].dtype == object]
+    if not cats:
+        return X, []
+    X = X.copy()
+    for c in cats:
+        X[c] = X[c].astype(object).where(X[c].notna(), MISSING_LEVEL).astype(str)
+    return X, cats
 
 
 class KNNModel:
@@ -132,6 +147,14 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
                 params |= (self.params or {}) | lgb_task
                 data = lgb.Dataset(Xs, ys, categorical_feature="auto", free_raw_data=True)
                 self.boosters_.append(lgb.train(params, data, num_boost_round=self.n_estimators))
+            elif self.kind == "catboost":
+                params = (
+                    CB_DEFAULTS | threads.gbdt_params(self.kind) | {"random_seed": self.random_state + seed}
+                )
+                params |= (self.params or {}) | ({"loss_function": "MultiClass"} if multi else {})
+                Xc, cats = catboost_frame(Xs)
+                model = cb.CatBoostClassifier(iterations=self.n_estimators, cat_features=cats, **params)
+                self.boosters_.append(model.fit(Xc, ys))
             else:
                 params = XGB_DEFAULTS | threads.gbdt_params(self.kind) | {"seed": self.random_state + seed}
                 params |= (self.params or {}) | xgb_task
@@ -162,14 +185,19 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
                 total += (
                     pd.Series(b.feature_importance("gain"), index=b.feature_name()).reindex(names).fillna(0)
                 )
+            elif self.kind == "catboost":  # PredictionValuesChange: CatBoost's default importance
+                total += (
+                    pd.Series(b.get_feature_importance(), index=b.feature_names_).reindex(names).fillna(0)
+                )
             else:
                 total += pd.Series(b.get_score(importance_type="total_gain")).reindex(names).fillna(0)
         return total / len(self.boosters_)
 
     def save(self, folder: Path) -> list[Path]:
-        """Native formats only: LightGBM model text, XGBoost JSON (never pickles), plus estimator.json,
-        the folder's manifest: the booster files in seed order. The folder is written whole: anything
-        already there is removed first, so no stale booster of an earlier fit is ever loaded."""
+        """Native formats only: LightGBM model text, XGBoost JSON, CatBoost .cbm (never pickles), plus
+        estimator.json, the folder's manifest: the booster files in seed order. The folder is written
+        whole: anything already there is removed first, so no stale booster of an earlier fit is ever
+        loaded."""
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
@@ -181,6 +209,9 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
             elif self.kind == "lightgbm":
                 path = folder / f"seed{i}.lgb.txt"
                 artifacts.write_atomic(path, lambda p, b=b: b.save_model(str(p)))
+            elif self.kind == "catboost":
+                path = folder / f"seed{i}.cbm"
+                artifacts.write_atomic(path, lambda p, b=b: b.save_model(str(p), format="cbm"))
             else:
                 path = folder / f"seed{i}.xgb.json"
                 artifacts.write_atomic(
@@ -205,10 +236,25 @@ def predict_booster(kind: str, booster: Any, X: pd.DataFrame, n_classes: int = 2
         return booster.predict(X, n_classes)
     if kind == "lightgbm":
         return booster.predict(X)
+    if kind == "catboost":
+        names = list(booster.feature_names_)
+        if list(X.columns) != names:
+            raise DataError(
+                f"the CatBoost model was fitted on features {names[:5]}... ({len(names)}), but is asked to "
+                f"predict {list(X.columns)[:5]}... ({X.shape[1]}): the model folder belongs to another "
+                "feature set; rerun `make stack`"
+            )
+        p = booster.predict_proba(catboost_frame(X)[0])
+        return p if n_classes > 2 else p[:, 1]
     return booster.predict(xgb.DMatrix(X, enable_categorical=True))
 
 
-BOOSTER_GLOB = {"knn": "seed*.knn.npz", "lightgbm": "seed*.lgb.txt", "xgboost": "seed*.xgb.json"}
+BOOSTER_GLOB = {
+    "knn": "seed*.knn.npz",
+    "lightgbm": "seed*.lgb.txt",
+    "xgboost": "seed*.xgb.json",
+    "catboost": "seed*.cbm",
+}
 
 
 def load_boosters(folder: Path) -> list[Any]:
@@ -236,6 +282,18 @@ def load_boosters(folder: Path) -> list[Any]:
         return [KNNModel.load(p) for p in paths]
     if kind == "lightgbm":
         return [lgb.Booster(model_file=str(p)) for p in paths]
+    if kind == "catboost":
+        models = []
+        for p in paths:
+            m = cb.CatBoostClassifier()
+            try:
+                m.load_model(str(p), format="cbm")
+            except cb.CatBoostError as e:
+                raise DataError(
+                    f"{p} is not a CatBoost model this version can read ({e}); rerun `make stack`"
+                ) from None
+            models.append(m)
+        return models
     out = []
     for p in paths:
         b = xgb.Booster()
