@@ -13,7 +13,7 @@ from sklearn.utils.estimator_checks import check_get_params_invariance, check_no
 from foldstack import metrics
 from foldstack.config import available
 from foldstack.data.metadata import read_metadata
-from foldstack.errors import DataError
+from foldstack.errors import ConfigError, DataError
 from foldstack.folds import make_folds
 from foldstack.stage1.config import load_oof_config
 from foldstack.stage1.run import run_oof
@@ -456,3 +456,10 @@ def test_catboost_handles_categoricals_natively_saves_cbm_and_refuses_another_fe
     (tmp_path / "cb/seed1.cbm").write_bytes(b"not a model")
     with pytest.raises(DataError, match=r"seed1\.cbm is not a CatBoost model"):
         load_boosters(tmp_path / "cb")
+
+
+def test_blend_weights_must_cover_every_model_and_sum_to_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"must give every model \['lgbm', 'xgb', 'cb'\].*sum to 1\.2"):
+        stack_config(tmp_path, "blend.weights.lgbm=0.54")
+    cfg = stack_config(tmp_path, "blend.weights.lgbm=0.5 blend.weights.xgb=0.25 blend.weights.cb=0.25")
+    assert cfg.blend.weights == {"lgbm": 0.5, "xgb": 0.25, "cb": 0.25}

@@ -104,6 +104,12 @@ class StackConfig(CompetitionConfig):
         unknown = set(self.blend.weights) - set(names)
         if unknown:
             raise ValueError(f"blend.weights names unknown models {sorted(unknown)}; models are {names}")
+        w = self.blend.weights
+        if w and (set(w) != set(names) or min(w.values()) < 0 or abs(sum(w.values()) - 1) > 1e-6):
+            raise ValueError(
+                f"blend.weights {w} must give every model {names} a weight >= 0, summing to 1 "
+                f"(they sum to {sum(w.values()):g}); leave blend.weights out for equal weights"
+            )
         if self.multiclass:
             sampled = [m.name for m in self.models if m.neg_ratio or "neg_ratio" in m.search]
             if sampled:
