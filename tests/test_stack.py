@@ -460,6 +460,10 @@ def test_catboost_handles_categoricals_natively_saves_cbm_and_refuses_another_fe
 
 def test_blend_weights_must_cover_every_model_and_sum_to_one(tmp_path):
     with pytest.raises(ConfigError, match=r"must give every model \['lgbm', 'xgb', 'cb'\].*sum to 1\.2"):
-        stack_config(tmp_path, "blend.weights.lgbm=0.54")
-    cfg = stack_config(tmp_path, "blend.weights.lgbm=0.5 blend.weights.xgb=0.25 blend.weights.cb=0.25")
+        stack_config(tmp_path, "blend.weights.lgbm=0.54", name="gbdt3")
+    with pytest.raises(ConfigError, match=r"must give every model \['lgbm', 'xgb'\].*sum to 1\b"):
+        stack_config(tmp_path, "blend.weights.xgb=-0.5 blend.weights.lgbm=1.5")
+    cfg = stack_config(
+        tmp_path, "blend.weights.lgbm=0.5 blend.weights.xgb=0.25 blend.weights.cb=0.25", name="gbdt3"
+    )
     assert cfg.blend.weights == {"lgbm": 0.5, "xgb": 0.25, "cb": 0.25}
