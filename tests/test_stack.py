@@ -20,7 +20,7 @@ from foldstack.stage1.run import run_oof
 from foldstack.stage2 import calibrate
 from foldstack.stage2.config import load_stack_config
 from foldstack.stage2.features import build_features, category_levels, check_leaks
-from foldstack.stage2.models import GBDTClassifier, load_boosters, predict_booster
+from foldstack.stage2.models import GBDTClassifier, load_boosters, predict_boosters
 from foldstack.stage2.run import run_stack, stack_flags
 from tests.conftest import TINY
 
@@ -449,10 +449,10 @@ def test_catboost_handles_categoricals_natively_saves_cbm_and_refuses_another_fe
     est.save(tmp_path / "cb")
     assert sorted(f.name for f in (tmp_path / "cb").iterdir()) == ["estimator.json", "seed0.cbm", "seed1.cbm"]
     boosters = load_boosters(tmp_path / "cb")
-    again = np.mean([predict_booster("catboost", b, X) for b in boosters], axis=0)
+    again = predict_boosters("catboost", boosters, X)
     np.testing.assert_allclose(again, p, rtol=0, atol=1e-12)
     with pytest.raises(DataError, match="another feature set"):
-        predict_booster("catboost", boosters[0], X.rename(columns={"a": "b"}))
+        predict_boosters("catboost", boosters[:1], X.rename(columns={"a": "b"}))
     (tmp_path / "cb/seed1.cbm").write_bytes(b"not a model")
     with pytest.raises(DataError, match=r"seed1\.cbm is not a CatBoost model"):
         load_boosters(tmp_path / "cb")

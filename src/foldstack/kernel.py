@@ -35,7 +35,7 @@ from foldstack.stage1.runtime import make_runtime
 from foldstack.stage2 import calibrate
 from foldstack.stage2.config import StackConfig
 from foldstack.stage2.features import build_features, cnn_inputs
-from foldstack.stage2.models import load_boosters, predict_booster
+from foldstack.stage2.models import engine_input, load_boosters, predict_boosters
 from foldstack.stage2.run import blend
 
 T = TypeVar("T", OofConfig, StackConfig)
@@ -120,14 +120,13 @@ def stack_test_predictions(
         raise DataError(f"{stack_dir}: the features built now differ from those the models were trained on")
     k = cfg.folds.k
     calibration = calibrate.load(stack_dir) if cfg.blend.method == "rank" else None
+    inputs = {kind: engine_input(kind, X) for kind in {spec.kind for spec in cfg.models}}  # once each
     per_fold = []
     for f in range(k):
         preds = {}
         for spec in cfg.models:
             boosters = load_boosters(stack_dir / "models" / spec.name / f"fold{f}")
-            preds[spec.name] = np.mean(
-                [predict_booster(spec.kind, b, X, cfg.n_classes) for b in boosters], axis=0
-            )
+            preds[spec.name] = predict_boosters(spec.kind, boosters, X, cfg.n_classes, inputs[spec.kind])
         if calibration is not None:  # the rank blend mapped to a probability, as in training
             per_fold.append(calibration.probability(f, preds))
         else:

@@ -163,7 +163,7 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        p = np.mean([predict_booster(self.kind, b, X, self.n_classes) for b in self.boosters_], axis=0)
+        p = predict_boosters(self.kind, self.boosters_, X, self.n_classes)
         return p if self.n_classes > 2 else np.column_stack([1 - p, p])
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
@@ -230,23 +230,41 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
         return paths
 
 
-def predict_booster(kind: str, booster: Any, X: pd.DataFrame, n_classes: int = 2) -> np.ndarray:
-    """One fitted booster's probabilities: (n,) for binary, (n, n_classes) for multiclass."""
+def engine_input(kind: str, X: pd.DataFrame) -> Any:
+    """What one engine predicts from (XGBoost a DMatrix, CatBoost the frame with categoricals as
+    strings, the others X itself): built once for every booster of that kind, seeds and folds alike."""
+    if kind == "xgboost":
+        return xgb.DMatrix(X, enable_categorical=True)
+    if kind == "catboost":
+        return catboost_frame(X)[0]
+    return X
+
+
+def predict_booster(kind: str, booster: Any, data: Any, n_classes: int = 2) -> np.ndarray:
+    """One fitted booster's probabilities on `data` = engine_input(kind, X): (n,) for binary,
+    (n, n_classes) for multiclass."""
     if kind == "knn":
-        return booster.predict(X, n_classes)
-    if kind == "lightgbm":
-        return booster.predict(X)
+        return booster.predict(data, n_classes)
     if kind == "catboost":
         names = list(booster.feature_names_)
-        if list(X.columns) != names:
+        if list(data.columns) != names:
             raise DataError(
                 f"the CatBoost model was fitted on features {names[:5]}... ({len(names)}), but is asked to "
-                f"predict {list(X.columns)[:5]}... ({X.shape[1]}): the model folder belongs to another "
+                f"predict {list(data.columns)[:5]}... ({data.shape[1]}): the model folder belongs to another "
                 "feature set; rerun `make stack`"
             )
-        p = booster.predict_proba(catboost_frame(X)[0])
+        p = booster.predict_proba(data)
         return p if n_classes > 2 else p[:, 1]
-    return booster.predict(xgb.DMatrix(X, enable_categorical=True))
+    return booster.predict(data)  # LightGBM on the frame, XGBoost on its DMatrix
+
+
+def predict_boosters(
+    kind: str, boosters: list[Any], X: pd.DataFrame, n_classes: int = 2, data: Any = None
+) -> np.ndarray:
+    """The mean probabilities of boosters of one kind (a model's seeds); `data` is engine_input(kind, X)
+    when the caller already built it (else built here, once)."""
+    data = engine_input(kind, X) if data is None else data
+    return np.mean([predict_booster(kind, b, data, n_classes) for b in boosters], axis=0)
 
 
 BOOSTER_GLOB = {
