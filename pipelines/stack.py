@@ -57,6 +57,19 @@ def main(argv: list[str] | None = None) -> int:
             {n: {"tuned_cv": v["tuned_cv"], "trials": v["trials_in_study"]} for n, v in r["models"].items()}
         )
     )
+    b = r["blend"]
+    print(
+        f"blend weights ({b['weights_from']}): "
+        + ", ".join(f"{n} {w:.2f}" for n, w in b["weights"].items())
+        + (
+            f"; equal weights would score hold-out {names[0]} "
+            f"{b['equal_weights_for_comparison']['holdout_' + names[0]]:.4f}"
+            if "equal_weights_for_comparison" in b
+            else ""
+        )
+    )
+    if r.get("stage1_shift", {}).get("warning"):
+        print(f"WARNING: stage-1 feature shift: {r['stage1_shift']['warning']}")
     if r.get("score_is_optimistic"):
         print(
             f"WARNING: optimistic score: stage-1 input(s) {r['optimistic_inputs']} picked their epoch on "

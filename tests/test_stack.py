@@ -467,3 +467,95 @@ def test_blend_weights_must_cover_every_model_and_sum_to_one(tmp_path):
         tmp_path, "blend.weights.lgbm=0.5 blend.weights.xgb=0.25 blend.weights.cb=0.25", name="gbdt3"
     )
     assert cfg.blend.weights == {"lgbm": 0.5, "xgb": 0.25, "cb": 0.25}
+
+
+def test_simplex_grid_covers_every_weight_vector_once():
+    from math import comb
+
+    from foldstack.stage2.weights import grid_size, simplex_grid
+
+    g = simplex_grid(3, 0.25)
+    assert g.shape == (comb(6, 2), 3) == (grid_size(3, 0.25), 3)
+    np.testing.assert_allclose(g.sum(axis=1), 1.0)
+    assert (g >= 0).all() and len({tuple(r) for r in g}) == len(g)
+    assert [0.25, 0.5, 0.25] in g.tolist() and [1.0, 0.0, 0.0] in g.tolist()
+
+
+def test_tuned_weights_favour_the_better_model_and_tie_to_equal():
+    from foldstack.stage2.weights import tune_weights
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(3000) < 0.1).astype(int)
+    good, noise = y + rng.normal(0, 0.6, 3000), rng.normal(size=3000)
+    w, info = tune_weights({"good": good, "noise": noise}, y, "rank", "auc", 0.1)
+    assert w["good"] > 0.8 and abs(sum(w.values()) - 1) < 1e-12
+    assert info["inner_auc_tuned"] >= info["inner_auc_equal"] and info["grid_points"] == 11
+    w, _ = tune_weights({"a": good, "b": good.copy()}, y, "prob", "auc", 0.1)  # every point ties
+    assert w == {"a": 0.5, "b": 0.5}
+    with pytest.raises(ConfigError, match=r"blend\.tune_step=0\.01 with 6 models .* coarser step"):
+        tune_weights({str(i): good for i in range(6)}, y, "rank", "auc", 0.01)
+
+
+def test_tuned_blend_weights_see_only_the_tuning_folds_and_predict_uses_them(with_cnn, monkeypatch):
+    """blend.weights=tune: the weights are fitted on the inner OOF of folds != hold-out (no NaN, no
+    hold-out row), reported in metrics.json, and `make predict` (prob blend) blends with them."""
+    from foldstack.kernel import stack_test_predictions
+    from foldstack.stage2 import run as stack_run
+
+    runs, data = with_cnn
+    seen = {}
+    real = stack_run.tune_weights
+
+    def spy(inner, y, method, metric, step):
+        seen.update(rows=len(y), nan=any(np.isnan(p).any() for p in inner.values()), method=method)
+        return real(inner, y, method, metric, step)
+
+    monkeypatch.setattr(stack_run, "tune_weights", spy)
+    cfg = stack_config(runs, "run=tuned_prob blend.weights=tune blend.method=prob blend.tune_step=0.25")
+    r = run_stack(cfg, data)
+    fold = pd.read_csv(cfg.run_dir / "folds.csv")["fold"].to_numpy()
+    holdout = r["stack"]["holdout_fold"]
+    assert seen == {"rows": int((fold != holdout).sum()), "nan": False, "method": "prob"}
+    b = r["blend"]
+    assert b["weights_from"] == "tuned" and set(b["weights"]) == {"lgbm", "xgb"}
+    assert abs(sum(b["weights"].values()) - 1) < 1e-12 and all(w % 0.25 < 1e-9 for w in b["weights"].values())
+    assert {"oof_pauc", "holdout_pauc"} <= set(b["equal_weights_for_comparison"])
+    assert "fitted on the inner-CV OOF" in r["how_scored"]
+    out = cfg.run_dir / "stack" / cfg.run
+    oof = pd.read_parquet(out / "oof.parquet")
+    w = b["weights"]
+    np.testing.assert_allclose(oof["pred"], w["lgbm"] * oof["pred_lgbm"] + w["xgb"] * oof["pred_xgb"])
+    again = stack_test_predictions(out, runs, data, progress=False)
+    np.testing.assert_allclose(again["pred"], pd.read_parquet(out / "test.parquet")["pred"], atol=1e-12)
+
+
+def test_blend_weights_tune_needs_a_step_that_divides_one(tmp_path):
+    assert stack_config(tmp_path, "blend.weights=tune").blend.weights == "tune"
+    with pytest.raises(ConfigError, match=r"blend\.tune_step=0\.3 must divide 1"):
+        stack_config(tmp_path, "blend.weights=tune blend.tune_step=0.3")
+
+
+def test_stage1_shift_is_measured_and_warned():
+    from foldstack.stage2.skew import stage1_shift
+
+    cfg = load_stack_config("isic2024", "lgbm")
+    rng = np.random.default_rng(0)
+    oof = pd.DataFrame({"cnn_a": rng.beta(0.5, 5, 4000), "age": rng.normal(size=4000)})
+    same = pd.DataFrame({"cnn_a": rng.beta(0.5, 5, 4000), "age": rng.normal(size=4000)})
+    shrunk = same.assign(cnn_a=0.5 * same["cnn_a"] + 0.5 * same["cnn_a"].mean())  # a mean of models
+    r = stage1_shift(cfg, oof, same)
+    assert set(r["columns"]) == {"cnn_a"} and r["columns"]["cnn_a"]["ks"] < 0.05 and "warning" not in r
+    r = stage1_shift(cfg, oof, shrunk)
+    assert r["columns"]["cnn_a"]["large"] and 0.45 < r["columns"]["cnn_a"]["spread_ratio"] < 0.55
+    assert "cnn_a (KS" in r["warning"]
+    assert stage1_shift(cfg, oof, same.iloc[:3])["checked"] is False
+    assert stage1_shift(cfg, oof[["age"]], same[["age"]]) == {}
+
+
+def test_stack_reports_the_stage1_shift(stacked):
+    _cfg, _data, r, out = stacked
+    shift = r["stage1_shift"]
+    assert shift["checked"] and {"cnn_tiny", "cnn_tiny_patient_rank"} <= set(shift["columns"])
+    assert (out / "report" / "stage1_shift.png").exists()
+    assert r["blend"]["weights_from"].startswith("config")
+    assert r["blend"]["weights"] == {"lgbm": 0.5, "xgb": 0.5}

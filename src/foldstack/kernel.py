@@ -96,6 +96,17 @@ def cnn_test_predictions(
     return pt.test_frame(cfg, ids, per_fold)
 
 
+def blend_weights(cfg: StackConfig, stack_dir: Path) -> dict[str, float]:
+    """The weights the stack blended with: metrics.json's (tuned or resolved), else the config's."""
+    written = json.loads((stack_dir / "metrics.json").read_text()).get("blend", {}).get("weights")
+    if written is None and cfg.blend.weights == "tune":
+        raise DataError(
+            f"{stack_dir / 'metrics.json'} has no blend.weights though the stack tuned them; "
+            f"re-run `make stack`"
+        )
+    return written if written is not None else cfg.blend.fixed()
+
+
 def stack_test_predictions(
     stack_dir: Path, runs_root: Path, data_dir: Path, progress: bool = True
 ) -> pd.DataFrame:
@@ -120,6 +131,7 @@ def stack_test_predictions(
         raise DataError(f"{stack_dir}: the features built now differ from those the models were trained on")
     k = cfg.folds.k
     calibration = calibrate.load(stack_dir) if cfg.blend.method == "rank" else None
+    weights = blend_weights(cfg, stack_dir)
     inputs = {kind: engine_input(kind, X) for kind in {spec.kind for spec in cfg.models}}  # once each
     per_fold = []
     for f in range(k):
@@ -130,7 +142,7 @@ def stack_test_predictions(
         if calibration is not None:  # the rank blend mapped to a probability, as in training
             per_fold.append(calibration.probability(f, preds))
         else:
-            per_fold.append(blend(preds, cfg.blend.weights))
+            per_fold.append(blend(preds, weights))
     return pt.test_frame(cfg, test[cfg.columns.id].tolist(), per_fold)
 
 

@@ -81,9 +81,25 @@ class TuningCfg(Frozen):
 
 class BlendCfg(Frozen):
     method: Literal["rank", "prob"] = "rank"
-    weights: dict[str, float] = Field(
-        default_factory=dict, description="model name -> weight (default equal)"
+    weights: dict[str, float] | Literal["tune"] = Field(
+        default_factory=dict,
+        description="model name -> weight (default equal), or tune: fitted on the inner-CV OOF of the "
+        "tuning folds (never the hold-out fold), reported in metrics.json",
     )
+    tune_step: float = Field(
+        0.05, gt=0, le=0.5, description="blend.weights=tune: grid step of the weights on the simplex"
+    )
+
+    @model_validator(mode="after")
+    def _check_step(self) -> BlendCfg:
+        n = 1 / self.tune_step
+        if abs(n - round(n)) > 1e-9:
+            raise ValueError(f"blend.tune_step={self.tune_step:g} must divide 1 (e.g. 0.05, 0.1, 0.25)")
+        return self
+
+    def fixed(self) -> dict[str, float]:
+        """The configured weights ({} = equal); for weights=tune the tuned ones are in metrics.json."""
+        return {} if self.weights == "tune" else dict(self.weights)
 
 
 class StackConfig(CompetitionConfig):
@@ -101,14 +117,15 @@ class StackConfig(CompetitionConfig):
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"models: names must be unique, got {names}")
-        unknown = set(self.blend.weights) - set(names)
+        w = self.blend.fixed()
+        unknown = set(w) - set(names)
         if unknown:
             raise ValueError(f"blend.weights names unknown models {sorted(unknown)}; models are {names}")
-        w = self.blend.weights
         if w and (set(w) != set(names) or min(w.values()) < 0 or abs(sum(w.values()) - 1) > 1e-6):
             raise ValueError(
                 f"blend.weights {w} must give every model {names} a weight >= 0, summing to 1 "
-                f"(they sum to {sum(w.values()):g}); leave blend.weights out for equal weights"
+                f"(they sum to {sum(w.values()):g}); leave blend.weights out for equal weights, or set "
+                f"blend.weights=tune to fit them on the tuning folds"
             )
         if self.multiclass:
             sampled = [m.name for m in self.models if m.neg_ratio or "neg_ratio" in m.search]

@@ -18,7 +18,7 @@ from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
 from foldstack.folds import check_fold_sha, load_folds
 from foldstack.report import write_report
-from foldstack.stage2 import calibrate, plots
+from foldstack.stage2 import calibrate, plots, skew
 from foldstack.stage2.config import ModelSpec, StackConfig
 from foldstack.stage2.features import (
     build_features,
@@ -27,7 +27,8 @@ from foldstack.stage2.features import (
     check_same_columns,
     cnn_inputs,
 )
-from foldstack.stage2.tune import TuneData, best_sampled, estimator, say, tune
+from foldstack.stage2.tune import TuneData, best_sampled, estimator, inner_predictions, say, tune
+from foldstack.stage2.weights import tune_weights
 
 STUDY_FILES = ("study.journal",)  # Optuna's journal (and its lock files) outlive a run's outputs
 
@@ -188,8 +189,17 @@ def blend(preds: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray
     return np.tensordot(w, np.stack([np.asarray(p, dtype=float) for p in preds.values()]), axes=1)
 
 
+def blend_oof(
+    method: str, oofs: dict, y: np.ndarray, fold: np.ndarray, weights: dict[str, float]
+) -> np.ndarray:
+    """The OOF blend alone (what `make ablate` scores): the same rule as blend_stack's OOF."""
+    if method == "prob":
+        return blend(oofs, weights)
+    return calibrate.fit_rank_calibration(oofs, y, fold, weights)[1]
+
+
 def blend_stack(
-    cfg: StackConfig, oofs: dict, tests: dict, y: np.ndarray, fold: np.ndarray
+    cfg: StackConfig, oofs: dict, tests: dict, y: np.ndarray, fold: np.ndarray, weights: dict[str, float]
 ) -> tuple[np.ndarray, np.ndarray, calibrate.RankCalibration | None, np.ndarray | None]:
     """(OOF blend, per-fold test blends (k, n_test[, C]), the rank calibration, the OOF rank score).
 
@@ -198,13 +208,35 @@ def blend_stack(
     and test."""
     k = int(fold.max()) + 1
     if cfg.blend.method == "prob":
-        test_folds = np.stack(
-            [blend({n: t[f] for n, t in tests.items()}, cfg.blend.weights) for f in range(k)]
-        )
-        return blend(oofs, cfg.blend.weights), test_folds, None, None
-    cal, prob, rank = calibrate.fit_rank_calibration(oofs, y, fold, cfg.blend.weights)
+        test_folds = np.stack([blend({n: t[f] for n, t in tests.items()}, weights) for f in range(k)])
+        return blend(oofs, weights), test_folds, None, None
+    cal, prob, rank = calibrate.fit_rank_calibration(oofs, y, fold, weights)
     test_folds = np.stack([cal.probability(f, {n: t[f] for n, t in tests.items()}) for f in range(k)])
     return prob, test_folds, cal, rank
+
+
+def resolve_weights(
+    cfg: StackConfig, m: Matrices, oofs: dict, inner: dict, holdout: int
+) -> tuple[dict[str, float], dict]:
+    """(the blend weights, normalised, by model; what metrics.json says of them). blend.weights=tune fits
+    them on the inner-CV OOF of the tuning folds (stage2.weights) and also scores equal weights, for
+    comparison only: nothing is chosen on the hold-out fold."""
+    names = list(oofs)
+    if cfg.blend.weights != "tune":
+        given = cfg.blend.fixed()
+        w = given or {n: 1.0 for n in names}
+        total = sum(w[n] for n in names)
+        source = "config (blend.weights)" if given else "equal (blend.weights not set)"
+        return {n: w[n] / total for n in names}, {"weights_from": source}
+    used = m.fold != holdout
+    weights, info = tune_weights(
+        {n: p[used] for n, p in inner.items()}, m.y[used], cfg.blend.method, cfg.metric, cfg.blend.tune_step
+    )
+    equal = blend_oof(cfg.blend.method, oofs, m.y, m.fold, {n: 1.0 for n in names})
+    hold = m.fold == holdout
+    compare = {f"oof_{k}": v for k, v in pt.headline(cfg, m.y, equal).items()}
+    compare |= {f"holdout_{k}": v for k, v in pt.headline(cfg, m.y[hold], equal[hold]).items()}
+    return weights, {"weights_from": "tuned"} | info | {"equal_weights_for_comparison": compare}
 
 
 def rank_blend_scores(cfg: StackConfig, m: Matrices, rank_oof: np.ndarray | None, holdout: int) -> dict:
@@ -344,7 +376,8 @@ def run_stack(
     m, s1, fmeta = build_matrices(cfg, data_dir, models_in)
     k = cfg.folds.k
     holdout = cfg.tuning.holdout_fold % k
-    oofs, tests, model_info, importance, studies = {}, {}, {}, None, {}
+    oofs, tests, model_info, importance, studies, inner = {}, {}, {}, None, {}, {}
+    shift = skew.stage1_shift(cfg, m.X, m.X_test)
     # the run folder is one set: every output is staged and swapped in whole when the run ends (the
     # study journal stays: it outlives runs); a killed run leaves the previous outputs untouched
     with artifacts.SetWriter(out, "stack", manifest="metrics.json", replace_all=True, keep=STUDY_FILES) as s:
@@ -368,6 +401,10 @@ def run_stack(
                 label=f"refit {spec.name} (best params)",
             )
             oofs[spec.name], tests[spec.name], studies[spec.name] = oof, test, study
+            if cfg.blend.weights == "tune":  # the best trial's inner OOF, refitted (no hold-out rows)
+                say(f"blend weights: inner-CV OOF of {spec.name} with its best parameters")
+                est = estimator(spec, sampled, cfg.tuning.seed, cfg.n_classes)
+                inner[spec.name] = inner_predictions(est, d)
             importance = imp if importance is None else importance
             model_info[spec.name] = scores(cfg, m.y, oof, m.fold) | {
                 "tuned_cv": tuned_cv,
@@ -375,7 +412,8 @@ def run_stack(
                 "best_params": sampled,
                 "study": study.study_name,
             }
-        blended, test_folds, calibration, rank_oof = blend_stack(cfg, oofs, tests, m.y, m.fold)
+        weights, weights_info = resolve_weights(cfg, m, oofs, inner, holdout)
+        blended, test_folds, calibration, rank_oof = blend_stack(cfg, oofs, tests, m.y, m.fold, weights)
         first = cfg.models[0]
         tab_oof, _, _ = fit_folds(
             first,
@@ -389,8 +427,11 @@ def run_stack(
             label=f"tabular-only {first.name} (no CNN input)",
         )
         result = _report(cfg, m, s1, fmeta, blended, model_info, tab_oof, holdout, time.time() - t0)
+        result["blend"] = {"method": cfg.blend.method, "weights": weights} | weights_info
+        result["stage1_shift"] = shift
         result |= rank_blend_scores(cfg, m, rank_oof, holdout) | stack_flags(cfg, s1, result)
         _write(cfg, work, m, blended, oofs, test_folds, importance, studies, result, calibration)
+        skew.write_plot(m.X, m.X_test, shift, work / "report" / "stage1_shift.png", cfg.run)
         artifacts.fault_point("stack.before_commit")
     return result
 
@@ -438,10 +479,16 @@ def _report(
 
 
 def _how_blended(cfg: StackConfig, holdout: int) -> str:
+    weights = (
+        f" The weights (blend.weights) were fitted on the inner-CV OOF of the folds other than {holdout} "
+        f"(grid of step {cfg.blend.tune_step:g} on the simplex); the hold-out fold took no part."
+        if cfg.blend.weights == "tune"
+        else ""
+    )
     if cfg.blend.method == "prob":
-        return "Blend: weighted mean of the models' probabilities, same rule for OOF and test."
-    return (
-        "Blend: weighted mean rank, then a probability. For fold f's rows (OOF) and fold f's models (test) "
+        return "Blend: weighted mean of the models' probabilities, same rule for OOF and test." + weights
+    return weights.strip() + (
+        " Blend: weighted mean rank, then a probability. For fold f's rows (OOF) and fold f's models (test) "
         "each model's score is ranked against that model's OOF scores on the other folds (the same map "
         "for OOF and test rows), and the mean rank goes through an isotonic regression (rank -> target) "
         "fitted on the other folds' OOF rows only, made strictly increasing, so that within each fold "

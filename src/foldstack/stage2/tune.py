@@ -147,8 +147,10 @@ def suggest(trial: optuna.Trial, spec: ModelSpec) -> dict:
     return out
 
 
-def inner_cv(est: GBDTClassifier, d: TuneData, trial: optuna.Trial | None = None) -> float:
-    """Metric of the inner OOF over the folds other than the hold-out one; reports each fold for pruning."""
+def inner_predictions(est: GBDTClassifier, d: TuneData, trial: optuna.Trial | None = None) -> np.ndarray:
+    """The inner OOF: each fold other than the hold-out one predicted by a model fitted on the remaining
+    tuning folds (the hold-out fold's rows stay NaN); with a trial, each fold's score is reported for
+    pruning."""
     inner = [f for f in np.unique(d.fold) if f != d.holdout]
     pred = np.full((len(d.y), d.n_classes) if d.n_classes > 2 else len(d.y), np.nan)
     for step, f in enumerate(inner):
@@ -160,6 +162,12 @@ def inner_cv(est: GBDTClassifier, d: TuneData, trial: optuna.Trial | None = None
             artifacts.fault_point("stack.trial.fold")  # kill -9 tests: die mid-trial
             if trial.should_prune():
                 raise optuna.TrialPruned()
+    return pred
+
+
+def inner_cv(est: GBDTClassifier, d: TuneData, trial: optuna.Trial | None = None) -> float:
+    """Metric of the inner OOF over the folds other than the hold-out one; reports each fold for pruning."""
+    pred = inner_predictions(est, d, trial)
     used = d.fold != d.holdout
     return metrics.score(d.metric, d.y[used], pred[used])
 
