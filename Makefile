@@ -38,8 +38,11 @@ MSG ?=
 POLL ?=
 SCORE_TIMEOUT ?=
 LABELS ?=
+# make ablate: families to drop (default all) and bootstrap resamples (default leaderboard.n_boot)
+FAMILIES ?=
+N_BOOT ?=
 
-.PHONY: help setup setup-db data folds check-data bench-check-data cache oof bench-oof stack bench-stack \
+.PHONY: help setup setup-db data folds check-data bench-check-data cache oof bench-oof stack ablate bench-stack \
 	bench-load predict kernel-check submit lb demo setups test lint
 
 help: ## list the targets
@@ -84,6 +87,9 @@ bench-oof: ## one fold's stage-1 work split into training/scoring/prediction + i
 stack: ## stage 2: GBDTs on features + stage-1 OOF, Optuna-tuned (STACK=lgbm MODELS=a,b N_TRIALS=total TIMEOUT WORKERS)
 	$(PY) pipelines/stack.py $(ARGS) --stack $(STACK) --models "$(MODELS)" --workers $(WORKERS) \
 		$(if $(N_TRIALS),--n-trials $(N_TRIALS)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+
+ablate: ## refit a finished stack without each feature family / model, tuned params fixed -> ablation.{csv,md,png} (STACK FAMILIES=a,b)
+	$(PY) pipelines/ablate.py $(ARGS) --stack $(STACK) --families "$(FAMILIES)" $(if $(N_BOOT),--n-boot $(N_BOOT))
 
 bench-stack: ## stage-2 wall time and peak memory on a 400,000-row synthetic table
 	$(PY) pipelines/bench_stack.py $(ARGS) --stack $(STACK)

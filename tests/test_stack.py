@@ -374,6 +374,9 @@ def test_stack_pipeline_prints_warnings(monkeypatch, capsys, with_cnn):
         "cnn": {},
         "score_is_optimistic": True,
         "optimistic_inputs": ["tiny"],
+        "blend": {"weights": {"lgbm": 1.0}, "weights_from": "tuned"}
+        | {"equal_weights_for_comparison": {"holdout_pauc": 0.1234}},
+        "stage1_shift": {"warning": "the stage-1 features differ between OOF and test: cnn_tiny (KS 0.300"},
     }
     result["suspicious_score"] = "score at or near the metric's maximum: stack holdout_pauc 0.2000 >= 0.198"
     monkeypatch.setattr(stack_pipeline, "run_stack", lambda *a, **k: result)
@@ -381,6 +384,8 @@ def test_stack_pipeline_prints_warnings(monkeypatch, capsys, with_cnn):
     out = capsys.readouterr().out
     assert "WARNING: suspicious score: score at or near" in out
     assert "WARNING: optimistic score: stage-1 input(s) ['tiny']" in out
+    assert "blend weights (tuned): lgbm 1.00; equal weights would score hold-out pauc 0.1234" in out
+    assert "WARNING: stage-1 feature shift: the stage-1 features differ between OOF and test: cnn_tiny" in out
 
 
 def test_a_refit_with_fewer_seeds_leaves_no_stale_booster_and_a_stale_one_is_refused(tmp_path):
@@ -459,7 +464,7 @@ def test_catboost_handles_categoricals_natively_saves_cbm_and_refuses_another_fe
 
 
 def test_blend_weights_must_cover_every_model_and_sum_to_one(tmp_path):
-    with pytest.raises(ConfigError, match=r"must give every model \['lgbm', 'xgb', 'cb'\].*sum to 1\.2"):
+    with pytest.raises(ConfigError, match=r"must give every model \['lgbm', 'xgb', 'cb'\].*sum to 0\.54"):
         stack_config(tmp_path, "blend.weights.lgbm=0.54", name="gbdt3")
     with pytest.raises(ConfigError, match=r"must give every model \['lgbm', 'xgb'\].*sum to 1\b"):
         stack_config(tmp_path, "blend.weights.xgb=-0.5 blend.weights.lgbm=1.5")
@@ -559,3 +564,64 @@ def test_stack_reports_the_stage1_shift(stacked):
     assert (out / "report" / "stage1_shift.png").exists()
     assert r["blend"]["weights_from"].startswith("config")
     assert r["blend"]["weights"] == {"lgbm": 0.5, "xgb": 0.5}
+
+
+def test_column_families_split_the_features_by_name():
+    from foldstack.stage2.ablate import column_families
+
+    cols = ["age_approx", "sex", "hue_contrast", "age_approx_pz", "hue_contrast_pz", "patient_lesion_count"]
+    cols += ["cnn_a", "cnn_a_patient_rank", "cnn_a_b", "cnn_a_b_patient_ratio"]
+    fams = column_families(cols, ["a", "a_b"])
+    assert fams == {
+        "raw": ["age_approx", "sex"],
+        "engineered": ["hue_contrast"],
+        "patient_norm": ["age_approx_pz", "hue_contrast_pz"],
+        "lesion_count": ["patient_lesion_count"],
+        "stage1:a": ["cnn_a", "cnn_a_patient_rank"],
+        "stage1:a_b": ["cnn_a_b", "cnn_a_b_patient_ratio"],
+    }
+    assert "lesion_count" not in column_families(cols[:5], [])
+
+
+def test_ablation_refits_with_the_tuned_parameters_and_writes_a_set(stacked, capsys):
+    """make ablate on the tiny stack: the full row is the stack's own score, a refit with the tuned
+    parameters and no column dropped reproduces each model's saved OOF, the table/markdown/chart are
+    one set; an unknown family is refused naming the valid ones."""
+    from pipelines import ablate as ablate_pipeline
+
+    from foldstack import artifacts
+    from foldstack.stage2.ablate import run_ablation, stack_config
+    from foldstack.stage2.run import build_matrices, fit_folds
+
+    cfg0, data, r, out = stacked
+    cfg = stack_config(out, cfg0.runs_dir)
+    m, _, _ = build_matrices(cfg, data, list(r["cnn"]))
+    saved = pd.read_parquet(out / "oof.parquet")
+    for spec in cfg.models:
+        again, test, _ = fit_folds(spec, r["models"][spec.name]["best_params"], m.X, m.y, m.fold, None, 0)
+        assert test is None
+        np.testing.assert_allclose(again, saved[f"pred_{spec.name}"], atol=1e-9)
+    table = run_ablation(cfg, out, data, ["raw", "stage1:tiny", "model:xgb"], n_boot=20)
+    variants = ["full stack", "without raw", "without stage1:tiny", "without model:xgb"]
+    assert table["variant"].tolist() == variants
+    full = table.iloc[0]
+    assert full["oof"] == pytest.approx(r["stack"]["oof_pauc"]) and full["holdout"] == pytest.approx(
+        r["stack"]["holdout_pauc"]
+    )
+    t = table.set_index("variant")
+    assert t.loc["without stage1:tiny", "n_features"] == m.X.shape[1] - 3
+    for where in ("oof", "holdout"):
+        assert (t[f"{where}_low"] <= t[where] + 1e-12).all()
+        assert (t[where] <= t[f"{where}_high"] + 1e-12).all()
+        change = t[where].iloc[1:] - full[where]
+        np.testing.assert_allclose(t[f"{where}_change"].iloc[1:], change, atol=1e-12)
+    manifest = artifacts.read_manifest(out / "ablation.json")
+    assert set(manifest["set_members"]) == {"ablation.csv", "ablation.md", "ablation.png"}
+    assert "| without model:xgb | model xgb |" in (out / "ablation.md").read_text()
+    with pytest.raises(ConfigError, match=r"FAMILIES: no family \['colour'\] .* raw, engineered"):
+        run_ablation(cfg, out, data, ["colour"])
+    argv = ["--set", f"{TINY['isic2024']} runs_dir={cfg0.runs_dir}", "--data", str(data)]
+    ablate_pipeline.main([*argv, "--stack", cfg0.run, "--families", "lesion_count", "--n-boot", "10"])
+    assert "| without lesion_count | 1 column(s) |" in capsys.readouterr().out
+    artifacts.read_manifest(out / "metrics.json")  # the stack's own set is untouched by the ablation set
+    artifacts.read_manifest(out / "ablation.json")

@@ -148,27 +148,30 @@ def fit_folds(
     X: pd.DataFrame,
     y: np.ndarray,
     fold: np.ndarray,
-    X_test: pd.DataFrame,
+    X_test: pd.DataFrame | None,
     seed: int,
     save_to: Path | None = None,
     n_classes: int = 2,
     label: str | None = None,
-) -> tuple[np.ndarray, np.ndarray, pd.Series]:
-    """Per fold: fit on the other folds, predict the held-out fold and the test set; with a `label`,
-    one line per fitted fold (tune.say: written at once, terminal or not).
+) -> tuple[np.ndarray, np.ndarray | None, pd.Series]:
+    """Per fold: fit on the other folds, predict the held-out fold and the test set (none when X_test
+    is None: nobody reads it); with a `label`, one line per fitted fold (tune.say: written at once,
+    terminal or not).
 
-    Returns (OOF predictions (n,) or (n, C), test predictions of shape (k, n_test) or (k, n_test, C),
-    mean gain importance).
+    Returns (OOF predictions (n,) or (n, C), test predictions of shape (k, n_test) or (k, n_test, C)
+    or None, mean gain importance).
     """
     base = estimator(spec, sampled, seed, n_classes)
     k = int(fold.max()) + 1
     width = (n_classes,) if n_classes > 2 else ()
-    oof, test, imp = np.full((len(y), *width), np.nan), np.zeros((k, len(X_test), *width)), []
+    oof, imp = np.full((len(y), *width), np.nan), []
+    test = None if X_test is None else np.zeros((k, len(X_test), *width))
     for f in range(k):
         t0 = time.perf_counter()
         est = clone(base).fit(X[fold != f], y[fold != f])
         oof[fold == f] = est.scores(X[fold == f])
-        test[f] = est.scores(X_test)
+        if test is not None:
+            test[f] = est.scores(X_test)
         imp.append(est.feature_importance())
         if save_to is not None:
             est.save(save_to / spec.name / f"fold{f}")
@@ -291,8 +294,7 @@ def scores(cfg: StackConfig, y: np.ndarray, p: np.ndarray, fold: np.ndarray) -> 
 class Matrices:
     X: pd.DataFrame
     X_test: pd.DataFrame
-    X_tab: pd.DataFrame
-    X_tab_test: pd.DataFrame
+    X_tab: pd.DataFrame  # X without the stage-1 columns (the tabular-only comparison; no test twin)
     y: np.ndarray
     fold: np.ndarray
     train_ids: list[str]
@@ -330,7 +332,7 @@ def build_matrices(
     X = build_features(cfg, f, train, cnn_inputs(cfg, {s.name: s.oof for s in s1}), levels)
     X_test = build_features(cfg, f, test, cnn_inputs(cfg, {s.name: s.test for s in s1}), levels)
     cnn_cols = [c for c in X.columns if c.startswith("cnn_")]  # the tabular-only model drops just these
-    X_tab, X_tab_test = X.drop(columns=cnn_cols), X_test.drop(columns=cnn_cols)
+    X_tab = X.drop(columns=cnn_cols)
     check_same_columns(X, X_test)
     y = folds["target"].to_numpy()
     check_leaks(X, y, cfg.table.train_only)
@@ -338,7 +340,6 @@ def build_matrices(
         X,
         X_test,
         X_tab,
-        X_tab_test,
         y,
         folds["fold"].to_numpy(),
         train[idc].tolist(),
@@ -421,7 +422,7 @@ def run_stack(
             m.X_tab,
             m.y,
             m.fold,
-            m.X_tab_test,
+            None,  # its test predictions are never read
             cfg.tuning.seed,
             n_classes=cfg.n_classes,
             label=f"tabular-only {first.name} (no CNN input)",

@@ -1,0 +1,287 @@
+"""`make ablate`: what each feature family and each model adds to a finished stack.
+
+With the stack's tuned parameters fixed (metrics.json best_params; nothing is re-tuned), every model is
+refitted on the same folds without one feature family at a time, and blended with the stack's weights
+and method; a model family is ablated by blending the stack's other models (their saved OOF, weights
+renormalised), which needs no refit. The full stack's row is the stack's own OOF (oof.parquet), checked
+to be the blend of its models.
+
+Feature families (disjoint, from the column names the stack was trained on):
+- raw: the competition's metadata columns, numeric and categorical;
+- engineered: the engineered lesion features (stage2.features.ENGINEERED);
+- patient_norm: every feature z-scored within its patient (`*_pz`);
+- lesion_count: the number of lesions of the patient;
+- stage1:<run>: a stage-1 run's probability and its patient rank and ratio.
+A model family is `model:<name>`.
+
+Each variant is scored on the pooled OOF and on the hold-out fold (the fold kept out of tuning), with a
+patient-bootstrap interval, and its change against the full stack with a paired bootstrap interval (the
+same resampled patients score both). The hold-out column is for reading, not for choosing: picking
+features on it would spend the one untouched score.
+
+Written as one set into the stack folder: ablation.csv, ablation.md, ablation.png, ablation.json (the
+manifest: what was ablated, from which stack). A new `make stack` replaces the folder, ablation included.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from foldstack import artifacts, metrics
+from foldstack.config import build_config
+from foldstack.errors import ConfigError, DataError
+from foldstack.folds import load_folds
+from foldstack.stage2.config import StackConfig
+from foldstack.stage2.features import CNN_PREFIX, ENGINEERED
+from foldstack.stage2.run import blend_oof, build_matrices, fit_folds
+from foldstack.stage2.tune import say
+
+FEATURE_FAMILIES = ("raw", "engineered", "patient_norm", "lesion_count")
+FILES = ("ablation.csv", "ablation.md", "ablation.png")
+
+
+def stack_config(stack_dir: Path, runs_dir: str) -> StackConfig:
+    """The config the stack was trained with (its config.yaml), pointed at runs_dir."""
+    path = stack_dir / "config.yaml"
+    if not path.exists():
+        raise DataError(f"{path} is missing: no finished stack in {stack_dir}; run `make stack` first")
+    return build_config(StackConfig, [path], [f"runs_dir={runs_dir}"])
+
+
+def column_families(columns: list[str], stage1_runs: list[str]) -> dict[str, list[str]]:
+    """Family name -> its columns; families without a column are left out."""
+    fams: dict[str, list[str]] = {f: [] for f in FEATURE_FAMILIES} | {f"stage1:{r}": [] for r in stage1_runs}
+    longest_first = sorted(stage1_runs, key=len, reverse=True)  # run 'a_b' before run 'a'
+    for c in columns:
+        if c.startswith(CNN_PREFIX):
+            run = next((r for r in longest_first if c == f"cnn_{r}" or c.startswith(f"cnn_{r}_")), None)
+            if run is None:
+                raise DataError(f"feature {c!r} belongs to no stage-1 run of the stack ({stage1_runs})")
+            fams[f"stage1:{run}"].append(c)
+        elif c == "patient_lesion_count":
+            fams["lesion_count"].append(c)
+        elif c.endswith("_pz"):
+            fams["patient_norm"].append(c)
+        elif c in ENGINEERED:
+            fams["engineered"].append(c)
+        else:
+            fams["raw"].append(c)
+    return {f: cols for f, cols in fams.items() if cols}
+
+
+def choose(asked: list[str] | None, offered: list[str]) -> list[str]:
+    """The families to ablate: all offered, or those asked for (each must be offered)."""
+    if not asked:
+        return offered
+    unknown = [a for a in asked if a not in offered]
+    if unknown:
+        raise ConfigError(
+            f"FAMILIES: no family {unknown} in this stack; its families are {', '.join(offered)} "
+            f"(e.g. `make ablate FAMILIES={offered[0]}`)"
+        )
+    return list(dict.fromkeys(asked))
+
+
+def _model_oofs(cfg: StackConfig, oof: pd.DataFrame, path: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for spec in cfg.models:
+        cols = [c.replace("pred", f"pred_{spec.name}", 1) for c in cfg.pred_columns]
+        missing = [c for c in cols if c not in oof.columns]
+        if missing:
+            raise DataError(f"{path}: no column(s) {missing} (model {spec.name}'s OOF); re-run `make stack`")
+        v = oof[cols].to_numpy(dtype=np.float64)
+        out[spec.name] = v[:, 0] if v.shape[1] == 1 else v
+    return out
+
+
+def _scores(cfg: StackConfig, y, p, base, groups, hold, n_boot: int, seed: int) -> dict:
+    """Pooled OOF and hold-out: metric with interval, and (base given) the paired change against base."""
+    out = {}
+    for where, rows in (("oof", slice(None)), ("holdout", hold)):
+        ci = metrics.bootstrap_ci(y[rows], p[rows], groups[rows], cfg.metric, n_boot, seed=seed)
+        out |= {where: ci["point"], f"{where}_low": ci["low"], f"{where}_high": ci["high"]}
+        if base is not None:
+            d = metrics.bootstrap_delta_ci(
+                y[rows], base[rows], p[rows], groups[rows], cfg.metric, n_boot, seed=seed
+            )
+            out |= {
+                f"{where}_change": d["point"],
+                f"{where}_change_low": d["low"],
+                f"{where}_change_high": d["high"],
+            }
+    return out
+
+
+def run_ablation(
+    cfg: StackConfig,
+    stack_dir: Path,
+    data_dir: Path,
+    asked: list[str] | None = None,
+    n_boot: int | None = None,
+) -> pd.DataFrame:
+    """Refit/re-blend each variant, score it, write the ablation set; return the table."""
+    t0 = time.time()
+    result = artifacts.read_manifest(stack_dir / "metrics.json")  # refuses a stack set that was changed
+    inputs = json.loads((stack_dir / "inputs.json").read_text())
+    m, _, _ = build_matrices(cfg, data_dir, list(inputs["stage1_runs"]))
+    if list(m.X.columns) != inputs["columns"]:
+        raise DataError(
+            f"{stack_dir / 'inputs.json'}: the features built now differ from those the stack was trained "
+            f"on (data, features or stage-1 runs changed since); re-run `make stack` before `make ablate`"
+        )
+    oof_path = stack_dir / "oof.parquet"
+    oof = pd.read_parquet(oof_path)
+    if oof["id"].astype(str).tolist() != m.train_ids:
+        raise DataError(f"{oof_path}: its ids differ from the current train rows; re-run `make stack`")
+    models = _model_oofs(cfg, oof, oof_path)
+    weights = result.get("blend", {}).get("weights") or cfg.blend.fixed() or {n: 1.0 for n in models}
+    method = cfg.blend.method
+    full = blend_oof(method, models, m.y, m.fold, weights)
+    saved = oof[cfg.pred_columns].to_numpy(dtype=np.float64)
+    if not np.allclose(full, saved[:, 0] if saved.shape[1] == 1 else saved, atol=1e-9):
+        raise DataError(f"{oof_path}: pred is not the blend of its models' OOF; re-run `make stack`")
+    fams = column_families(list(m.X.columns), list(inputs["stage1_runs"]))
+    offered = list(fams) + ([f"model:{n}" for n in models] if len(models) > 1 else [])
+    chosen = choose(asked, offered)
+    folds, _ = load_folds(cfg)
+    groups = folds["group"].astype(str).to_numpy()
+    holdout = int(result["stack"]["holdout_fold"])
+    hold = m.fold == holdout
+    n_boot = n_boot or cfg.leaderboard.n_boot
+    seed = cfg.leaderboard.seed
+    rows = [
+        {"variant": "full stack", "dropped": "", "n_features": m.X.shape[1], "seconds": 0.0}
+        | _scores(cfg, m.y, full, None, groups, hold, n_boot, seed)
+    ]
+    for fam in chosen:
+        t = time.perf_counter()
+        if fam.startswith("model:"):
+            name = fam.split(":", 1)[1]
+            rest = {n: p for n, p in models.items() if n != name}
+            w = {n: weights[n] for n in rest}
+            if sum(w.values()) <= 0:  # the dropped model held all the weight: the others equally
+                w = {n: 1.0 for n in rest}
+            p = blend_oof(method, rest, m.y, m.fold, w)
+            dropped, n_feat = f"model {name}", m.X.shape[1]
+        else:
+            cols = fams[fam]
+            X = m.X.drop(columns=cols)
+            if X.shape[1] == 0:
+                raise DataError(f"without family {fam} the stack has no feature left; ablate another family")
+            variant = {}
+            for spec in cfg.models:
+                sampled = result["models"][spec.name].get("best_params", {})
+                variant[spec.name], _, _ = fit_folds(
+                    spec,
+                    sampled,
+                    X,
+                    m.y,
+                    m.fold,
+                    None,
+                    cfg.tuning.seed,
+                    n_classes=cfg.n_classes,
+                    label=f"ablate without {fam}: {spec.name}",
+                )
+            p = blend_oof(method, variant, m.y, m.fold, weights)
+            dropped, n_feat = f"{len(cols)} column(s)", X.shape[1]
+        seconds = round(time.perf_counter() - t, 1)
+        rows.append(
+            {"variant": f"without {fam}", "dropped": dropped, "n_features": n_feat, "seconds": seconds}
+            | _scores(cfg, m.y, p, full, groups, hold, n_boot, seed)
+        )
+        r = rows[-1]
+        say(
+            f"ablate without {fam}: OOF {cfg.metric} {r['oof']:.4f} (change {r['oof_change']:+.4f}), "
+            f"hold-out {r['holdout']:.4f} ({r['holdout_change']:+.4f}); {seconds:.1f} s"
+        )
+    table = pd.DataFrame(rows)
+    _write(cfg, stack_dir, table, chosen, weights, holdout, n_boot, result, time.time() - t0)
+    return table
+
+
+def _fmt(v: float, lo: float, hi: float, sign: bool = False) -> str:
+    f = "{:+.4f}" if sign else "{:.4f}"
+    return f"{f.format(v)} [{f.format(lo)}, {f.format(hi)}]"
+
+
+def markdown(cfg: StackConfig, table: pd.DataFrame, holdout: int, n_boot: int, weights: dict) -> str:
+    key = cfg.metric
+    lines = [
+        f"# Ablation of stack `{cfg.run}` ({cfg.name}, {key})",
+        "",
+        f"Tuned parameters fixed; each feature family dropped and every model refitted on the same folds, "
+        f"each model family dropped from the {cfg.blend.method} blend (weights "
+        + ", ".join(f"{n} {w:.2f}" for n, w in weights.items())
+        + f", renormalised). [lo, hi]: 95% {cfg.columns.group}-bootstrap interval ({n_boot} resamples); "
+        f"the change is paired (the same resamples score the variant and the full stack). Hold-out = fold "
+        f"{holdout}, kept out of tuning: read it, do not choose features on it.",
+        "",
+        f"| variant | dropped | features | OOF {key} | change | hold-out {key} | change | s |",
+        "|---|---|---:|---|---|---|---|---:|",
+    ]
+    for r in table.to_dict("records"):
+        full = r["variant"] == "full stack"
+        oof, held = (_fmt(r[w], r[f"{w}_low"], r[f"{w}_high"]) for w in ("oof", "holdout"))
+        oc, hc = (
+            "" if full else _fmt(r[f"{w}_change"], r[f"{w}_change_low"], r[f"{w}_change_high"], True)
+            for w in ("oof", "holdout")
+        )
+        lines.append(
+            f"| {r['variant']} | {r['dropped']} | {r['n_features']} | {oof} | {oc} | {held} | {hc} "
+            f"| {r['seconds']:.1f} |"
+        )
+    lines += [
+        "",
+        "A negative change: the stack loses score without that part (the part earns its place); an "
+        "interval that holds 0: no difference this data can show.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(cfg: StackConfig, table: pd.DataFrame, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from foldstack.report import save_figure
+
+    t = table[table["variant"] != "full stack"].reset_index(drop=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(t) + 1.8), sharey=True)
+    ypos = np.arange(len(t))
+    for ax, where in zip(axes, ("oof", "holdout"), strict=True):
+        c = t[f"{where}_change"].to_numpy()
+        err = np.stack([c - t[f"{where}_change_low"].to_numpy(), t[f"{where}_change_high"].to_numpy() - c])
+        ax.barh(ypos, c, xerr=err, color=np.where(c < 0, "#3b75af", "#d62728"), alpha=0.8, capsize=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set(xlabel=f"change of {'OOF' if where == 'oof' else 'hold-out'} {cfg.metric} vs full stack")
+    axes[0].set_yticks(ypos, t["variant"])
+    axes[0].invert_yaxis()
+    full = table.iloc[0]
+    fig.suptitle(
+        f"{cfg.run}: ablation (full stack OOF {full['oof']:.4f}, hold-out {full['holdout']:.4f}); "
+        f"bars < 0: the part helps; 95% paired bootstrap"
+    )
+    save_figure(fig, path)
+
+
+def _write(cfg, stack_dir, table, chosen, weights, holdout, n_boot, result, wall) -> None:
+    with artifacts.SetWriter(stack_dir, "ablation", manifest="ablation.json") as s:
+        table.to_csv(s.path("ablation.csv"), index=False)
+        s.path("ablation.md").write_text(markdown(cfg, table, holdout, n_boot, weights))
+        plot(cfg, table, s.path("ablation.png"))
+        s.write_json(
+            "ablation.json",
+            {
+                "stack": cfg.run,
+                "stack_metrics_sha256": artifacts.sha256_file(stack_dir / "metrics.json"),
+                "families": chosen,
+                "weights": weights,
+                "holdout_fold": holdout,
+                "n_boot": n_boot,
+                "wall_seconds": round(wall, 1),
+                "git_commit": artifacts.git_commit(),
+            },
+        )
