@@ -167,7 +167,7 @@ def test_binary_configs_are_refused_on_a_multiclass_competition():
         load_oof_config("isic2024", "tiny", "train.class_weight=balanced")
 
 
-@pytest.mark.parametrize("kind", ["lightgbm", "xgboost", "knn"])
+@pytest.mark.parametrize("kind", ["lightgbm", "xgboost", "catboost", "knn"])
 def test_multiclass_estimator_gives_class_probabilities(kind):
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})

@@ -80,7 +80,7 @@ def test_stack_outputs_and_metrics(stacked):
     test = pd.read_parquet(out / "test.parquet")
     cols = [f"pred_fold{f}" for f in range(cfg.folds.k)]
     np.testing.assert_allclose(test["pred"], test[cols].mean(axis=1), atol=1e-12)
-    assert set(r["models"]) == {"lgbm", "xgb"} and "tiny" in r["cnn"]
+    assert set(r["models"]) == {"lgbm", "xgb", "cb"} and "tiny" in r["cnn"]
     assert {"oof_pauc", "oof_auc"} <= set(r["tabular_only"]) and "holdout_pauc" in r["stack"]
     assert "never took part in tuning" in r["how_scored"]
     imp = pd.read_csv(out / "feature_importance.csv")
@@ -466,7 +466,7 @@ def test_catboost_handles_categoricals_natively_saves_cbm_and_refuses_another_fe
 def test_blend_weights_must_cover_every_model_and_sum_to_one(tmp_path):
     with pytest.raises(ConfigError, match=r"must give every model \['lgbm', 'xgb', 'cb'\].*sum to 0\.54"):
         stack_config(tmp_path, "blend.weights.lgbm=0.54", name="gbdt3")
-    with pytest.raises(ConfigError, match=r"must give every model \['lgbm', 'xgb'\].*sum to 1\b"):
+    with pytest.raises(ConfigError, match=r"must give every model \['lgbm', 'xgb', 'cb'\].*sum to 1\b"):
         stack_config(tmp_path, "blend.weights.xgb=-0.5 blend.weights.lgbm=1.5")
     cfg = stack_config(
         tmp_path, "blend.weights.lgbm=0.5 blend.weights.xgb=0.25 blend.weights.cb=0.25", name="gbdt3"
@@ -522,14 +522,14 @@ def test_tuned_blend_weights_see_only_the_tuning_folds_and_predict_uses_them(wit
     holdout = r["stack"]["holdout_fold"]
     assert seen == {"rows": int((fold != holdout).sum()), "nan": False, "method": "prob"}
     b = r["blend"]
-    assert b["weights_from"] == "tuned" and set(b["weights"]) == {"lgbm", "xgb"}
+    assert b["weights_from"] == "tuned" and set(b["weights"]) == {"lgbm", "xgb", "cb"}
     assert abs(sum(b["weights"].values()) - 1) < 1e-12 and all(w % 0.25 < 1e-9 for w in b["weights"].values())
     assert {"oof_pauc", "holdout_pauc"} <= set(b["equal_weights_for_comparison"])
     assert "fitted on the inner-CV OOF" in r["how_scored"]
     out = cfg.run_dir / "stack" / cfg.run
     oof = pd.read_parquet(out / "oof.parquet")
     w = b["weights"]
-    np.testing.assert_allclose(oof["pred"], w["lgbm"] * oof["pred_lgbm"] + w["xgb"] * oof["pred_xgb"])
+    np.testing.assert_allclose(oof["pred"], sum(w[n] * oof[f"pred_{n}"] for n in w))
     again = stack_test_predictions(out, runs, data, progress=False)
     np.testing.assert_allclose(again["pred"], pd.read_parquet(out / "test.parquet")["pred"], atol=1e-12)
 
@@ -562,8 +562,8 @@ def test_stack_reports_the_stage1_shift(stacked):
     shift = r["stage1_shift"]
     assert shift["checked"] and {"cnn_tiny", "cnn_tiny_patient_rank"} <= set(shift["columns"])
     assert (out / "report" / "stage1_shift.png").exists()
-    assert r["blend"]["weights_from"].startswith("config")
-    assert r["blend"]["weights"] == {"lgbm": 0.5, "xgb": 0.5}
+    assert r["blend"]["weights_from"] == "equal (blend.weights not set)"
+    assert r["blend"]["weights"] == {"lgbm": 1 / 3, "xgb": 1 / 3, "cb": 1 / 3}
 
 
 def test_column_families_split_the_features_by_name():

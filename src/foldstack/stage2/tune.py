@@ -160,7 +160,8 @@ def inner_predictions(est: GBDTClassifier, d: TuneData, trial: optuna.Trial | No
         if trial is not None:
             trial.report(metrics.score(d.metric, d.y[va], pred[va]), step)
             artifacts.fault_point("stack.trial.fold")  # kill -9 tests: die mid-trial
-            if trial.should_prune():
+            # never after the last fold: its work is done, and a complete trial counts towards n_trials
+            if step < len(inner) - 1 and trial.should_prune():
                 raise optuna.TrialPruned()
     return pred
 
