@@ -109,8 +109,24 @@ class StackConfig(CompetitionConfig):
     )
     features: FeatureCfg = FeatureCfg()
     models: tuple[ModelSpec, ...]
+    only_models: tuple[str, ...] = Field(
+        (),
+        description='run only these of the config\'s models, e.g. SET="only_models=[lgbm,xgb]" (default all)',
+    )
     tuning: TuningCfg = TuningCfg()
     blend: BlendCfg = BlendCfg()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_only(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("only_models"):
+            return data
+        keep, models = list(data["only_models"]), list(data.get("models") or [])
+        names = [m.get("name") if isinstance(m, dict) else getattr(m, "name", None) for m in models]
+        unknown = [n for n in keep if n not in names]
+        if unknown:
+            raise ValueError(f"only_models names {unknown}, which are not models of this config: {names}")
+        return dict(data) | {"models": [m for m, n in zip(models, names, strict=True) if n in keep]}
 
     @model_validator(mode="after")
     def _check_names(self) -> StackConfig:
