@@ -1,8 +1,9 @@
 """make bench-load: wall time of a small `make stack` alone, then beside a running stage-1 training.
 
 The data is the embedded synthetic ISIC 2024 at a small size (~3,500 train rows, written once under
-runs/bench_load/). The stack is STACK=lgbm (LightGBM + XGBoost) tabular only, N_TRIALS=5 per model, each
-timing on a fresh study. The load is `pipelines/oof.py` (EfficientNetV2-B1, small CPU profile, torch on
+runs/bench_load/). The stack is STACK=lgbm (LightGBM + XGBoost + CatBoost; SET="only_models=[lgbm,xgb]"
+for the two models of the README's figures) tabular only, N_TRIALS=5 per model, each timing on a fresh
+study. The load is `pipelines/oof.py` (EfficientNetV2-B1, small CPU profile, torch on
 all cores) on the same data, started first and killed after the loaded timing. Target: loaded / alone
 at most 2.5. --repo times another checkout's stack pipeline (e.g. an older commit, for a before/after).
 """
