@@ -371,3 +371,20 @@ def test_bootstrap_macro_auc_by_group():
     ci = bootstrap_ci(y, P, groups, metric="macro_auc", n_boot=100, seed=1)
     assert ci["low"] < ci["point"] < ci["high"] and ci["n_boot"] == 100
     assert ci["point"] == pytest.approx(macro_auc(y, P))
+
+
+def test_paired_bootstrap_of_a_difference():
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.1).astype(int)
+    groups = np.repeat(np.arange(200), 10)
+    weak = y + rng.normal(0, 1.5, 2000)
+    strong = y + rng.normal(0, 0.5, 2000)
+    same = metrics.bootstrap_delta_ci(y, weak, weak, groups, "pauc80", n_boot=50)
+    assert same["point"] == same["low"] == same["high"] == 0.0 and same["n_boot"] == 50
+    d = metrics.bootstrap_delta_ci(y, weak, strong, groups, "pauc80", n_boot=200)
+    assert d["point"] == pytest.approx(metrics.pauc(y, strong) - metrics.pauc(y, weak))
+    assert 0 < d["low"] < d["point"] < d["high"]
+    # paired: the interval of the difference is narrower than the two single intervals put together
+    a = metrics.bootstrap_ci(y, weak, groups, "pauc80", n_boot=200)
+    b = metrics.bootstrap_ci(y, strong, groups, "pauc80", n_boot=200)
+    assert d["high"] - d["low"] < (a["high"] - a["low"]) + (b["high"] - b["low"])
