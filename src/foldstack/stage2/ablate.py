@@ -42,7 +42,6 @@ from foldstack.stage2.run import blend_oof, build_matrices, fit_folds
 from foldstack.stage2.tune import say
 
 FEATURE_FAMILIES = ("raw", "engineered", "patient_norm", "lesion_count")
-FILES = ("ablation.csv", "ablation.md", "ablation.png")
 
 
 def stack_config(stack_dir: Path, runs_dir: str) -> StackConfig:
