@@ -96,9 +96,10 @@ def cnn_test_predictions(
     return pt.test_frame(cfg, ids, per_fold)
 
 
-def blend_weights(cfg: StackConfig, stack_dir: Path) -> dict[str, float]:
-    """The weights the stack blended with: metrics.json's (tuned or resolved), else the config's."""
-    written = json.loads((stack_dir / "metrics.json").read_text()).get("blend", {}).get("weights")
+def blend_weights(cfg: StackConfig, result: dict, stack_dir: Path) -> dict[str, float]:
+    """The weights the stack blended with: its metrics.json's (`result`: tuned or resolved), else the
+    config's."""
+    written = result.get("blend", {}).get("weights")
     if written is None and cfg.blend.weights == "tune":
         raise DataError(
             f"{stack_dir / 'metrics.json'} has no blend.weights though the stack tuned them; "
@@ -114,7 +115,7 @@ def stack_test_predictions(
     cfg: StackConfig = _runs_root_config(StackConfig, stack_dir / "config.yaml", runs_root)
     # the stack is a set: refuse models or blend files that differ from what its run wrote (a bundle
     # holds only the members inference needs, so only those are checked)
-    artifacts.read_manifest(stack_dir / "metrics.json", only=(*RUN_FILES, "models"))
+    result = artifacts.read_manifest(stack_dir / "metrics.json", only=(*RUN_FILES, "models"))
     test = read_metadata(cfg, data_dir, "test")
     levels = json.loads((stack_dir / "levels.json").read_text())
     inputs = json.loads((stack_dir / "inputs.json").read_text())
@@ -131,7 +132,7 @@ def stack_test_predictions(
         raise DataError(f"{stack_dir}: the features built now differ from those the models were trained on")
     k = cfg.folds.k
     calibration = calibrate.load(stack_dir) if cfg.blend.method == "rank" else None
-    weights = blend_weights(cfg, stack_dir)
+    weights = blend_weights(cfg, result, stack_dir)
     inputs = {kind: engine_input(kind, X) for kind in {spec.kind for spec in cfg.models}}  # once each
     per_fold = []
     for f in range(k):
