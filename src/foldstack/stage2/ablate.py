@@ -38,7 +38,7 @@ from foldstack.errors import ConfigError, DataError
 from foldstack.folds import load_folds
 from foldstack.stage2.config import StackConfig
 from foldstack.stage2.features import CNN_PREFIX, ENGINEERED
-from foldstack.stage2.run import blend_oof, build_matrices, fit_folds
+from foldstack.stage2.run import blend_oof, build_matrices, fit_folds, model_pred_columns
 from foldstack.stage2.tune import say
 
 FEATURE_FAMILIES = ("raw", "engineered", "patient_norm", "lesion_count")
@@ -89,7 +89,7 @@ def choose(asked: list[str] | None, offered: list[str]) -> list[str]:
 def _model_oofs(cfg: StackConfig, oof: pd.DataFrame, path: Path) -> dict[str, np.ndarray]:
     out = {}
     for spec in cfg.models:
-        cols = [c.replace("pred", f"pred_{spec.name}", 1) for c in cfg.pred_columns]
+        cols = model_pred_columns(cfg, spec.name)
         missing = [c for c in cols if c not in oof.columns]
         if missing:
             raise DataError(f"{path}: no column(s) {missing} (model {spec.name}'s OOF); re-run `make stack`")

@@ -184,6 +184,11 @@ def fit_folds(
     return oof, test, pd.concat(imp, axis=1).mean(axis=1).sort_values(ascending=False)
 
 
+def model_pred_columns(cfg: StackConfig, model: str) -> list[str]:
+    """A model's own OOF columns in the stack's oof.parquet: pred_<model> (or pred_<model>_<class>)."""
+    return [c.replace("pred", f"pred_{model}", 1) for c in cfg.pred_columns]
+
+
 def blend(preds: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
     """Weighted average of probabilities (any shape): blend.method=prob, the same rule for OOF and test.
     The rank blend is stage2.calibrate (ranks against a fixed reference, mapped to probabilities)."""
@@ -514,7 +519,7 @@ def _write(
     frame = pt.columns_frame
     parts = [pd.DataFrame({"id": m.train_ids, "fold": m.fold, "target": m.y}), frame(cfg, blended)]
     for name, p in oofs.items():  # each model's own OOF: pred_<model> (or pred_<model>_<class>)
-        parts.append(frame(cfg, p, [c.replace("pred", f"pred_{name}", 1) for c in cfg.pred_columns]))
+        parts.append(frame(cfg, p, model_pred_columns(cfg, name)))
     oof = pd.concat(parts, axis=1)
     test = pt.test_frame(cfg, m.test_ids, test_folds)
     artifacts.write_parquet(out / "oof.parquet", oof)
