@@ -116,6 +116,7 @@ def build_submission_folders(
 ROOT_ENV = (
     "FOLDSTACK_KAGGLE_ROOT"  # the kernel's root: /kaggle on Kaggle, a local folder in make kernel-check
 )
+STAGES_ENV = "FOLDSTACK_KERNEL_STAGES"  # set by make kernel-check only: where the kernel saves its stages
 
 # The kernel script: literals first (each a Python repr, so no name can change the code), then a fixed body.
 KERNEL_BODY = """
@@ -152,6 +153,8 @@ env["NO_ALBUMENTATIONS_UPDATE"] = "1"  # internet is off: no update check at imp
 out = os.path.join(ROOT, "working", "submission.csv")
 run = ["--runs", os.path.join(bundle, "runs"), "--comp", COMP, "--stack", STACK, "--data", data]
 run += ["--out", out, "--no-progress"]
+if os.environ.get(STAGES_ENV):  # make kernel-check only: every stage's output, to compare stage by stage
+    run += ["--stages", os.environ[STAGES_ENV]]
 subprocess.check_call([sys.executable, "-m", "foldstack.kernel", *run], env=env)
 """
 
@@ -161,6 +164,7 @@ def kernel_script(cfg: CompetitionConfig, stack_name: str) -> str:
     dataset, _ = names(cfg)
     literals = {
         "ROOT_ENV": ROOT_ENV,
+        "STAGES_ENV": STAGES_ENV,
         "DATASET": dataset,
         "COMPETITION": cfg.slug,
         "SAMPLE_SUBMISSION": cfg.files.sample_submission,

@@ -115,6 +115,12 @@ class Synthetic(Frozen):
     img_min: int = Field(100, ge=16)
     img_max: int = Field(140, ge=16)
     jpeg_quality: int = Field(90, ge=10, le=100)
+    skin_noise: float = Field(
+        1.0,
+        ge=0,
+        description="scale of the lesion-to-lesion spread of the skin colour around a lesion "
+        "(tbp_lv_*ext) within a patient; 0: constant per patient, as a TBP skin estimate can be",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Synthetic:

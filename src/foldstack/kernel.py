@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -108,43 +110,157 @@ def blend_weights(cfg: StackConfig, result: dict, stack_dir: Path) -> dict[str, 
     return written if written is not None else cfg.blend.fixed()
 
 
-def stack_test_predictions(
-    stack_dir: Path, runs_root: Path, data_dir: Path, progress: bool = True
-) -> pd.DataFrame:
-    """id, the prediction columns and their per-fold copies of a trained stack on `data_dir`'s test split."""
-    cfg: StackConfig = _runs_root_config(StackConfig, stack_dir / "config.yaml", runs_root)
-    # the stack is a set: refuse models or blend files that differ from what its run wrote (a bundle
-    # holds only the members inference needs, so only those are checked)
-    result = artifacts.read_manifest(stack_dir / "metrics.json", only=(*RUN_FILES, "models"))
-    test = read_metadata(cfg, data_dir, "test")
-    levels = json.loads((stack_dir / "levels.json").read_text())
-    inputs = json.loads((stack_dir / "inputs.json").read_text())
-    cnn = {
-        name: pt.read(
+@dataclass
+class Stages:
+    """What each stage of a stack's test prediction produced, in test-metadata row order: the kernel
+    check compares them stage by stage between the kernel and `make predict`."""
+
+    ids: list[str]
+    cnn: dict[str, pd.DataFrame]  # stage-1 run -> id, its prediction columns and their per-fold copies
+    features: pd.DataFrame  # the stage-2 feature matrix
+    engines: dict[str, np.ndarray]  # stage-2 model -> (k, n) or (k, n, C): each fold's booster mean
+    blend: np.ndarray  # (k, n) or (k, n, C): each fold's blend (a probability)
+
+    def save(self, folder: Path) -> None:
+        """cnn_<run>.parquet, features.parquet, engines.npz, blend.npz under `folder` (made afresh)."""
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        for name, frame in self.cnn.items():
+            artifacts.write_parquet(folder / f"cnn_{name}.parquet", frame)
+        artifacts.write_parquet(folder / "features.parquet", self.features.assign(**{STAGE_ID: self.ids}))
+        for member, arrays in (("engines.npz", self.engines), ("blend.npz", {"blend": self.blend})):
+            artifacts.write_atomic(folder / member, lambda p, a=arrays: _savez(p, a))
+        artifacts.write_json(folder / "stages.json", {"cnn": list(self.cnn), "engines": list(self.engines)})
+
+    @classmethod
+    def load(cls, folder: Path) -> Stages:
+        meta_path = folder / "stages.json"
+        if not meta_path.exists():
+            raise DataError(f"{meta_path} is missing: the kernel wrote no stage outputs to {folder}")
+        meta = json.loads(meta_path.read_text())
+        features = pd.read_parquet(folder / "features.parquet")
+        ids = features.pop(STAGE_ID).astype(str).tolist()
+        cnn = {n: pd.read_parquet(folder / f"cnn_{n}.parquet") for n in meta["cnn"]}
+        with np.load(folder / "engines.npz", allow_pickle=False) as z:
+            engines = {n: z[n] for n in meta["engines"]}
+        with np.load(folder / "blend.npz", allow_pickle=False) as z:
+            blended = z["blend"]
+        return cls(ids, cnn, features, engines, blended)
+
+
+STAGE_ID = "__id__"  # the id column of a saved feature matrix (no feature is named so)
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+@dataclass
+class TrainedStack:
+    """A trained stack as inference reads it: config, metrics.json body, categories, inputs, blend."""
+
+    dir: Path
+    runs_root: Path
+    cfg: StackConfig
+    result: dict
+    levels: dict[str, list[str]]
+    stage1_runs: list[str]
+    columns: list[str]
+    calibration: calibrate.RankCalibration | None
+    weights: dict[str, float]
+
+    @classmethod
+    def load(cls, stack_dir: Path, runs_root: Path) -> TrainedStack:
+        cfg: StackConfig = _runs_root_config(StackConfig, stack_dir / "config.yaml", runs_root)
+        # the stack is a set: refuse models or blend files that differ from what its run wrote (a bundle
+        # holds only the members inference needs, so only those are checked)
+        result = artifacts.read_manifest(stack_dir / "metrics.json", only=(*RUN_FILES, "models"))
+        levels = json.loads((stack_dir / "levels.json").read_text())
+        inputs = json.loads((stack_dir / "inputs.json").read_text())
+        calibration = calibrate.load(stack_dir) if cfg.blend.method == "rank" else None
+        weights = blend_weights(cfg, result, stack_dir)
+        return cls(
+            stack_dir,
+            runs_root,
             cfg,
-            cnn_test_predictions(runs_root / cfg.name / "oof" / name, runs_root, data_dir, progress),
-            f"stage-1 run {name}",
+            result,
+            levels,
+            inputs["stage1_runs"],
+            inputs["columns"],
+            calibration,
+            weights,
         )
-        for name in inputs["stage1_runs"]
-    }
-    X = build_features(cfg, cfg.features, test, cnn_inputs(cfg, cnn), levels)
-    if list(X.columns) != inputs["columns"]:
-        raise DataError(f"{stack_dir}: the features built now differ from those the models were trained on")
-    k = cfg.folds.k
-    calibration = calibrate.load(stack_dir) if cfg.blend.method == "rank" else None
-    weights = blend_weights(cfg, result, stack_dir)
-    inputs = {kind: engine_input(kind, X) for kind in {spec.kind for spec in cfg.models}}  # once each
-    per_fold = []
-    for f in range(k):
-        preds = {}
+
+    def cnn(self, data_dir: Path, progress: bool = True) -> dict[str, pd.DataFrame]:
+        """Stage 1: each stage-1 run's test predictions on data_dir (every fold model, its TTA)."""
+        root = self.runs_root / self.cfg.name / "oof"
+        return {
+            n: cnn_test_predictions(root / n, self.runs_root, data_dir, progress) for n in self.stage1_runs
+        }
+
+    def features(self, test: pd.DataFrame, cnn: dict[str, pd.DataFrame]) -> pd.DataFrame:
+        """Stage 2's feature matrix of the test rows, checked against the columns the models learned."""
+        probs = {n: pt.read(self.cfg, f, f"stage-1 run {n}") for n, f in cnn.items()}
+        X = build_features(self.cfg, self.cfg.features, test, cnn_inputs(self.cfg, probs), self.levels)
+        if list(X.columns) != self.columns:
+            raise DataError(
+                f"{self.dir}: the features built now differ from those the models were trained on"
+            )
+        return X
+
+    def engines(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Each stage-2 model's predictions per fold (the mean of its seeds' boosters): (k, n[, C])."""
+        cfg = self.cfg
+        data = {kind: engine_input(kind, X) for kind in {spec.kind for spec in cfg.models}}  # once each
+        out = {}
         for spec in cfg.models:
-            boosters = load_boosters(stack_dir / "models" / spec.name / f"fold{f}")
-            preds[spec.name] = predict_boosters(spec.kind, boosters, X, cfg.n_classes, inputs[spec.kind])
-        if calibration is not None:  # the rank blend mapped to a probability, as in training
-            per_fold.append(calibration.probability(f, preds))
-        else:
-            per_fold.append(blend(preds, weights))
-    return pt.test_frame(cfg, test[cfg.columns.id].tolist(), per_fold)
+            out[spec.name] = np.stack(
+                [
+                    predict_boosters(
+                        spec.kind,
+                        load_boosters(self.dir / "models" / spec.name / f"fold{f}"),
+                        X,
+                        cfg.n_classes,
+                        data[spec.kind],
+                    )
+                    for f in range(cfg.folds.k)
+                ]
+            )
+        return out
+
+    def blend(self, engines: dict[str, np.ndarray]) -> np.ndarray:
+        """Each fold's blend of its models: the rank blend mapped to a probability, as in training, or
+        the weighted mean of probabilities."""
+        per_fold = []
+        for f in range(self.cfg.folds.k):
+            preds = {name: p[f] for name, p in engines.items()}
+            if self.calibration is not None:
+                per_fold.append(self.calibration.probability(f, preds))
+            else:
+                per_fold.append(blend(preds, self.weights))
+        return np.stack(per_fold)
+
+    def predict(self, data_dir: Path, progress: bool = True) -> Stages:
+        """Every stage on data_dir's test split."""
+        test = read_metadata(self.cfg, data_dir, "test")
+        cnn = self.cnn(data_dir, progress)
+        X = self.features(test, cnn)
+        engines = self.engines(X)
+        return Stages(test[self.cfg.columns.id].astype(str).tolist(), cnn, X, engines, self.blend(engines))
+
+
+def stack_test_predictions(
+    stack_dir: Path, runs_root: Path, data_dir: Path, progress: bool = True, stages: Path | None = None
+) -> pd.DataFrame:
+    """id, the prediction columns and their per-fold copies of a trained stack on `data_dir`'s test split;
+    with `stages`, every stage's output is also saved there (Stages.save)."""
+    stack = TrainedStack.load(stack_dir, runs_root)
+    out = stack.predict(data_dir, progress)
+    if stages is not None:
+        out.save(stages)
+    return pt.test_frame(stack.cfg, out.ids, list(out.blend))
 
 
 def check_bundle(runs_root: Path, comp: str, stack: str) -> None:
@@ -193,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--stages", default="", help="also save every stage's output in this folder (the check)")
     a = p.parse_args(argv)
     print(
         f"foldstack.kernel: package at {Path(__file__).parent}, Python {sys.version.split()[0]}, "
@@ -201,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     runs = Path(a.runs)
     stack_dir = runs / a.comp / "stack" / a.stack
-    preds = stack_test_predictions(stack_dir, runs, Path(a.data), progress=not a.no_progress)
+    stages = Path(a.stages) if a.stages else None
+    preds = stack_test_predictions(stack_dir, runs, Path(a.data), not a.no_progress, stages)
     cfg = _runs_root_config(StackConfig, stack_dir / "config.yaml", runs)
     sub = submission_frame(cfg, Path(a.data), preds)
     artifacts.write_csv(Path(a.out), sub)

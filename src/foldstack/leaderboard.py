@@ -16,7 +16,7 @@ import pandas as pd
 from foldstack import artifacts, metrics
 from foldstack import prediction_tables as pt
 from foldstack.config import CompetitionConfig
-from foldstack.data.metadata import target_codes
+from foldstack.data.metadata import read_csv_exact, target_codes
 from foldstack.errors import DataError
 from foldstack.folds import load_folds
 from foldstack.report import draw_roc, roc_axes, save_figure
@@ -117,7 +117,7 @@ def read_labels(cfg: CompetitionConfig, path: Path) -> pd.DataFrame:
             f"{idc},{gc},{tc}>, or LABELS= (empty) to rank without test scores"
         )
     try:
-        labels = pd.read_csv(path, dtype={idc: str, gc: str})
+        labels = read_csv_exact(path, dtype={idc: str, gc: str})
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise DataError(
             f"labels file {path} is not a readable CSV ({e}); expected columns {idc},{gc},{tc}"
@@ -175,7 +175,7 @@ def test_scores(
     """Test scores against the labels, and public/private scores (the competition metric) over random
     splits of the test groups."""
     idc, gc, tc = cfg.columns.id, cfg.columns.group, cfg.columns.target
-    sub = pd.read_csv(submission, dtype={idc: str})
+    sub = read_csv_exact(submission, dtype={idc: str})
     if idc not in sub.columns or sub[idc].duplicated().any():
         raise DataError(f"{submission}: no {idc} column or duplicated ids; it is not a valid submission")
     sub = sub.rename(columns=dict(zip(cfg.submission_columns[1:], cfg.pred_columns, strict=True)))

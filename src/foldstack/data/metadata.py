@@ -42,13 +42,23 @@ def _read_header(path: Path) -> list[str]:
         raise DataError(f"{path}: not a readable CSV file: {e}") from None
 
 
+# pandas before 3.0 parses some 17-digit floats one ulp off (its default parser is not correctly
+# rounded); round_trip is, and is what pandas 3 does by default (where the option is deprecated).
+EXACT_FLOATS = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
+
+
+def read_csv_exact(path: Path, **kwargs) -> pd.DataFrame:
+    """pd.read_csv with every float parsed to the nearest double, the same bits on any pandas version."""
+    return pd.read_csv(path, **EXACT_FLOATS, **kwargs)
+
+
 def _read_csv(path: Path, cfg: CompetitionConfig) -> pd.DataFrame:
     """The file with id/str/cat columns read as text (so '0001' keeps its zeros)."""
     header = _read_header(path)
     types = cfg.table.columns
     dtype = {c: "str" for c in header if types.get(c) in TEXT_TYPES}
     try:
-        df = pd.read_csv(path, dtype=dtype)
+        df = read_csv_exact(path, dtype=dtype)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
         raise DataError(f"{path}: not a readable CSV file: {e}") from None
     if df.empty:

@@ -6,7 +6,10 @@
 - every numeric feature z-scored within its patient, and the lesion count per patient;
 - from each stage-1 model: its probability, its rank within the patient and its ratio to the
   patient mean.
-Patient statistics are computed on rows sorted by id, so row order never changes a feature.
+Features are exact where the arithmetic is (stage2.groups): a value constant within its patient has
+z = 0, rank 0.5 and ratio 1 exactly, a difference that cancels is 0, and every computed value lies on
+the float32 grid, so no tree can split on rounding noise. Rows are sorted by id before any group
+statistic, so row order never changes a feature: the matrix is the same bit for bit.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import pandas as pd
 from foldstack.config import CompetitionConfig
 from foldstack.data.metadata import feature_columns
 from foldstack.errors import ConfigError, DataError
+from foldstack.stage2.groups import EPS, Grouping, grid32, snapped_difference
 
-EPS = 1e-6
 CNN_PREFIX = "cnn_"  # the stage-1 feature columns
 LEAK_MIN_ROWS = 20  # a sparse column is scored on its filled rows when there are this many
 LEAK_MIN_CLASS = 5  # ... with at least this many rows of each class
@@ -35,8 +38,8 @@ def _c(df: Frame, name: str) -> np.ndarray:
 ENGINEERED: dict[str, Callable[[Frame], np.ndarray]] = {
     "lesion_size_ratio": lambda d: _c(d, "tbp_lv_minorAxisMM") / (_c(d, "clin_size_long_diam_mm") + EPS),
     "lesion_shape_index": lambda d: _c(d, "tbp_lv_areaMM2") / (_c(d, "tbp_lv_perimeterMM") ** 2 + EPS),
-    "hue_contrast": lambda d: np.abs(_c(d, "tbp_lv_H") - _c(d, "tbp_lv_Hext")),
-    "luminance_contrast": lambda d: np.abs(_c(d, "tbp_lv_L") - _c(d, "tbp_lv_Lext")),
+    "hue_contrast": lambda d: np.abs(snapped_difference(_c(d, "tbp_lv_H"), _c(d, "tbp_lv_Hext"))),
+    "luminance_contrast": lambda d: np.abs(snapped_difference(_c(d, "tbp_lv_L"), _c(d, "tbp_lv_Lext"))),
     "lesion_color_difference": lambda d: np.sqrt(
         _c(d, "tbp_lv_deltaA") ** 2 + _c(d, "tbp_lv_deltaB") ** 2 + _c(d, "tbp_lv_deltaL") ** 2
     ),
@@ -87,15 +90,6 @@ def engineered_names(names: tuple[str, ...] | str, available_cols: set[str]) -> 
     return list(names)
 
 
-def patient_stats(values: Frame, groups: pd.Series) -> tuple[Frame, Frame, pd.Series]:
-    """(mean, std, count) per row's patient, invariant to row order (computed on rows sorted by key)."""
-    g = groups.to_numpy()
-    mean = values.groupby(g, sort=True).transform("mean")
-    std = values.groupby(g, sort=True).transform("std")
-    count = pd.Series(g).groupby(g).transform("size").to_numpy()
-    return mean, std, pd.Series(count, index=values.index, dtype=np.float64)
-
-
 def category_levels(frames: list[Frame], cols: list[str]) -> dict[str, list[str]]:
     """The categories of each categorical column over train and test (a vocabulary, no labels)."""
     return {c: sorted(set().union(*(f[c].dropna().astype(str).unique() for f in frames))) for c in cols}
@@ -117,23 +111,24 @@ def build_features(
     numeric = d[num_cols].astype(np.float64)
     eng = engineered_names(fc.engineered, set(d.columns))
     if eng:
-        numeric = pd.concat([numeric, pd.DataFrame({n: ENGINEERED[n](d) for n in eng})], axis=1)
+        made = pd.DataFrame({n: grid32(ENGINEERED[n](d)) for n in eng})
+        numeric = pd.concat([numeric, made], axis=1)
     numeric = numeric.replace([np.inf, -np.inf], np.nan)
     parts = [numeric]
-    mean, std, count = patient_stats(numeric, groups)
+    patient = Grouping.of(pd.DataFrame({"g": groups}))
     if fc.patient_norm:
-        parts.append(((numeric - mean) / (std + EPS)).add_suffix("_pz"))
+        z = patient.zscore(numeric.to_numpy())
+        parts.append(pd.DataFrame(z, columns=[f"{c}_pz" for c in numeric.columns]))
     if fc.lesion_count:
-        parts.append(pd.DataFrame({"patient_lesion_count": count}))
+        parts.append(pd.DataFrame({"patient_lesion_count": patient.size()}))
     for name, p in cnn.items():
-        s = pd.Series(np.asarray(p, dtype=np.float64)[order])
-        g = s.groupby(groups.to_numpy())
+        s = np.asarray(p, dtype=np.float64)[order]
         parts.append(
             pd.DataFrame(
                 {
                     f"cnn_{name}": s,
-                    f"cnn_{name}_patient_rank": g.rank(pct=True),
-                    f"cnn_{name}_patient_ratio": s / (g.transform("mean") + EPS),
+                    f"cnn_{name}_patient_rank": patient.rank(s),
+                    f"cnn_{name}_patient_ratio": patient.ratio(s),
                 }
             )
         )

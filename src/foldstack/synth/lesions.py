@@ -105,7 +105,7 @@ def make_lesions(cfg: Synthetic, rng: np.random.Generator, patients: pd.DataFram
     p = patients.loc[patients.index.repeat(patients["n_lesions"])].reset_index(drop=True)
     loc, logit = lesion_logit(rng, p)
     target = (rng.random(len(p)) < 1 / (1 + np.exp(-(logit + _calibrate(logit, cfg.pos_rate))))).astype(int)
-    return lesion_latents(rng, p, loc, target)
+    return lesion_latents(rng, p, loc, target, cfg.skin_noise)
 
 
 def lesion_logit(rng: np.random.Generator, p: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +119,7 @@ def lesion_logit(rng: np.random.Generator, p: pd.DataFrame) -> tuple[np.ndarray,
 
 
 def lesion_latents(
-    rng: np.random.Generator, p: pd.DataFrame, loc: np.ndarray, target: np.ndarray
+    rng: np.random.Generator, p: pd.DataFrame, loc: np.ndarray, target: np.ndarray, skin_noise: float = 1.0
 ) -> pd.DataFrame:
     """The lesions of `p` (patients' rows repeated once per lesion) for a given location and target:
     cue flags and every latent used by columns and images."""
@@ -137,9 +137,9 @@ def lesion_latents(
             "age": p["age"],
             "sex": p["sex"],
             "institution": p["institution"],
-            "skin_L": p["skin_L"] + rng.normal(0, 1.5, n),
-            "skin_A": p["skin_A"] + rng.normal(0, 0.8, n),
-            "skin_B": p["skin_B"] + rng.normal(0, 0.8, n),
+            "skin_L": p["skin_L"] + rng.normal(0, 1.5 * skin_noise, n),
+            "skin_A": p["skin_A"] + rng.normal(0, 0.8 * skin_noise, n),
+            "skin_B": p["skin_B"] + rng.normal(0, 0.8 * skin_noise, n),
             "location": loc,
             "target": target,
             "cue_image": cue_image,
