@@ -62,6 +62,16 @@ def tiny_ham10000(tmp_path_factory) -> tuple[CompetitionConfig, Path]:
     return _generate_tiny(tmp_path_factory, "ham10000")
 
 
+@pytest.fixture(scope="session")
+def tiny_isic2024_constant_skin(tmp_path_factory) -> tuple[CompetitionConfig, Path]:
+    """A tiny ISIC 2024 whose skin colour around the lesion (tbp_lv_*ext) is constant within each patient
+    (synthetic.skin_noise=0): the case where rounding once made the stack split on noise (issue 21)."""
+    root = tmp_path_factory.mktemp("isic2024-constant-skin")
+    cfg = tiny_config("isic2024", root / "runs", "synthetic.skin_noise=0")
+    generate(cfg, root / "data", workers=1)
+    return cfg, root / "data"
+
+
 @pytest.fixture
 def fixture_dir() -> Path:
     """The real ISIC 2024 public test files, read-only."""
@@ -71,10 +81,11 @@ def fixture_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained(tiny_isic2024, tmp_path_factory):
+def trained(tiny_isic2024_constant_skin, tmp_path_factory):
     """(competition config, data dir, runs root, stack dir): a tiny stage-1 run and an lgbm stack on it,
-    shared read-only by the submission and kernel tests."""
-    _, data = tiny_isic2024
+    shared read-only by the submission and kernel tests; the data's skin colour columns are constant
+    within each patient, so the kernel test is also the regression test of issue 21."""
+    _, data = tiny_isic2024_constant_skin
     root = tmp_path_factory.mktemp("submit")
     runs = root / "runs"
     base = f"{TINY['isic2024']} runs_dir={runs}"

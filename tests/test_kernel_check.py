@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 
 from foldstack import kernel_check as kc
-from foldstack.bundle import ROOT_ENV, build_submission_folders, kernel_script
+from foldstack.bundle import ROOT_ENV, build_submission_folders, check_stack_source, kernel_script
+from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
-from foldstack.kernel import stack_test_predictions, submission_frame
+from foldstack.kernel import Stages, TrainedStack, stack_test_predictions, submission_frame
 
 
 def _assignments(script: str) -> dict[str, object]:
@@ -64,6 +65,86 @@ def test_kernel_runs_offline_in_a_kaggle_root_and_equals_predict(trained, staged
     assert got["isic_id"].tolist() == sample["isic_id"].tolist()
     assert json.loads((root / "report.json").read_text())["rows"] == len(sample)
     assert report["versions"]["torch"] != "missing"
+    # stage by stage, kernel and predict agree bit for bit, and say so
+    names = [r["stage"] for r in report["stages"]]
+    assert names == ["stage 1 tiny", "features", "engine lgbm", "engine xgb", "engine cb", "blend"]
+    for r in report["stages"]:
+        assert r["max_abs_diff"] == 0.0 and r["rows_differ"] == 0, r
+        assert r["stage"] == "stage 1 tiny" or r["own"]["max_abs_diff"] == 0.0
+    # the regression of issue 21: skin colour constant within each patient gives exact zeros
+    X = Stages.load(root / "stages" / "kernel").features
+    for c in ("tbp_lv_Lext_pz", "tbp_lv_Aext_pz", "tbp_lv_Bext_pz", "tbp_lv_Hext_pz", "age_approx_pz"):
+        assert (X[c].dropna() == 0.0).all(), c
+    assert "stage by stage" in "\n".join(kc.report_lines(report))
+
+
+@pytest.fixture(scope="module")
+def local_stages(trained):
+    _cfg, data, runs, stack_dir = trained
+    stack = TrainedStack.load(stack_dir, runs)
+    return stack, read_metadata(stack.cfg, data, "test"), stack.predict(data, progress=False)
+
+
+def _copy(stages: Stages, **changes) -> Stages:
+    parts = {
+        "ids": stages.ids,
+        "cnn": {n: f.copy() for n, f in stages.cnn.items()},
+        "features": stages.features.copy(),
+        "engines": {n: p.copy() for n, p in stages.engines.items()},
+        "blend": stages.blend.copy(),
+    }
+    return Stages(**(parts | changes))
+
+
+def _pipeline(stack, local: Stages, cnn: dict, X: pd.DataFrame) -> Stages:
+    """A kernel that computes like this one from the given stage-1 predictions and matrix onwards."""
+    engines = stack.engines(X)
+    return Stages(local.ids, cnn, X, engines, stack.blend(engines))
+
+
+def test_stages_round_trip_through_their_files(local_stages, tmp_path):
+    stack, test, local = local_stages
+    local.save(tmp_path / "s")
+    again = Stages.load(tmp_path / "s")
+    records = kc.compare_stages(stack, test, local, again)
+    assert all(r["max_abs_diff"] == 0.0 for r in records) and kc.stage_verdict(records, None) is None
+
+
+def test_the_first_stage_that_computes_differently_is_named_with_its_column_and_size(local_stages):
+    stack, test, local = local_stages
+    X = local.features.assign(tbp_lv_Hext_pz=local.features["tbp_lv_Hext_pz"] + 2.8e-8)  # as pandas did
+    noisy = _pipeline(stack, local, local.cnn, X)
+    records = kc.compare_stages(stack, test, local, noisy)
+    verdict = kc.stage_verdict(records, None)
+    assert verdict and verdict.startswith(
+        "the kernel diverges at stage 'features': 2.8e-08 (> 0) (tbp_lv_Hext_pz"
+    )
+    assert "engine lgbm" in verdict  # the stages after it are listed with their figures
+    # the engines, redone here on the kernel's (noisy) matrix, compute the same: only features are to blame
+    assert all(r["own"]["max_abs_diff"] == 0.0 for r in records if r["stage"].startswith("engine"))
+    off = _copy(local, engines={n: p + (0.01 if n == "xgb" else 0.0) for n, p in local.engines.items()})
+    verdict = kc.stage_verdict(kc.compare_stages(stack, test, local, off), None)
+    assert verdict.startswith("the kernel diverges at stage 'engine xgb': 0.01 (> 1e-06) (fold0, id ")
+    cnn = {n: f.assign(pred_fold0=f["pred_fold0"] + 0.5) for n, f in local.cnn.items()}
+    verdict = kc.stage_verdict(kc.compare_stages(stack, test, local, _copy(local, cnn=cnn)), None)
+    assert verdict.startswith("the kernel diverges at stage 'stage 1 tiny': 0.5 (> 1e-06) (pred_fold0, id ")
+
+
+def test_a_submission_difference_with_every_stage_within_tolerance_names_where_it_began(local_stages):
+    stack, test, local = local_stages
+    cnn = {n: f.assign(pred=f["pred"] + 1e-9) for n, f in local.cnn.items()}
+    nudged = _pipeline(stack, local, cnn, stack.features(test, cnn))
+    records = kc.compare_stages(stack, test, local, nudged)
+    verdict = kc.stage_verdict(records, "submission.csv differs")
+    assert verdict.startswith(
+        "submission.csv differs; the first difference is at stage 'stage 1 tiny' (1e-09"
+    )
+
+
+def test_without_a_stack_run_the_check_says_so_and_how_to_make_one(trained, tmp_path):
+    cfg = trained[0]
+    with pytest.raises(DataError, match=r"there is no stack run 'lgbm' yet .*Make one with `make stack`"):
+        check_stack_source(cfg, tmp_path / "runs/isic2024/stack/lgbm/test.parquet")
 
 
 def test_offline_env_reaches_no_index(tmp_path):

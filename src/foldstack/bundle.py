@@ -58,6 +58,14 @@ def check_stack_source(cfg: CompetitionConfig, source: Path) -> Path:
     """The stack run folder of `source` (its test.parquet), refused clearly when it is not one: a code
     competition's kernel reruns a whole stack (stage-1 weights + stage-2 models) on the hidden test set."""
     folder = source.parent
+    if folder.parent.name == "stack" and not folder.exists():
+        have = sorted(p.name for p in folder.parent.glob("*") if (p / "inputs.json").exists())
+        raise DataError(
+            f"there is no stack run {folder.name!r} yet ({folder} does not exist; stack runs in "
+            f"{folder.parent}: {', '.join(have) or 'none'}). Make one with `make stack` (the default stack "
+            f"config, on every finished stage-1 run; `make oof MODEL=...` first if there is none)"
+            + (f", or choose one of them with STACK={have[0]}" if have else "")
+        )
     if folder.parent.name == "oof" or not (folder / "inputs.json").exists():
         raise DataError(
             f"{source} is not a stack run's test.parquet ({folder / 'inputs.json'} is missing). "
