@@ -18,7 +18,10 @@ from foldstack import artifacts, threads
 from foldstack.errors import DataError
 
 KINDS = ("lightgbm", "xgboost", "catboost", "knn")
-LGB_DEFAULTS = {"objective": "binary", "verbosity": -1}  # + threads.gbdt_params: the usable cores
+# deterministic + force_col_wise: the same trees whatever the thread count, and no histogram layout chosen
+# by a timing test at Dataset construction (LightGBM picks row- or col-wise by which ran faster);
+# threads.gbdt_params adds the usable cores
+LGB_DEFAULTS = {"objective": "binary", "verbosity": -1, "deterministic": True, "force_col_wise": True}
 XGB_DEFAULTS = {"objective": "binary:logistic", "tree_method": "hist", "verbosity": 0}
 CB_DEFAULTS = {"loss_function": "Logloss", "verbose": False, "allow_writing_files": False}
 MISSING_LEVEL = "__missing__"  # CatBoost's categorical features take strings, not NaN
