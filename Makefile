@@ -18,7 +18,7 @@ ARGS = --comp $(COMP) --data $(DATA) --set "$(SET)"
 LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(PY) -m torch.distributed.run --standalone --nproc_per_node=$(GPUS),$(PY))
 DEMO_OOF = data.img_size=64 train.epochs=6 train.lr=1e-3 predict.tta=1
 
-STACK ?= lgbm
+STACK ?= lgb_xgb_cb
 MODELS ?=
 # N_TRIALS: COMPLETE trials each model's Optuna study should hold (a rerun adds only the missing ones)
 N_TRIALS ?=
@@ -84,7 +84,7 @@ oof: ## stage 1: k-fold CNNs -> runs/<comp>/oof/<model>/ (MODEL=effnetv2_b1, FOL
 bench-oof: ## one fold's stage-1 work split into training/scoring/prediction + images/s end to end vs model only (SCALE=isic2024)
 	$(PY) pipelines/bench_oof.py $(ARGS) --model $(MODEL) $(if $(SCALE),--scale $(SCALE))
 
-stack: ## stage 2: GBDTs on features + stage-1 OOF, Optuna-tuned (STACK=lgbm MODELS=a,b N_TRIALS=total TIMEOUT WORKERS)
+stack: ## stage 2: GBDTs on features + stage-1 OOF, Optuna-tuned (STACK=lgb_xgb_cb MODELS=a,b N_TRIALS=total TIMEOUT WORKERS)
 	$(PY) pipelines/stack.py $(ARGS) --stack $(STACK) --models "$(MODELS)" --workers $(WORKERS) \
 		$(if $(N_TRIALS),--n-trials $(N_TRIALS)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
@@ -97,7 +97,7 @@ bench-stack: ## stage-2 wall time and peak memory on a 400,000-row synthetic tab
 bench-load: ## wall time of a small `make stack` (5 trials) alone and beside a running stage-1 training
 	$(PY) pipelines/bench_load.py $(ARGS)
 
-predict: ## trained artifacts -> a submission for any Kaggle-layout folder (DATA=dir STACK=lgbm)
+predict: ## trained artifacts -> a submission for any Kaggle-layout folder (DATA=dir STACK=lgb_xgb_cb)
 	$(PY) pipelines/predict.py $(ARGS) --stack $(STACK)
 
 submit: ## validate + write the submission CSV + ledger, submit via the kaggle CLI (FROM=... DRY_RUN=1 MSG=...)
@@ -116,7 +116,7 @@ demo: ## the main job on the embedded data: data -> folds -> oof -> stack -> sub
 	$(MAKE) check-data COMP=$(COMP)
 	$(MAKE) folds COMP=$(COMP) FORCE=1
 	$(MAKE) oof COMP=$(COMP) MODEL=effnetv2_b1 SET="run=effnetv2_b1_demo $(DEMO_OOF) $(SET)"
-	$(MAKE) stack COMP=$(COMP) STACK=lgbm MODELS=effnetv2_b1_demo SET="$(DEMO_STACK) $(SET)"
+	$(MAKE) stack COMP=$(COMP) STACK=lgb_xgb_cb MODELS=effnetv2_b1_demo SET="$(DEMO_STACK) $(SET)"
 	$(MAKE) submit COMP=$(COMP) DRY_RUN=1 KERNEL_PYTHON=$(or $(KERNEL_PYTHON),own)
 	$(MAKE) lb COMP=$(COMP)
 
@@ -128,9 +128,9 @@ setups: ## every published setup on the embedded data (PROFILE=... overrides), s
 	for m in $(SETUPS_ISIC2024); do $(MAKE) oof COMP=isic2024 MODEL=$$m SET="$(PROFILE) $(SET)" || exit 1; done
 	$(MAKE) oof COMP=isic2020 MODEL=effnet_b0_frozen SET="$(PROFILE) $(SET)"
 	$(MAKE) oof COMP=ham10000 MODEL=ham10000_cnn SET="$(HAM_PROFILE) $(SET)"
-	$(MAKE) stack COMP=isic2024 STACK=lgbm SET="run=lgbm_setups $(DEMO_STACK)"
+	$(MAKE) stack COMP=isic2024 STACK=lgb_xgb_cb SET="run=lgbm_setups $(DEMO_STACK)"
 	$(MAKE) stack COMP=isic2024 STACK=knn
-	$(MAKE) stack COMP=isic2020 STACK=lgbm SET="$(DEMO_STACK)"
+	$(MAKE) stack COMP=isic2020 STACK=lgb_xgb_cb SET="$(DEMO_STACK)"
 	$(MAKE) stack COMP=ham10000 STACK=multiclass
 	$(MAKE) submit COMP=ham10000
 	$(MAKE) submit COMP=isic2020 DRY_RUN=1

@@ -1,4 +1,4 @@
-"""make ablate [STACK=lgbm] [FAMILIES=raw,model:xgb]: what each feature family and model adds to a stack."""
+"""make ablate [STACK=lgb_xgb_cb] [FAMILIES=raw,model:xgb]: what each feature family and model adds."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from foldstack.stage2.ablate import run_ablation, stack_config  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__)
-    p.add_argument("--stack", default="lgbm", help="the finished stack (runs/<comp>/stack/<name>/)")
+    p.add_argument("--stack", default="lgb_xgb_cb", help="the finished stack (runs/<comp>/stack/<name>/)")
     p.add_argument(
         "--families",
         default="",

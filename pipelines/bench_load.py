@@ -1,7 +1,7 @@
 """make bench-load: wall time of a small `make stack` alone, then beside a running stage-1 training.
 
 The data is the embedded synthetic ISIC 2024 at a small size (~3,500 train rows, written once under
-runs/bench_load/). The stack is STACK=lgbm (LightGBM + XGBoost + CatBoost; SET="only_models=[lgbm,xgb]"
+runs/bench_load/). The stack is STACK=lgb_xgb_cb (LightGBM + XGBoost + CatBoost; SET="only_models=[lgbm,xgb]"
 for the two models of the README's figures) tabular only, N_TRIALS=5 per model, each timing on a fresh
 study. The load is `pipelines/oof.py` (EfficientNetV2-B1, small CPU profile, torch on
 all cores) on the same data, started first and killed after the loaded timing. Target: loaded / alone
@@ -74,7 +74,7 @@ def timed_stack(repo: Path, args, work: Path, name: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__)
-    p.add_argument("--stack", default="lgbm")
+    p.add_argument("--stack", default="lgb_xgb_cb")
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--repo", type=Path, default=REPO, help="checkout whose pipelines/stack.py is timed")
     p.add_argument("--work", type=Path, default=Path("runs/bench_load"))

@@ -19,7 +19,7 @@ TARGETS = {
 
 def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__)
-    p.add_argument("--stack", default="lgbm")
+    p.add_argument("--stack", default="lgb_xgb_cb")
     p.add_argument("--rows", type=int, default=400_000)
     args = p.parse_args(argv)
     cfg = load_stack_config(args.comp, args.stack, args.overrides)

@@ -1,4 +1,4 @@
-"""make kernel-check [STACK=lgbm] [KERNEL_PYTHON=own]: the Kaggle kernel that `make submit` would upload, run
+"""make kernel-check [STACK=lgb_xgb_cb] [KERNEL_PYTHON=own]: the kernel `make submit` would upload, run
 offline on Kaggle's package versions in a Kaggle-like root; it must write what `make predict` writes.
 
 The venv of Kaggle's versions (configs/kaggle-image/requirements.txt) is created once in .kaggle-venv/
@@ -33,7 +33,7 @@ def owner_or_placeholder() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__)
-    p.add_argument("--stack", default="lgbm", help="stack run under runs/<comp>/stack/")
+    p.add_argument("--stack", default="lgb_xgb_cb", help="stack run under runs/<comp>/stack/")
     p.add_argument(
         "--python", default="", help="'' Kaggle's versions (cached venv), 'own', or an interpreter"
     )

@@ -12,7 +12,7 @@ from foldstack.kernel import stack_test_predictions, submission_frame
 
 def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__)
-    p.add_argument("--stack", default="lgbm")
+    p.add_argument("--stack", default="lgb_xgb_cb")
     p.add_argument(
         "--out", default="", help="CSV path (default: submissions/<comp>/predict/<UTC>_<stack>.csv)"
     )

@@ -1,4 +1,4 @@
-"""make stack [STACK=lgbm]: stage 2, GBDTs on features + stage-1 OOF, tuned by Optuna, blended."""
+"""make stack [STACK=lgb_xgb_cb]: stage 2, GBDTs on features + stage-1 OOF, tuned by Optuna, blended."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from foldstack.stage2.run import run_stack  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__)
-    p.add_argument("--stack", default="lgbm", help="stack config name (configs/stack/)")
+    p.add_argument("--stack", default="lgb_xgb_cb", help="stack config name (configs/stack/)")
     p.add_argument("--models", default="", help="comma-separated stage-1 runs (default: all finished ones)")
     p.add_argument(
         "--n-trials",

@@ -92,7 +92,7 @@ def trained(tiny_isic2024_constant_skin, tmp_path_factory):
     s1 = load_oof_config("isic2024", "tiny", f"{base} data.img_size=32 train.epochs=1 predict.tta=2")
     make_folds(s1, read_metadata(s1, data, "train"), data)
     run_oof(s1, data, progress=False)
-    st = load_stack_config("isic2024", "lgbm", f"{base} tuning.n_trials=1")
+    st = load_stack_config("isic2024", "lgb_xgb_cb", f"{base} tuning.n_trials=1")
     run_stack(st, data)
     return load_competition("isic2024", base), data, runs, st.run_dir / "stack" / st.run
 

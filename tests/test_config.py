@@ -106,3 +106,39 @@ def test_role_columns_must_exist():
     base["columns"]["group"] = "no_such_column"
     with pytest.raises(ConfigError, match=r"columns\.group"):
         build_config(CompetitionConfig, [base])
+
+
+def test_stack_configs_inherit_from_their_base_models_merged_by_name(tmp_path, monkeypatch):
+    from foldstack import config as config_module
+    from foldstack.stage2.config import load_stack_config, stack_tree
+
+    base, gbdt3 = stack_tree("lgb_xgb_cb"), stack_tree("gbdt3")
+    assert [m["name"] for m in gbdt3["models"]] == ["lgbm", "xgb", "cb"]
+    assert gbdt3["models"][:2] == base["models"][:2]  # untouched models come from the base as they are
+    cb = gbdt3["models"][2]
+    assert "one_hot_max_size" not in cb["params"]  # null in the derived config removes the base's key
+    assert cb["params"]["rsm"] == 0.5 and cb["search"]["depth"] == {"type": "int", "low": 3, "high": 7}
+    assert gbdt3["blend"] == {"method": "rank", "weights": "tune"} and gbdt3["tuning"] == base["tuning"]
+    assert load_stack_config("isic2024", "gbdt3").blend.weights == "tune"
+    # a new model name is appended; a base chain that loops is refused
+    root = tmp_path / "configs"
+    (root / "stack").mkdir(parents=True)
+    (root / "competitions").mkdir()
+    (root / "stack" / "a.yaml").write_text("base: b\nmodels: [{name: extra, kind: knn}]\n")
+    (root / "stack" / "b.yaml").write_text("base: a\n")
+    monkeypatch.setattr(config_module, "CONFIG_ROOT", root)
+    with pytest.raises(ConfigError, match=r"circular base chain a -> b -> a"):
+        stack_tree("a")
+    (root / "stack" / "b.yaml").write_text("models: [{name: knn5, kind: knn}]\n")
+    assert [m["name"] for m in stack_tree("a")["models"]] == ["knn5", "extra"]
+
+
+def test_the_old_default_stack_name_still_works_with_a_one_line_notice(capsys):
+    from foldstack.stage2.config import DEFAULT_STACK, load_stack_config
+
+    old = load_stack_config("isic2024", "lgbm")
+    new = load_stack_config("isic2024", DEFAULT_STACK)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "STACK=lgbm is the old name of configs/stack/lgb_xgb_cb.yaml" in err
+    assert old.run == "lgbm" and new.run == DEFAULT_STACK  # the old name keeps its run folder
+    assert old.model_dump(exclude={"run"}) == new.model_dump(exclude={"run"})

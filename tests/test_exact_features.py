@@ -59,7 +59,7 @@ def test_grouping_by_several_keys_and_columns_at_once():
 
 def _train(tiny_isic2024):
     _cfg, data = tiny_isic2024
-    cfg = load_stack_config("isic2024", "lgbm", f"{TINY['isic2024']} runs_dir=/tmp/unused")
+    cfg = load_stack_config("isic2024", "lgb_xgb_cb", f"{TINY['isic2024']} runs_dir=/tmp/unused")
     train = read_metadata(cfg, data, "train")
     levels = category_levels([train], cfg.table.of_type("cat", split="test"))
     return cfg, train, levels

@@ -143,8 +143,8 @@ def test_a_submission_difference_with_every_stage_within_tolerance_names_where_i
 
 def test_without_a_stack_run_the_check_says_so_and_how_to_make_one(trained, tmp_path):
     cfg = trained[0]
-    with pytest.raises(DataError, match=r"there is no stack run 'lgbm' yet .*Make one with `make stack`"):
-        check_stack_source(cfg, tmp_path / "runs/isic2024/stack/lgbm/test.parquet")
+    with pytest.raises(DataError, match=r"no stack run 'lgb_xgb_cb' yet .*Make one with .make stack."):
+        check_stack_source(cfg, tmp_path / "runs/isic2024/stack/lgb_xgb_cb/test.parquet")
 
 
 def test_offline_env_reaches_no_index(tmp_path):
@@ -167,7 +167,7 @@ def test_a_failing_kernel_shows_its_log_tail(trained, staged, tmp_path):
     bundle, kernel = staged
     broken = tmp_path / "bundle"
     shutil.copytree(bundle, broken)
-    model = next((broken / "runs/isic2024/stack/lgbm/models/lgbm/fold0").iterdir())
+    model = next((broken / "runs/isic2024/stack/lgb_xgb_cb/models/lgbm/fold0").iterdir())
     model.write_text("not a model\n")
     with pytest.raises(
         DataError,
@@ -182,7 +182,7 @@ def test_a_bundle_missing_a_fold_model_is_refused_before_upload(trained, tmp_pat
     shutil.copytree(runs, copy)
     (copy / "isic2024/oof/tiny/fold1.safetensors").unlink()
     with pytest.raises(DataError, match=r"fold1\.safetensors is missing"):
-        build_submission_folders(cfg, copy / "isic2024/stack/lgbm", "someone", tmp_path / "kaggle")
+        build_submission_folders(cfg, copy / "isic2024/stack/lgb_xgb_cb", "someone", tmp_path / "kaggle")
     assert not (tmp_path / "kaggle" / "bundle").exists()  # nothing half built is left as the set
 
 

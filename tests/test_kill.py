@@ -50,7 +50,7 @@ def command(kind: str, data: Path, runs: Path) -> list[str]:
             f"{overrides} {OOF_SET}",
         ]
     if kind == "stack":
-        return [sys.executable, str(REPO / "pipelines/stack.py"), *base, "--stack", "lgbm", "--set",
+        return [sys.executable, str(REPO / "pipelines/stack.py"), *base, "--stack", "lgb_xgb_cb", "--set",
                 f"{overrides} {STACK_SET}"]  # fmt: skip
     submit = [str(REPO / "pipelines/submit.py"), *base, "--dry-run", "--skip-kernel-check"]
     return [sys.executable, *submit, "--set", overrides]
@@ -202,7 +202,7 @@ def test_stack_killed_anywhere_reruns_to_the_same_trials_and_predictions(baselin
     data, root, times = baseline
     cwd = fresh(tmp_path, root, "stack")
     killed_then_rerun("stack", data, cwd, fault, times["stack"])
-    run_dir, want = cwd / "runs/isic2024/stack/lgbm", root / "runs/isic2024/stack/lgbm"
+    run_dir, want = cwd / "runs/isic2024/stack/lgb_xgb_cb", root / "runs/isic2024/stack/lgb_xgb_cb"
     for f in ("oof.parquet", "test.parquet"):
         same_frame(run_dir / f, want / f)
     got, expected = trials(run_dir), trials(want)

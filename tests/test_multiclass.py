@@ -158,7 +158,7 @@ def test_submit_without_a_kaggle_slug_writes_and_records_only(ham, tmp_path, mon
 
 def test_binary_configs_are_refused_on_a_multiclass_competition():
     with pytest.raises(ConfigError, match="STACK=multiclass"):
-        load_stack_config("ham10000", "lgbm")
+        load_stack_config("ham10000", "lgb_xgb_cb")
     with pytest.raises(ConfigError, match=r"train\.neg_ratio=0"):
         load_oof_config("ham10000", "tiny")
     with pytest.raises(ConfigError, match="COMP=ham10000"):

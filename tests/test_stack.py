@@ -30,7 +30,7 @@ FAST = (  # CatBoost runs in the smoke test of every config and its own tests; h
 )
 
 
-def stack_config(runs, extra="", name="lgbm"):
+def stack_config(runs, extra="", name="lgb_xgb_cb"):
     return load_stack_config("isic2024", name, f"{TINY['isic2024']} runs_dir={runs} {FAST} {extra}")
 
 
@@ -303,7 +303,7 @@ def test_optimistic_stage1_is_refused_unless_allowed_then_flagged(with_cnn, tmp_
         run_stack(stack_config(other), data)
     r = run_stack(stack_config(other, "features.allow_optimistic=true tuning.n_trials=1"), data)
     assert r["score_is_optimistic"] is True and r["optimistic_inputs"] == ["tiny"]
-    saved = json.loads((other / "isic2024/stack/lgbm/metrics.json").read_text())
+    saved = json.loads((other / "isic2024/stack/lgb_xgb_cb/metrics.json").read_text())
     assert saved["score_is_optimistic"] is True and saved["optimistic_inputs"] == ["tiny"]
 
 
@@ -349,7 +349,7 @@ def test_rank_calibration_keeps_the_order_and_matches_the_positive_rate():
 
 
 def test_near_max_scores_are_flagged():
-    cfg = load_stack_config("isic2024", "lgbm", TINY["isic2024"])
+    cfg = load_stack_config("isic2024", "lgb_xgb_cb", TINY["isic2024"])
     fine = {
         "stack": {"oof_pauc": 0.15, "oof_auc": 0.9, "holdout_pauc": 0.16},
         "models": {"m": {"tuned_cv": 0.17}},
@@ -544,7 +544,7 @@ def test_blend_weights_tune_needs_a_step_that_divides_one(tmp_path):
 def test_stage1_shift_is_measured_and_warned():
     from foldstack.stage2.skew import stage1_shift
 
-    cfg = load_stack_config("isic2024", "lgbm")
+    cfg = load_stack_config("isic2024", "lgb_xgb_cb")
     rng = np.random.default_rng(0)
     oof = pd.DataFrame({"cnn_a": rng.beta(0.5, 5, 4000), "age": rng.normal(size=4000)})
     same = pd.DataFrame({"cnn_a": rng.beta(0.5, 5, 4000), "age": rng.normal(size=4000)})

@@ -32,7 +32,7 @@ def test_submission_has_the_sample_order_and_header(trained, tmp_path):
     assert sub["isic_id"].tolist() == sample["isic_id"].tolist()
     test = pd.read_parquet(stack / "test.parquet").set_index("id")
     np.testing.assert_allclose(sub["target"], test.loc[sub["isic_id"], "pred"])
-    assert path.name.endswith("_lgbm.csv") and row["oof_pauc"] > 0 and len(row["sha256"]) == 64
+    assert path.name.endswith("_lgb_xgb_cb.csv") and row["oof_pauc"] > 0 and len(row["sha256"]) == 64
 
 
 def _broken(stack, tmp_path, edit):
@@ -137,10 +137,10 @@ def test_bundle_and_kernel_hold_what_the_kernel_needs(trained, tmp_path):
     cfg, _, _, stack = trained
     bundle = build_bundle(cfg, stack, "someone", tmp_path / "bundle")
     assert (bundle / "runs/isic2024/oof/tiny/fold0.safetensors").exists()
-    assert (bundle / "runs/isic2024/stack/lgbm/models/lgbm/fold0/seed0.lgb.txt").exists()
-    assert (bundle / "runs/isic2024/stack/lgbm/levels.json").exists()
-    assert (bundle / "runs/isic2024/stack/lgbm/blend.json").exists()  # the rank blend's probability map
-    assert (bundle / "runs/isic2024/stack/lgbm/blend_reference.npz").exists()
+    assert (bundle / "runs/isic2024/stack/lgb_xgb_cb/models/lgbm/fold0/seed0.lgb.txt").exists()
+    assert (bundle / "runs/isic2024/stack/lgb_xgb_cb/levels.json").exists()
+    assert (bundle / "runs/isic2024/stack/lgb_xgb_cb/blend.json").exists()  # the rank blend's probability map
+    assert (bundle / "runs/isic2024/stack/lgb_xgb_cb/blend_reference.npz").exists()
     wheel = next(bundle.glob("foldstack-*.whl"))
     assert "foldstack/kernel.py" in zipfile.ZipFile(wheel).namelist()
     assert (
@@ -168,7 +168,7 @@ def test_leaderboard_ranks_runs_and_scores_submissions_on_labels(trained, tmp_pa
     assert 0 <= sub["test_pauc"] <= 0.2 and sub["oof_pauc_lo"] <= sub["oof_pauc"] <= sub["oof_pauc_hi"]
     for f in ("leaderboard.md", "leaderboard.csv", "roc.png"):
         assert (tmp_path / "isic2024" / f).exists()
-    assert "| lgbm | stack |" in (tmp_path / "isic2024/leaderboard.md").read_text()
+    assert "| lgb_xgb_cb | stack |" in (tmp_path / "isic2024/leaderboard.md").read_text()
 
 
 def test_network_failure_keeps_file_and_records_failed_row(trained, tmp_path, monkeypatch):
@@ -480,14 +480,14 @@ def test_leaderboard_ranks_stacks_by_holdout_and_shows_flags(trained, tmp_path):
     shutil.copytree(runs, other)
     cfg = load_competition("isic2024", f"{TINY['isic2024']} runs_dir={other}")
     root = other / "isic2024/stack"
-    shutil.copytree(root / "lgbm", root / "better")
+    shutil.copytree(root / "lgb_xgb_cb", root / "better")
     m = json.loads((root / "better/metrics.json").read_text())
     m["stack"]["holdout_pauc"] = 0.199  # same OOF as lgbm, a better (and suspicious) hold-out score
     m |= {"score_is_optimistic": True, "optimistic_inputs": ["tiny"]}
     (root / "better/metrics.json").write_text(json.dumps(m))
     table = leaderboard(cfg, None, out_dir=tmp_path / "subs")
     stacks = table[table["kind"] == "stack"]
-    assert stacks["entry"].tolist() == ["better", "lgbm"] and stacks["rank"].tolist() == [1, 2]
+    assert stacks["entry"].tolist() == ["better", "lgb_xgb_cb"] and stacks["rank"].tolist() == [1, 2]
     assert set(stacks["rank_by"]) == {"holdout_pauc"}
     assert set(table.loc[table["kind"] == "stage1", "rank_by"]) == {"oof_pauc"}
     better = stacks.iloc[0]

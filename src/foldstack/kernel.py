@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", required=True, help="runs root holding <comp>/oof and <comp>/stack")
     p.add_argument("--comp", default="isic2024")
-    p.add_argument("--stack", default="lgbm")
+    p.add_argument("--stack", default="lgb_xgb_cb")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--no-progress", action="store_true")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from foldstack.config import CompetitionConfig, Frozen, build_config, config_path
+from foldstack.config import CompetitionConfig, Frozen, build_config, config_path, read_yaml
+from foldstack.errors import ConfigError
+
+DEFAULT_STACK = "lgb_xgb_cb"  # LightGBM + XGBoost + CatBoost: what `make stack` runs
+RENAMED = {"lgbm": DEFAULT_STACK}  # old config names that still work, with a one-line notice
 
 
 class FeatureCfg(Frozen):
@@ -158,7 +163,62 @@ class StackConfig(CompetitionConfig):
         return self
 
 
+def _over(base: Any, update: Any) -> Any:
+    """`update` on top of `base`: mappings merged key by key (null removes a key the base sets, so that
+    it takes its default), a `models` list merged by model name (a new name is appended); anything else
+    replaces the base's value."""
+    if not isinstance(base, dict) or not isinstance(update, dict):
+        return update
+    out = dict(base)
+    for key, value in update.items():
+        if value is None:
+            out.pop(key, None)
+        elif key == "models" and isinstance(value, list) and isinstance(out.get(key), list):
+            out[key] = _merge_models(out[key], value)
+        else:
+            out[key] = _over(out.get(key), value)
+    return out
+
+
+def _merge_models(base: list, update: list) -> list:
+    names = [m.get("name") for m in base if isinstance(m, dict)]
+    out = list(base)
+    for m in update:
+        name = m.get("name") if isinstance(m, dict) else None
+        if name in names:
+            i = names.index(name)
+            out[i] = _over(out[i], m)
+        else:
+            out.append(m)
+    return out
+
+
+def stack_tree(stack: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """configs/stack/<stack>.yaml on top of the chain of configs it names as `base`."""
+    if stack in seen:
+        raise ConfigError(f"configs/stack: circular base chain {' -> '.join((*seen, stack))}")
+    tree = read_yaml(config_path("stack", stack))
+    base = tree.pop("base", None)
+    return _over(stack_tree(str(base), (*seen, stack)), tree) if base else tree
+
+
+def resolve_stack_name(stack: str, notice: bool = True) -> str:
+    """The config a stack name means now: a renamed config's new name (one line on stderr saying so)."""
+    new = RENAMED.get(stack)
+    if new is None:
+        return stack
+    if notice:
+        print(
+            f"note: STACK={stack} is the old name of configs/stack/{new}.yaml (the same config); "
+            f"it still works and its run keeps the folder name {stack}",
+            file=sys.stderr,
+        )
+    return new
+
+
 def load_stack_config(comp: str, stack: str, overrides: str | Iterable[str] | None = None) -> StackConfig:
-    """configs/competitions/<comp>.yaml + configs/stack/<stack>.yaml + overrides."""
-    sources = [config_path("competitions", comp), {"run": stack}, config_path("stack", stack)]
+    """configs/competitions/<comp>.yaml + configs/stack/<stack>.yaml (on top of its bases) + overrides.
+    The run is named after `stack` (as asked, an old name included) unless `run=...` says otherwise."""
+    tree = stack_tree(resolve_stack_name(stack))
+    sources = [config_path("competitions", comp), {"run": stack}, tree]
     return build_config(StackConfig, sources, overrides)
