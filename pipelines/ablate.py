@@ -6,13 +6,14 @@ from foldstack import threads
 
 threads.passive_openmp()  # idle OpenMP threads sleep: must precede lightgbm/xgboost loading OpenMP
 
-from foldstack.cli import base_parser, competition_from_args, run_main  # noqa: E402
-from foldstack.stage2.ablate import run_ablation, stack_config  # noqa: E402
+from foldstack.cli import base_parser, run_main  # noqa: E402
+from foldstack.commands import stage2  # noqa: E402
+from foldstack.stage2.config import DEFAULT_STACK  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__)
-    p.add_argument("--stack", default="lgb_xgb_cb", help="the finished stack (runs/<comp>/stack/<name>/)")
+    p.add_argument("--stack", default=DEFAULT_STACK, help="the finished stack (runs/<comp>/stack/<name>/)")
     p.add_argument(
         "--families",
         default="",
@@ -22,15 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--n-boot", type=int, default=None, help="bootstrap resamples (default leaderboard.n_boot)"
     )
-    args = p.parse_args(argv)
-    comp, data_dir = competition_from_args(args)
-    stack_dir = comp.run_dir / "stack" / args.stack
-    cfg = stack_config(stack_dir, comp.runs_dir)
-    asked = [f.strip() for f in args.families.split(",") if f.strip()] or None
-    table = run_ablation(cfg, stack_dir, data_dir, asked, args.n_boot)
-    print((stack_dir / "ablation.md").read_text())
-    print(f"wrote {stack_dir}/ablation.csv, ablation.md, ablation.png ({len(table) - 1} variant(s))")
-    return 0
+    a = p.parse_args(argv)
+    return stage2.ablate(a.comp, a.stack, a.overrides, a.data, a.families, a.n_boot)
 
 
 if __name__ == "__main__":

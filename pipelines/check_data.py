@@ -9,27 +9,24 @@ Exit code 0 when the files present are valid, 1 when there are problems.
 
 from __future__ import annotations
 
-from foldstack.cli import base_parser, competition_from_args, run_main
-from foldstack.data.check import check_data
+from foldstack.cli import base_parser, run_main
+from foldstack.commands import data
 from foldstack.data.image_check import available_cores
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser("Check a data folder in the Kaggle layout of a competition.")
-    parser.add_argument(
+    p = base_parser("Check a data folder in the Kaggle layout of a competition.")
+    p.add_argument(
         "--workers",
         type=int,
         default=0,
         help=f"processes that check the images (default 0: every core this process may use, "
         f"{available_cores()} here)",
     )
-    args = parser.parse_args(argv)
-    if args.workers < 0:
-        parser.error(f"--workers must be 0 (every core) or more, got {args.workers}")
-    cfg, data_dir = competition_from_args(args)
-    report = check_data(cfg, data_dir, workers=args.workers)
-    print(report.format())
-    return 0 if report.ok else 1
+    a = p.parse_args(argv)
+    if a.workers < 0:
+        p.error(f"--workers must be 0 (every core) or more, got {a.workers}")
+    return data.check(a.comp, a.overrides, a.data, workers=a.workers)
 
 
 if __name__ == "__main__":

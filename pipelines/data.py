@@ -7,35 +7,20 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from foldstack.cli import base_parser, competition_from_args, run_main
-from foldstack.synth.generate import generate
-from foldstack.synth.scale import DEFAULT_ROOT, write_isic2024_scale
-
-SCALES = ("isic2024",)
+from foldstack.cli import base_parser, run_main
+from foldstack.commands import data
 
 
 def main(argv: list[str] | None = None) -> int:
     p = base_parser(__doc__)
     p.add_argument("--workers", type=int, default=None, help="image rendering processes")
-    p.add_argument("--scale", choices=SCALES, default=None, help="the competition's real size (benchmarks)")
-    args = p.parse_args(argv)
-    if args.scale:
-        if args.comp != args.scale:
-            p.error(f"--scale {args.scale} writes the {args.scale} layout: use --comp {args.scale}")
-        out = Path(args.data) if args.data else DEFAULT_ROOT
-        record = write_isic2024_scale(out)
-        how = "kept the complete" if record["skipped"] else "wrote"
-        print(f"{how} {args.scale}-size synthetic competition in {out}/")
-        print(json.dumps({k: v for k, v in record.items() if k != "file_bytes"}, indent=2))
-        return 0
-    cfg, data_dir = competition_from_args(args)
-    summary = generate(cfg, data_dir, workers=args.workers)
-    print(f"wrote synthetic {cfg.name} to {data_dir}/")
-    print(json.dumps(summary, indent=2))
-    return 0
+    p.add_argument(
+        "--scale", choices=("isic2024",), default=None, help="the competition's real size (benchmarks)"
+    )
+    a = p.parse_args(argv)
+    if a.scale and a.comp != a.scale:
+        p.error(f"--scale {a.scale} writes the {a.scale} layout: use --comp {a.scale}")
+    return data.data(a.comp, a.overrides, a.data, workers=a.workers, scale=a.scale)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import pytest
 from foldstack.config import CompetitionConfig, load_competition
 from foldstack.data.metadata import read_metadata
 from foldstack.folds import make_folds
+from foldstack.runs import Runs
 from foldstack.stage1.config import load_oof_config
 from foldstack.stage1.run import run_oof
 from foldstack.stage2.config import load_stack_config
@@ -94,14 +95,14 @@ def trained(tiny_isic2024_constant_skin, tmp_path_factory):
     run_oof(s1, data, progress=False)
     st = load_stack_config("isic2024", "lgb_xgb_cb", f"{base} tuning.n_trials=1")
     run_stack(st, data)
-    return load_competition("isic2024", base), data, runs, st.run_dir / "stack" / st.run
+    return load_competition("isic2024", base), data, runs, Runs.of(st).stack(st.run).dir
 
 
 @pytest.fixture(autouse=True)
 def _no_real_kaggle_venv(monkeypatch):
     """No test builds the real Kaggle-versions venv (.kaggle-venv: GBs, up to half an hour on a cold
     pip cache): a test that reaches it fails and says how to run the check instead."""
-    from foldstack import kernel_check as kc
+    from foldstack.submit import check as kc
 
     real = kc.kaggle_venv
 

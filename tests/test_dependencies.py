@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from foldstack import kaggle_image as ki
 from foldstack.errors import ConfigError, DataError
+from foldstack.submit import image as ki
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_PINS = REPO.parent / "shared" / "kaggle-image" / "requirements.txt"

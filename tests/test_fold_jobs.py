@@ -12,6 +12,7 @@ import pytest
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import ConfigError
 from foldstack.folds import make_folds
+from foldstack.runs import Runs
 from foldstack.stage1 import data as data_mod
 from foldstack.stage1.config import load_oof_config
 from foldstack.stage1.run import run_oof
@@ -44,7 +45,7 @@ def whole(tiny_isic2024, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("whole")
     cfg = prepared(tmp, data)
     result = run_oof(cfg, data, progress=False)
-    out = cfg.run_dir / "oof" / cfg.run
+    out = Runs.of(cfg).dir / "oof" / cfg.run
     return cfg, result, {n: pd.read_parquet(out / n) for n in ("oof.parquet", "test.parquet")}
 
 
@@ -57,7 +58,7 @@ def test_concurrent_fold_jobs_assemble_the_same_run_once(whole, tiny_isic2024, t
     procs = [job(data, runs, f) for f in ("0", "1", "2")]
     logs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)
-    out = cfg.run_dir / "oof" / cfg.run
+    out = Runs.of(cfg).dir / "oof" / cfg.run
     for name, frame in files0.items():  # the same predictions as one run over every fold, bit for bit
         pd.testing.assert_frame_equal(pd.read_parquet(out / name), frame, check_exact=True)
     m = json.loads((out / "metrics.json").read_text())
@@ -82,7 +83,7 @@ def test_missing_folds_are_named_and_bad_folds_listed(tiny_isic2024, tmp_path, c
     assert result == {"missing_folds": [1]}
     printed = capsys.readouterr().out
     assert "fold(s) 0, 2 done, 1 missing" in printed and "FOLDS=1" in printed
-    out = cfg.run_dir / "oof" / cfg.run
+    out = Runs.of(cfg).dir / "oof" / cfg.run
     assert not (out / "metrics.json").exists() and not (out / "oof.parquet").exists()
     for bad in ("3", "0,x", "-1"):
         with pytest.raises(ConfigError, match=r"the folds are 0, 1, 2 \(folds.k=3"):
@@ -112,7 +113,7 @@ def test_default_scores_the_held_out_fold_once_and_reads_test_once(tiny_isic2024
     cfg = prepared(tmp_path, data)
     reads = count_reads(monkeypatch)
     run_oof(cfg, data, progress=False)
-    out = cfg.run_dir / "oof" / cfg.run
+    out = Runs.of(cfg).dir / "oof" / cfg.run
     n_test = len(read_metadata(cfg, data, "test"))
     bs = cfg.predict.batch_size
     # the test set: one pass of ceil(n / batch) reads for all k fold models, not k passes
@@ -138,14 +139,14 @@ def test_eval_every_and_inner_split_are_scored_only_when_asked(tiny_isic2024, tm
     # nothing reads is not scored
     cfg = prepared(tmp_path, data, "train.epochs=3 train.eval_every=1 train.inner_val_fraction=0.25")
     run_oof(cfg, data, progress=False, folds="0")
-    info = json.loads((cfg.run_dir / "oof" / cfg.run / "fold0.json").read_text())
+    info = json.loads((Runs.of(cfg).dir / "oof" / cfg.run / "fold0.json").read_text())
     assert [("valid_pauc" in r or "valid_auc" in r) for r in info["log"]] == [True, True, True]
     assert info["images"]["held_out_scoring"] == 2 * info["n_valid_rows"]
     assert info["images"]["inner_scoring"] == 0 and not any("inner_loss" in r for r in info["log"])
     # early stopping reads the inner split: scored every epoch
     cfg = prepared(tmp_path / "es", data, "train.inner_val_fraction=0.25 train.early_stopping_patience=5")
     run_oof(cfg, data, progress=False, folds="0")
-    info = json.loads((cfg.run_dir / "oof" / cfg.run / "fold0.json").read_text())
+    info = json.loads((Runs.of(cfg).dir / "oof" / cfg.run / "fold0.json").read_text())
     assert all("inner_loss" in r for r in info["log"])
     assert info["images"]["inner_scoring"] == info["n_inner_rows"] * len(info["log"])
 
@@ -155,10 +156,10 @@ def test_eval_every_does_not_change_the_fold_weights(tiny_isic2024, tmp_path):
     _, data = tiny_isic2024
     cfg = prepared(tmp_path, data)
     run_oof(cfg, data, progress=False, folds="0")
-    before = (cfg.run_dir / "oof" / cfg.run / "fold0.safetensors").stat().st_mtime_ns
+    before = (Runs.of(cfg).dir / "oof" / cfg.run / "fold0.safetensors").stat().st_mtime_ns
     cfg2 = config(tmp_path / "runs", "train.eval_every=1")
     run_oof(cfg2, data, progress=False, folds="0")
-    assert (cfg.run_dir / "oof" / cfg.run / "fold0.safetensors").stat().st_mtime_ns == before
+    assert (Runs.of(cfg).dir / "oof" / cfg.run / "fold0.safetensors").stat().st_mtime_ns == before
 
 
 def test_uint8_batches_are_normalised_on_the_device_like_albumentations():

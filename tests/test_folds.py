@@ -8,6 +8,7 @@ import pytest
 
 from foldstack.errors import DataError
 from foldstack.folds import assign_folds, check_fold_sha, folds_paths, load_folds, make_folds
+from foldstack.runs import Runs
 from tests.conftest import REPO, tiny_config
 
 
@@ -201,11 +202,11 @@ def test_killed_commit_of_the_pair_is_rolled_forward_or_kept_whole(tiny_isic2024
     if fault == "set.commit.before:1":  # killed before the commit record: the old pair stays whole
         assert json.loads(json_path.read_text())["seed"] == old["seed"]
     else:  # the commit record exists: before the kill, folds.csv was new and folds.json old (or neither)
-        assert any(p.name.endswith(".commit.json") for p in cfg.run_dir.iterdir())
+        assert any(p.name.endswith(".commit.json") for p in Runs.of(cfg).dir.iterdir())
     folds, meta = load_folds(cfg)  # rolls a recorded commit forward; never "the folds file was edited"
     want_seed = old["seed"] if fault == "set.commit.before:1" else 99
     assert meta["seed"] == want_seed and len(folds) == old["rows"]
-    assert sorted(p.name for p in cfg.run_dir.iterdir()) == ["folds.csv", "folds.json"]
+    assert sorted(p.name for p in Runs.of(cfg).dir.iterdir()) == ["folds.csv", "folds.json"]
     seeded = tiny_config("isic2024", tmp_path / "runs", f"folds.seed={want_seed}")
     assert make_folds(seeded, _train(cfg, data), data)["reused"]
 

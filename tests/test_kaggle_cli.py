@@ -1,4 +1,4 @@
-"""foldstack.kaggle_cli runs the REAL installed kaggle CLI against a loopback stub of the Kaggle API."""
+"""foldstack.submit.kaggle_cli runs the REAL installed kaggle CLI against a loopback Kaggle API stub."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from foldstack import kaggle_cli as kc
-from foldstack.kaggle_cli import KaggleError
+from foldstack.submit import kaggle_cli as kc
+from foldstack.submit.kaggle_cli import KaggleError
 from tests.kaggle_stub import KEY, USERNAME, KaggleStub, isolate_kaggle_env
 
 # The redundant alias marks a re-export: importing it registers the `kaggle_stub` fixture here.

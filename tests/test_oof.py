@@ -16,6 +16,7 @@ from foldstack.config import available
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import ConfigError, DataError
 from foldstack.folds import make_folds
+from foldstack.runs import Runs
 from foldstack.stage1 import train as train_mod
 from foldstack.stage1.config import load_oof_config, model_competition
 from foldstack.stage1.data import DecodedImages, MetaEncoder, epoch_indices
@@ -45,13 +46,13 @@ def finished(tiny_isic2024, tmp_path_factory):
     _, data = tiny_isic2024
     tmp = tmp_path_factory.mktemp("oof")
     cfg, result = run_tiny(tmp, data)
-    return cfg, data, cfg.run_dir / "oof" / cfg.run, result
+    return cfg, data, Runs.of(cfg).dir / "oof" / cfg.run, result
 
 
 def test_oof_covers_every_train_id_once_with_its_fold(finished):
     cfg, data, out, _ = finished
     oof = pd.read_parquet(out / "oof.parquet")
-    folds = pd.read_csv(cfg.run_dir / "folds.csv", dtype={"id": str})
+    folds = pd.read_csv(Runs.of(cfg).dir / "folds.csv", dtype={"id": str})
     train = read_metadata(cfg, data, "train")
     assert len(oof) == len(train) and oof["id"].is_unique
     assert set(oof["id"]) == set(train[cfg.columns.id])
@@ -139,7 +140,7 @@ def test_runs_are_reproducible(tiny_isic2024, tmp_path):
 def test_rerun_skips_finished_folds_and_a_config_change_retrains(tiny_isic2024, tmp_path, capsys):
     _, data = tiny_isic2024
     cfg, _ = run_tiny(tmp_path, data)
-    out = cfg.run_dir / "oof" / cfg.run
+    out = Runs.of(cfg).dir / "oof" / cfg.run
     stamps = {f: (out / f"fold{f}.safetensors").stat().st_mtime_ns for f in range(cfg.folds.k)}
     capsys.readouterr()
     run_oof(cfg, data, progress=False)
@@ -169,7 +170,7 @@ def uninterrupted(tiny_isic2024, tmp_path_factory):
     """oof.parquet and test.parquet of a 3-epoch run that nothing interrupted."""
     _, data = tiny_isic2024
     cfg, _ = run_tiny(tmp_path_factory.mktemp("whole"), data, RESUME)
-    out = cfg.run_dir / "oof" / cfg.run
+    out = Runs.of(cfg).dir / "oof" / cfg.run
     return {n: pd.read_parquet(out / n) for n in ("oof.parquet", "test.parquet")}
 
 
@@ -189,7 +190,7 @@ def test_interrupted_fold_resumes_bit_identical(
     _, data = tiny_isic2024
     cfg = tiny_oof_config(tmp_path / "runs", RESUME)
     make_folds(cfg, read_metadata(cfg, data, "train"), data)
-    out = cfg.run_dir / "oof" / cfg.run
+    out = Runs.of(cfg).dir / "oof" / cfg.run
     if stop_after == 1:
         real_save = train_mod.FoldTrainer.save
 
@@ -228,7 +229,7 @@ def test_kill_while_writing_a_checkpoint_or_a_fold_set(fault, tiny_isic2024, tmp
     _, data = tiny_isic2024
     cfg = tiny_oof_config(tmp_path / "runs")
     make_folds(cfg, read_metadata(cfg, data, "train"), data)
-    out = cfg.run_dir / "oof" / cfg.run
+    out = Runs.of(cfg).dir / "oof" / cfg.run
     res = oof_pipeline(
         data, f"{TINY['isic2024']} runs_dir={tmp_path / 'runs'} {FAST}", {"FOLDSTACK_FAULT": fault}
     )
@@ -303,7 +304,7 @@ def test_nan_loss_stops_naming_fold_and_epoch_and_keeps_checkpoint(tiny_isic2024
     with pytest.raises(train_mod.TrainingError, match=r"fold 0, epoch 2") as e:
         run_oof(cfg, data, progress=False)
     assert "checkpoint of the last completed epoch is kept" in str(e.value)
-    assert (cfg.run_dir / "oof" / cfg.run / "fold0.ckpt.safetensors").exists()
+    assert (Runs.of(cfg).dir / "oof" / cfg.run / "fold0.ckpt.safetensors").exists()
 
 
 def test_missing_image_fails_naming_the_id(tiny_isic2024, tmp_path):
@@ -333,7 +334,7 @@ def test_ema_and_meta_fusion_run(tiny_isic2024, tmp_path):
     _, data = tiny_isic2024
     cfg, result = run_tiny(tmp_path, data, "train.ema_decay=0.9 train.checkpoint=ema model.meta=true")
     assert "EMA" in result["how_scored"]
-    info = json.loads((cfg.run_dir / "oof" / cfg.run / "fold0.json").read_text())
+    info = json.loads((Runs.of(cfg).dir / "oof" / cfg.run / "fold0.json").read_text())
     assert info["meta_encoder"]["numeric"] == ["age_approx", "clin_size_long_diam_mm"]
     # the held-out fold is scored once, after the last epoch, by the OOF prediction of the EMA weights
     assert "ema_valid_pauc" in info["log"][-1] and "valid_pauc" not in info["log"][0]
@@ -447,7 +448,7 @@ def test_ddp_on_cpu_with_gloo_gathers_each_id_once(tiny_isic2024, tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     cfg = tiny_oof_config(tmp_path / "runs")
-    out = cfg.run_dir / "oof" / cfg.run
+    out = Runs.of(cfg).dir / "oof" / cfg.run
     oof = pd.read_parquet(out / "oof.parquet")
     assert len(oof) == len(read_metadata(cfg, data, "train")) and oof["id"].is_unique
     m = json.loads((out / "metrics.json").read_text())
@@ -459,7 +460,7 @@ def test_frozen_backbone_keeps_its_weights(tiny_isic2024, tmp_path):
     cfg, _ = run_tiny(tmp_path, data, "model.freeze_backbone=true train.epochs=1")
     from safetensors.torch import load_file
 
-    trained = load_file(str(cfg.run_dir / "oof" / cfg.run / "fold0.safetensors"))
+    trained = load_file(str(Runs.of(cfg).dir / "oof" / cfg.run / "fold0.safetensors"))
     torch.manual_seed(cfg.train.seed + 0)
     fresh = LesionNet(cfg.model).state_dict()
     conv = "backbone.conv_stem.weight"
@@ -472,7 +473,7 @@ def test_adam_plateau_and_auto_pos_weight_run(tiny_isic2024, tmp_path):
     cfg, result = run_tiny(
         tmp_path, data, "train.optimizer=adam train.scheduler=plateau train.pos_weight=auto"
     )
-    info = json.loads((cfg.run_dir / "oof" / cfg.run / "fold0.json").read_text())
+    info = json.loads((Runs.of(cfg).dir / "oof" / cfg.run / "fold0.json").read_text())
     assert info["pos_weight"] == pytest.approx(
         cfg.train.neg_ratio
     )  # every epoch shows neg_ratio negatives per positive
@@ -510,7 +511,7 @@ def test_best_inner_with_early_stopping(tiny_isic2024, tmp_path, monkeypatch):
         "train.epochs=5 train.inner_val_fraction=0.25 "
         "train.checkpoint=best_inner train.early_stopping_patience=2",
     )
-    info = json.loads((cfg.run_dir / "oof" / cfg.run / "fold0.json").read_text())
+    info = json.loads((Runs.of(cfg).dir / "oof" / cfg.run / "fold0.json").read_text())
     assert info["stopped_early_after_epoch"] == 3 and len(info["log"]) == 3
     assert info["checkpoint"].startswith("best epoch 1 by inner-split loss") and info["n_inner_rows"] > 0
     assert result["score_is_optimistic"] is False

@@ -15,13 +15,15 @@ from foldstack.config import available
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import ConfigError, DataError
 from foldstack.folds import make_folds
+from foldstack.runs import Runs, StackRun
 from foldstack.stage1.config import load_oof_config
 from foldstack.stage1.run import run_oof
-from foldstack.stage2 import calibrate
+from foldstack.stage2 import blend as calibrate
 from foldstack.stage2.config import load_stack_config
 from foldstack.stage2.features import build_features, category_levels, check_leaks
 from foldstack.stage2.models import GBDTClassifier, load_boosters, predict_boosters
-from foldstack.stage2.run import run_stack, stack_flags
+from foldstack.stage2.run import run_stack
+from foldstack.stage2.summary import stack_flags
 from tests.conftest import TINY
 
 FAST = (  # CatBoost runs in the smoke test of every config and its own tests; here it would add time
@@ -53,13 +55,13 @@ def with_cnn(tiny_isic2024, tmp_path_factory):
 def stacked(with_cnn, tmp_path_factory):
     runs, data = with_cnn
     cfg = stack_config(runs)
-    return cfg, data, run_stack(cfg, data), cfg.run_dir / "stack" / cfg.run
+    return cfg, data, run_stack(cfg, data), Runs.of(cfg).dir / "stack" / cfg.run
 
 
 def test_stack_oof_uses_exactly_the_stage1_folds(stacked):
     cfg, _data, _, out = stacked
     oof = pd.read_parquet(out / "oof.parquet")
-    folds = pd.read_csv(cfg.run_dir / "folds.csv", dtype={"id": str})
+    folds = pd.read_csv(Runs.of(cfg).dir / "folds.csv", dtype={"id": str})
     assert oof["id"].tolist() == folds["id"].tolist()
     assert (oof["fold"].to_numpy() == folds["fold"].to_numpy()).all()
     assert oof["pred"].between(0, 1).all() and oof["id"].is_unique
@@ -234,7 +236,7 @@ def test_knn_baseline_saves_without_pickle_and_reloads(tmp_path):
 def test_new_stage1_predictions_start_a_fresh_study(stacked):
     from dataclasses import replace
 
-    from foldstack.stage2.run import build_matrices, study_name
+    from foldstack.stage2.inputs import build_matrices, study_name
 
     cfg, data, _, _ = stacked
     m, _, fmeta = build_matrices(cfg, data, None)
@@ -313,7 +315,7 @@ def test_rank_blend_pred_is_a_calibrated_probability_with_the_rank_order(stacked
     y, p, fold = oof["target"].to_numpy(), oof["pred"].to_numpy(), oof["fold"].to_numpy()
     assert cfg.blend.method == "rank" and ((p >= 0) & (p <= 1)).all()
     assert y.mean() / 3 <= p.mean() <= 3 * y.mean()  # a probability, not a mean rank (~0.5)
-    cal = calibrate.load(out)
+    cal = calibrate.load_calibration(out)
     preds = {n: oof[f"pred_{n}"].to_numpy() for n in r["models"]}
     for f in range(cfg.folds.k):
         rows = fold == f
@@ -363,7 +365,7 @@ def test_near_max_scores_are_flagged():
 
 
 def test_stack_pipeline_prints_warnings(monkeypatch, capsys, with_cnn):
-    from pipelines import stack as stack_pipeline
+    from foldstack.commands import stage2 as commands
 
     runs, data = with_cnn
     rec = {"oof_pauc": 0.1995, "oof_auc": 0.9999, "holdout_pauc": 0.2, "holdout_auc": 1.0, "holdout_fold": 2}
@@ -379,8 +381,8 @@ def test_stack_pipeline_prints_warnings(monkeypatch, capsys, with_cnn):
         "stage1_shift": {"warning": "the stage-1 features differ between OOF and test: cnn_tiny (KS 0.300"},
     }
     result["suspicious_score"] = "score at or near the metric's maximum: stack holdout_pauc 0.2000 >= 0.198"
-    monkeypatch.setattr(stack_pipeline, "run_stack", lambda *a, **k: result)
-    stack_pipeline.main(["--set", f"{TINY['isic2024']} runs_dir={runs}", "--data", str(data)])
+    monkeypatch.setattr(commands, "run_stack", lambda *a, **k: result)
+    commands.stack("isic2024", "lgb_xgb_cb", f"{TINY['isic2024']} runs_dir={runs}", str(data))
     out = capsys.readouterr().out
     assert "WARNING: suspicious score: score at or near" in out
     assert "WARNING: optimistic score: stage-1 input(s) ['tiny']" in out
@@ -418,7 +420,7 @@ def test_a_killed_stack_leaves_the_previous_run_whole(with_cnn, tmp_path, monkey
     shutil.copytree(runs, other)
     cfg = stack_config(other)
     run_stack(cfg, data)
-    out = cfg.run_dir / "stack" / cfg.run
+    out = Runs.of(cfg).dir / "stack" / cfg.run
 
     def files():
         kept = [p for p in out.rglob("*") if p.is_file() and "journal" not in p.name]
@@ -478,7 +480,7 @@ def test_blend_weights_must_cover_every_model_and_sum_to_one(tmp_path):
 def test_simplex_grid_covers_every_weight_vector_once():
     from math import comb
 
-    from foldstack.stage2.weights import grid_size, simplex_grid
+    from foldstack.stage2.blend import grid_size, simplex_grid
 
     g = simplex_grid(3, 0.25)
     assert g.shape == (comb(6, 2), 3) == (grid_size(3, 0.25), 3)
@@ -488,7 +490,7 @@ def test_simplex_grid_covers_every_weight_vector_once():
 
 
 def test_tuned_weights_favour_the_better_model_and_tie_to_equal():
-    from foldstack.stage2.weights import tune_weights
+    from foldstack.stage2.blend import tune_weights
 
     rng = np.random.default_rng(0)
     y = (rng.random(3000) < 0.1).astype(int)
@@ -505,8 +507,8 @@ def test_tuned_weights_favour_the_better_model_and_tie_to_equal():
 def test_tuned_blend_weights_see_only_the_tuning_folds_and_predict_uses_them(with_cnn, monkeypatch):
     """blend.weights=tune: the weights are fitted on the inner OOF of folds != hold-out (no NaN, no
     hold-out row), reported in metrics.json, and `make predict` (prob blend) blends with them."""
-    from foldstack.kernel import stack_test_predictions
-    from foldstack.stage2 import run as stack_run
+    from foldstack.stage2 import blend as stack_run
+    from foldstack.submit.predict import stack_test_predictions
 
     runs, data = with_cnn
     seen = {}
@@ -519,7 +521,7 @@ def test_tuned_blend_weights_see_only_the_tuning_folds_and_predict_uses_them(wit
     monkeypatch.setattr(stack_run, "tune_weights", spy)
     cfg = stack_config(runs, "run=tuned_prob blend.weights=tune blend.method=prob blend.tune_step=0.25")
     r = run_stack(cfg, data)
-    fold = pd.read_csv(cfg.run_dir / "folds.csv")["fold"].to_numpy()
+    fold = pd.read_csv(Runs.of(cfg).dir / "folds.csv")["fold"].to_numpy()
     holdout = r["stack"]["holdout_fold"]
     assert seen == {"rows": int((fold != holdout).sum()), "nan": False, "method": "prob"}
     b = r["blend"]
@@ -527,11 +529,11 @@ def test_tuned_blend_weights_see_only_the_tuning_folds_and_predict_uses_them(wit
     assert abs(sum(b["weights"].values()) - 1) < 1e-12 and all(w % 0.25 < 1e-9 for w in b["weights"].values())
     assert {"oof_pauc", "holdout_pauc"} <= set(b["equal_weights_for_comparison"])
     assert "fitted on the inner-CV OOF" in r["how_scored"]
-    out = cfg.run_dir / "stack" / cfg.run
+    out = Runs.of(cfg).dir / "stack" / cfg.run
     oof = pd.read_parquet(out / "oof.parquet")
     w = b["weights"]
     np.testing.assert_allclose(oof["pred"], sum(w[n] * oof[f"pred_{n}"] for n in w))
-    again = stack_test_predictions(out, runs, data, progress=False)
+    again = stack_test_predictions(StackRun(out), data, progress=False)
     np.testing.assert_allclose(again["pred"], pd.read_parquet(out / "test.parquet")["pred"], atol=1e-12)
 
 
@@ -588,14 +590,14 @@ def test_ablation_refits_with_the_tuned_parameters_and_writes_a_set(stacked, cap
     """make ablate on the tiny stack: the full row is the stack's own score, a refit with the tuned
     parameters and no column dropped reproduces each model's saved OOF, the table/markdown/chart are
     one set; an unknown family is refused naming the valid ones."""
-    from pipelines import ablate as ablate_pipeline
-
     from foldstack import artifacts
+    from foldstack.commands import stage2 as commands
     from foldstack.stage2.ablate import run_ablation, stack_config
-    from foldstack.stage2.run import build_matrices, fit_folds
+    from foldstack.stage2.inputs import build_matrices
+    from foldstack.stage2.models import fit_folds
 
     cfg0, data, _, out = stacked
-    cfg = stack_config(out, cfg0.runs_dir)
+    cfg = stack_config(StackRun(out), cfg0.runs_dir)
     r = artifacts.read_manifest(out / "metrics.json")  # other tests rerun this stack: read what is there
     m, _, _ = build_matrices(cfg, data, list(r["cnn"]))
     saved = pd.read_parquet(out / "oof.parquet")
@@ -603,7 +605,7 @@ def test_ablation_refits_with_the_tuned_parameters_and_writes_a_set(stacked, cap
         again, test, _ = fit_folds(spec, r["models"][spec.name]["best_params"], m.X, m.y, m.fold, None, 0)
         assert test is None
         np.testing.assert_allclose(again, saved[f"pred_{spec.name}"], atol=1e-9)
-    table = run_ablation(cfg, out, data, ["raw", "stage1:tiny", "model:xgb"], n_boot=20)
+    table = run_ablation(cfg, StackRun(out), data, ["raw", "stage1:tiny", "model:xgb"], n_boot=20)
     variants = ["full stack", "without raw", "without stage1:tiny", "without model:xgb"]
     assert table["variant"].tolist() == variants
     full = table.iloc[0]
@@ -621,9 +623,9 @@ def test_ablation_refits_with_the_tuned_parameters_and_writes_a_set(stacked, cap
     assert set(manifest["set_members"]) == {"ablation.csv", "ablation.md", "ablation.png"}
     assert "| without model:xgb | model xgb |" in (out / "ablation.md").read_text()
     with pytest.raises(ConfigError, match=r"FAMILIES: no family \['colour'\] .* raw, engineered"):
-        run_ablation(cfg, out, data, ["colour"])
-    argv = ["--set", f"{TINY['isic2024']} runs_dir={cfg0.runs_dir}", "--data", str(data)]
-    ablate_pipeline.main([*argv, "--stack", cfg0.run, "--families", "lesion_count", "--n-boot", "10"])
+        run_ablation(cfg, StackRun(out), data, ["colour"])
+    sets = f"{TINY['isic2024']} runs_dir={cfg0.runs_dir}"
+    commands.ablate("isic2024", cfg0.run, sets, str(data), families="lesion_count", n_boot=10)
     assert "| without lesion_count | 1 column(s) |" in capsys.readouterr().out
     artifacts.read_manifest(out / "metrics.json")  # the stack's own set is untouched by the ablation set
     artifacts.read_manifest(out / "ablation.json")

@@ -7,19 +7,20 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+from foldstack.bundle import build_bundle, build_kernel
+from foldstack.kernel import stack_test_predictions, submission_frame
+from foldstack.submission import LEDGER_COLUMNS, ledger_path, read_ledger, record, write_submission
 
 from foldstack import kaggle_cli
 from foldstack.artifacts import folder_sha256
-from foldstack.bundle import build_bundle, build_kernel
 from foldstack.config import load_competition
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
 from foldstack.folds import make_folds
-from foldstack.kernel import stack_test_predictions, submission_frame
 from foldstack.leaderboard import leaderboard
+from foldstack.runs import Runs
 from foldstack.stage1.config import load_oof_config
 from foldstack.stage1.run import run_oof
-from foldstack.submission import LEDGER_COLUMNS, ledger_path, read_ledger, record, write_submission
 from tests.conftest import TINY
 
 
@@ -390,7 +391,7 @@ def trained_2020(tiny_isic2020, tmp_path_factory):
     )
     make_folds(cfg, read_metadata(cfg, data, "train"), data)
     run_oof(cfg, data, progress=False)
-    return data, runs, cfg.run_dir / "oof" / "tiny" / "test.parquet"
+    return data, runs, Runs.of(cfg).dir / "oof" / "tiny" / "test.parquet"
 
 
 def test_file_competition_flow_end_to_end(trained_2020, kaggle_stub, tmp_path, monkeypatch):

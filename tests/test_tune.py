@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from foldstack import threads
 from foldstack.errors import ConfigError
 from foldstack.stage2.config import TuningCfg
+from foldstack.stage2.engines import engine
 from foldstack.stage2.tune import (
     estimator,
     inner_cv,
@@ -199,10 +200,11 @@ def test_grace_period_must_exceed_the_heartbeat_interval():
 def test_threads_follow_the_affinity_and_sleep_when_idle(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
     assert threads.usable_cores() == 5
-    assert threads.gbdt_params("lightgbm") == {"n_jobs": 5}
-    assert threads.gbdt_params("xgboost", workers=2) == {"nthread": 2}
-    assert threads.gbdt_params("xgboost", workers=8) == {"nthread": 1}
-    assert threads.gbdt_params("knn") == {}
+    assert engine("lightgbm").thread_params() == {"n_jobs": 5}
+    assert engine("xgboost").thread_params(workers=2) == {"nthread": 2}
+    assert engine("xgboost").thread_params(workers=8) == {"nthread": 1}
+    assert engine("catboost").thread_params() == {"thread_count": 5}
+    assert engine("knn").thread_params() == {}
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # a user's choice is kept
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     threads.passive_openmp()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from foldstack.config import CompetitionConfig, load_competition
 from foldstack.errors import FoldstackError
+from foldstack.runs import default_data_dir
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -20,14 +21,17 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def data_dir(args: argparse.Namespace, cfg: CompetitionConfig) -> Path:
-    """--data, else data/<comp>."""
-    return Path(args.data) if args.data else Path("data") / cfg.name
+def resolve_data(data: str | Path | None, cfg: CompetitionConfig) -> Path:
+    """DATA, else data/<comp>."""
+    return Path(data) if data else default_data_dir(cfg)
 
 
-def competition_from_args(args: argparse.Namespace) -> tuple[CompetitionConfig, Path]:
-    cfg = load_competition(args.comp, args.overrides)
-    return cfg, data_dir(args, cfg)
+def competition(
+    comp: str, overrides: str = "", data: str | Path | None = None
+) -> tuple[CompetitionConfig, Path]:
+    """The competition config with its overrides, and its data folder."""
+    cfg = load_competition(comp, overrides)
+    return cfg, resolve_data(data, cfg)
 
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from foldstack.errors import ConfigError
+from foldstack.runs import RUNS_DIR, pred_columns
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
 
@@ -167,7 +168,7 @@ class CompetitionConfig(Frozen):
     synthetic: Synthetic = Synthetic()
     leaderboard: Leaderboard = Leaderboard()
     kernel: Kernel = Kernel()
-    runs_dir: str = "runs"
+    runs_dir: str = Field(RUNS_DIR, description="the runs root: runs/<comp>/ holds every stage's outputs")
 
     @model_validator(mode="after")
     def _check_roles(self) -> CompetitionConfig:
@@ -198,16 +199,12 @@ class CompetitionConfig(Frozen):
     @property
     def pred_columns(self) -> list[str]:
         """The probability columns of every prediction file: ['pred'], or one 'pred_<label>' per class."""
-        return [f"pred_{c}" for c in self.classes] if self.classes else ["pred"]
+        return pred_columns(self.classes)
 
     @property
     def submission_columns(self) -> list[str]:
         """The sample submission's header: id then target, or id then one column per class."""
         return [self.columns.id, *(self.classes or (self.columns.target,))]
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.runs_dir) / self.name
 
 
 # ----------------------------------------------------------------------------- loading

@@ -14,6 +14,7 @@ from foldstack.config import CompetitionConfig
 from foldstack.data.images import MAX_LISTED, open_images
 from foldstack.data.metadata import target_codes
 from foldstack.errors import DataError
+from foldstack.runs import Runs
 
 FOLD_COLUMNS = ["id", "group", "target", "fold"]
 
@@ -99,7 +100,9 @@ def table_sha256(ids: pd.Series, groups: pd.Series, target: pd.Series | np.ndarr
 
 
 def folds_paths(cfg: CompetitionConfig) -> tuple[Path, Path]:
-    return cfg.run_dir / "folds.csv", cfg.run_dir / "folds.json"
+    """(folds.csv, folds.json) of the competition's runs folder."""
+    r = Runs.of(cfg)
+    return r.folds_csv, r.folds_json
 
 
 def _check_images(cfg: CompetitionConfig, train: pd.DataFrame, data_dir: Path) -> None:
@@ -184,7 +187,7 @@ def _write_pair(cfg: CompetitionConfig, folds: pd.DataFrame, meta: dict) -> dict
     """folds.csv + folds.json committed together (folds.json is the set's manifest); the meta written."""
     csv_path, json_path = folds_paths(cfg)
     meta = meta | {"git_commit": artifacts.git_commit()}
-    with artifacts.SetWriter(cfg.run_dir, "folds", manifest=json_path.name) as s:
+    with artifacts.SetWriter(Runs.of(cfg).dir, "folds", manifest=json_path.name) as s:
         s.write_csv(csv_path.name, folds[FOLD_COLUMNS])
         s.write_json(json_path.name, meta)
     return meta
@@ -213,7 +216,7 @@ def load_folds(cfg: CompetitionConfig) -> tuple[pd.DataFrame, dict]:
     done is rolled forward first, a member missing or of another size is refused naming the file),
     then the assignment's sha256 is checked, so an edited fold is refused too."""
     csv_path, json_path = folds_paths(cfg)
-    artifacts.recover(cfg.run_dir)
+    artifacts.recover(Runs.of(cfg).dir)
     if not json_path.exists():
         raise DataError(
             f"no folds at {csv_path} ({json_path.name} is missing): run `make folds COMP={cfg.name}`"

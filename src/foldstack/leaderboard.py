@@ -20,7 +20,8 @@ from foldstack.data.metadata import read_csv_exact, target_codes
 from foldstack.errors import DataError
 from foldstack.folds import load_folds
 from foldstack.report import draw_roc, roc_axes, save_figure
-from foldstack.submission import ledger_path, read_ledger
+from foldstack.runs import RunFolder, Runs, Submissions
+from foldstack.submit.ledger import read_ledger
 
 
 @dataclass
@@ -33,23 +34,22 @@ class Entry:
     meta: dict = field(default_factory=dict)  # the run's metrics.json ({} when there is none)
 
 
-def _metrics_json(folder: Path) -> dict:
-    path = folder / "metrics.json"
-    if not path.exists():
+def _metrics_json(run: RunFolder) -> dict:
+    if not run.metrics.exists():
         return {}
     # refuses a run whose files (oof/test parquet, models...) differ from its metrics.json manifest
-    return artifacts.read_manifest(path)
+    return run.read_metrics()
 
 
 def collect(cfg: CompetitionConfig, out_dir: Path = Path("submissions")) -> list[Entry]:
     entries = []
-    for kind, sub in (("stage1", "oof"), ("stack", "stack")):
-        for p in sorted((cfg.run_dir / sub).glob("*/oof.parquet")):
-            entries.append(Entry(p.parent.name, kind, pd.read_parquet(p), meta=_metrics_json(p.parent)))
-    for _, row in read_ledger(ledger_path(cfg, out_dir)).iterrows():
-        folder = Path(str(row["source"])).parent
-        src = folder / "oof.parquet"
-        oof = pd.read_parquet(src) if src.exists() else None
+    runs = Runs.of(cfg)
+    for kind, found in (("stage1", runs.stage1_runs()), ("stack", runs.stack_runs())):
+        for run in found:
+            entries.append(Entry(run.name, kind, pd.read_parquet(run.oof), meta=_metrics_json(run)))
+    for _, row in read_ledger(Submissions.of(cfg, out_dir).ledger).iterrows():
+        folder = RunFolder(Path(str(row["source"])).parent)
+        oof = pd.read_parquet(folder.oof) if folder.oof.exists() else None
         entries.append(
             Entry(
                 Path(str(row["file"])).stem,
@@ -237,9 +237,7 @@ def roc_plot(cfg: CompetitionConfig, top: list[tuple[str, pd.DataFrame]], path: 
         x = np.arange(len(cfg.classes))
         width = 0.8 / max(len(top), 1)
         for i, (name, oof) in enumerate(top):
-            r = metrics.multiclass_report(
-                oof["target"].to_numpy(), pt.read(cfg, oof, name), cfg.classes
-            )
+            r = metrics.multiclass_report(oof["target"].to_numpy(), pt.read(cfg, oof, name), cfg.classes)
             aucs = [r["per_class"][c]["auc"] or np.nan for c in cfg.classes]
             ax.bar(
                 x + (i - (len(top) - 1) / 2) * width,
@@ -272,13 +270,13 @@ def leaderboard(
             row |= test_scores(cfg, e.submission, labels, labels_path)
         rows.append(row | flags(cfg, e, row))
     if not rows:
-        raise DataError(f"nothing to rank under {cfg.run_dir}: run `make oof` / `make stack` first")
+        raise DataError(f"nothing to rank under {Runs.of(cfg).dir}: run `make oof` / `make stack` first")
     table = rank(cfg, pd.DataFrame(rows))
-    folder = out_dir / cfg.name
-    artifacts.write_csv(folder / "leaderboard.csv", table)
-    artifacts.write_text(folder / "leaderboard.md", to_markdown(cfg, table, labels_path))
+    subs = Submissions.of(cfg, out_dir)
+    artifacts.write_csv(subs.leaderboard_csv, table)
+    artifacts.write_text(subs.leaderboard_md, to_markdown(cfg, table, labels_path))
     top = sorted(curves, key=lambda c: -c[2])[: cfg.leaderboard.top_roc]
-    roc_plot(cfg, [(n, o) for n, o, _ in top], folder / "roc.png")
+    roc_plot(cfg, [(n, o) for n, o, _ in top], subs.roc_png)
     return table
 
 

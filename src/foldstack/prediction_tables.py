@@ -138,4 +138,3 @@ def near_max(record: dict, prefixes: tuple[str, ...] = ("oof", "holdout")) -> li
             if isinstance(v, float) and v >= limit:
                 out.append(f"{prefix}_{key} {v:.4f} >= {limit}")
     return out
-

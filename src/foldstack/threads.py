@@ -17,7 +17,6 @@ import os
 # libgomp (GCC, used by the LightGBM/XGBoost/torch wheels): OMP_WAIT_POLICY=PASSIVE sets its spin
 # count to 0, GOMP_SPINCOUNT says so explicitly; KMP_BLOCKTIME is the same knob for LLVM/Intel OpenMP.
 PASSIVE_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0", "KMP_BLOCKTIME": "0"}
-THREAD_PARAM = {"lightgbm": "n_jobs", "xgboost": "nthread", "catboost": "thread_count"}
 
 
 def passive_openmp() -> None:
@@ -38,10 +37,3 @@ def usable_cores() -> int:
 def gbdt_threads(workers: int = 1) -> int:
     """Threads for one GBDT fit when `workers` processes share this process's cores (at least 1)."""
     return max(1, usable_cores() // max(1, workers))
-
-
-def gbdt_params(kind: str, workers: int = 1) -> dict[str, int]:
-    """The engine's thread parameter ({'n_jobs': n} for LightGBM, {'nthread': n} for XGBoost,
-    {'thread_count': n} for CatBoost, {} else)."""
-    key = THREAD_PARAM.get(kind)
-    return {key: gbdt_threads(workers)} if key else {}

@@ -43,6 +43,7 @@ from foldstack.config import CompetitionConfig
 from foldstack.data.image_check import JPEG_MAGIC, _jpeg_header_size, available_cores
 from foldstack.data.images import MAX_LISTED, ImageStore, JpegDirImages, check_ids, open_images
 from foldstack.errors import DataError
+from foldstack.runs import Runs
 
 FORMAT = 1  # bump when the file layout or the record changes: older caches are rebuilt
 RULE = "squash-area-v1"  # the resize rule (part of the key): squash to size x size, INTER_AREA, no crop
@@ -136,7 +137,7 @@ def _read(store: ImageStore, image_id: str) -> tuple[bytes, str | Path]:
 # ---------------------------------------------------------------------------------------------- config
 def cache_dir(cfg: CompetitionConfig) -> Path:
     """Where the caches of a competition live: runs/<comp>/cache."""
-    return cfg.run_dir / "cache"
+    return Runs.of(cfg).cache
 
 
 def timm_data_config(backbone: str) -> dict:

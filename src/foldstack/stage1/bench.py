@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from foldstack.data.cache import drop_page_cache
+from foldstack.runs import Runs
 from foldstack.stage1.config import OofConfig
 from foldstack.stage1.data import DeviceNormalize
 from foldstack.stage1.inference import fold_models, predict_folds_on
@@ -87,15 +88,15 @@ def bench_fold(cfg: OofConfig, data_dir: Path, fold: int = 0) -> dict:
     t0 = time.perf_counter()
     inp = load_inputs(cfg, data_dir, rt)
     cache_s = time.perf_counter() - t0
-    out = cfg.run_dir / "oof" / cfg.run
-    out.mkdir(parents=True, exist_ok=True)
+    run = Runs.of(cfg).stage1(cfg.run)
+    run.dir.mkdir(parents=True, exist_ok=True)
     sha = config_sha(cfg, inp)
-    info = fold_done(out, fold, sha)
+    info = fold_done(run, fold, sha)
     reused = info is not None
     if info is None:
-        info = run_fold(cfg, inp, rt, out, fold, sha)
+        info = run_fold(cfg, inp, rt, run, fold, sha)
     t1 = time.perf_counter()
-    models = fold_models(cfg, out, [info], rt)
+    models = fold_models(cfg, run, [info], rt)
     predict_folds_on(cfg, models, inp.test, inp.test_images, rt, inp.mean, inp.std, desc="test")
     test_s = time.perf_counter() - t1
     split = dict(info["seconds_split"]) | {"test_prediction": round(test_s, 1)}
@@ -122,7 +123,7 @@ def bench_fold(cfg: OofConfig, data_dir: Path, fold: int = 0) -> dict:
         "scoring_and_prediction_share": round(scoring / max(wall, 1e-9), 3),
         "cache_seconds": round(cache_s, 1),
         "fold_reused_from_record": reused,
-        "record": str(out / f"fold{fold}.json"),
+        "record": str(run.fold_record(fold)),
         **rt.describe(),
     }
 
@@ -152,3 +153,14 @@ def fold_split_lines(r: dict) -> list[str]:
         f"  fold wall time {wall:.1f} s; scoring + prediction {100 * r['scoring_and_prediction_share']:.1f}% "
         f"(target <= 25%)",
     ]
+
+
+def throughput_line(r: dict) -> str:
+    """One bench_throughput record as the line make bench-oof prints."""
+    return (
+        f"{r['model']} @ {r['img_size']} px, batch {r['batch_size']}, {r['device']}, amp={r['amp']}, "
+        f"channels_last={r['channels_last']}, workers={r['num_workers']}, threads={r['torch_threads']}: "
+        f"training end to end {r['train_images_per_s_end_to_end']:.1f} images/s, model only "
+        f"{r['train_images_per_s_model_only']:.1f} images/s, ratio {r['ratio']:.3f}"
+        + (", end to end on a dropped page cache" if r["cold_page_cache"] else "")
+    )

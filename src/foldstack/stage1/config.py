@@ -91,6 +91,7 @@ class TrainCfg(Frozen):
     @classmethod
     def _yaml_off(cls, v: Any) -> Any:
         return "off" if v is False else v  # YAML reads a bare `off` as false
+
     channels_last: bool | Literal["auto"] = "auto"
     compile: bool = False
     grad_clip: float | None = Field(1.0, gt=0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from foldstack.runs import Stage1Run
 from foldstack.stage1.config import OofConfig
 from foldstack.stage1.data import DeviceNormalize, LesionDataset, MetaEncoder, flip_views, passthrough
 from foldstack.stage1.model import LesionNet
@@ -110,14 +110,14 @@ def predict(
     return predict_models([model], ds, rt, prep, tta, batch_size, desc)[0]
 
 
-def fold_models(cfg: OofConfig, run_dir: Path, records: list[dict], rt: Runtime) -> list[FoldModel]:
+def fold_models(cfg: OofConfig, run: Stage1Run, records: list[dict], rt: Runtime) -> list[FoldModel]:
     """Every fold model of a stage-1 run from its fold<k>.safetensors, with its fold's metadata encoder."""
     out = []
     for f, info in enumerate(records):
         f = info.get("fold", f)
         enc = MetaEncoder(**info["meta_encoder"]) if info.get("meta_encoder") else None
         model = LesionNet(cfg.model, enc.size if enc else 0, n_outputs=cfg.n_outputs)
-        model.load_state_dict(load_file(str(run_dir / f"fold{f}.safetensors")))
+        model.load_state_dict(load_file(str(run.fold_weights(f))))
         mf = torch.channels_last if rt.channels_last else torch.contiguous_format
         out.append(FoldModel(model.to(rt.device, memory_format=mf), enc))
     return out

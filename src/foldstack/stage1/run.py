@@ -15,13 +15,13 @@ import pandas as pd
 
 from foldstack import artifacts
 from foldstack import prediction_tables as pt
-from foldstack.config import to_yaml
 from foldstack.data.cache import image_size, open_cache, timm_data_config
 from foldstack.data.images import check_ids, open_images
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import ConfigError, DataError
 from foldstack.folds import load_folds
 from foldstack.report import write_report
+from foldstack.runs import OOF, Runs, Stage1Run
 from foldstack.stage1.checkpoint import checkpoint_name, write_weights
 from foldstack.stage1.config import OofConfig
 from foldstack.stage1.data import DecodedImages, DeviceNormalize, LesionDataset, MetaEncoder, build_augment
@@ -82,7 +82,7 @@ def load_inputs(cfg: OofConfig, data_dir: Path, rt: Runtime) -> Inputs:
     ids = cfg.columns.id
     if set(folds["id"]) != set(train[ids]):
         raise DataError(
-            f"{cfg.run_dir / 'folds.csv'} was made on other data than {data_dir}: rerun "
+            f"{Runs.of(cfg).folds_csv} was made on other data than {data_dir}: rerun "
             f"`make folds FORCE=1 DATA={data_dir}`"
         )
     size, mean, std = input_config(cfg)
@@ -152,21 +152,12 @@ def fold_datasets(cfg: OofConfig, inp: Inputs, fold: int) -> FoldData:
     return FoldData(train, ds(va), ds(inner) if len(inner) else None, enc)
 
 
-def fold_prefix(out: Path, fold: int) -> Path:
-    return out / f"fold{fold}"
-
-
-def fold_members(fold: int) -> tuple[str, str]:
-    """The files of a fold's set besides its record fold<k>.json (the manifest)."""
-    return f"fold{fold}.safetensors", f"fold{fold}.preds.parquet"
-
-
-def fold_done(out: Path, fold: int, sha: str, say: bool = True) -> dict | None:
+def fold_done(run: Stage1Run, fold: int, sha: str, say: bool = True) -> dict | None:
     """The fold's record if its set (weights + predictions, checked against the record's sizes and
     sha256) is complete for this exact config; None means train it (again). A set that does not match
     its record is never trusted: it is retrained, with one line saying why when `say`."""
-    rec = fold_prefix(out, fold).with_suffix(".json")
-    artifacts.recover(out)  # finish a fold commit that a killed process left half done
+    rec = run.fold_record(fold)
+    artifacts.recover(run.dir)  # finish a fold commit that a killed process left half done
     if not rec.exists():
         return None
     try:
@@ -178,31 +169,27 @@ def fold_done(out: Path, fold: int, sha: str, say: bool = True) -> dict | None:
     if info.get("config_sha") != sha:
         return None
     listed = set(info.get(artifacts.MANIFEST_KEY) or {})
-    if not set(fold_members(fold)) <= listed:
+    if not set(run.fold_members(fold)) <= listed:
         if say:
             print(
-                f"fold {fold}: retrained: {rec} does not list {' and '.join(fold_members(fold))} with their "
-                f"sha256 (written by an older foldstack), so they cannot be checked"
+                f"fold {fold}: retrained: {rec} does not list {' and '.join(run.fold_members(fold))} with "
+                f"their sha256 (written by an older foldstack), so they cannot be checked"
             )
         return None
     return info
 
 
-LOG = "log.csv"
-LOCK = "run.lock"  # fold jobs writing one run folder take it to update log.csv and to assemble the run
-
-
-def write_log(out: Path, fold: int, rows: list[dict]) -> None:
+def write_log(run: Stage1Run, fold: int, rows: list[dict]) -> None:
     """Replace `fold`'s rows of log.csv (one row per epoch) under the run lock: fold jobs share the file."""
-    with artifacts.folder_lock(out / LOCK):
-        path = out / LOG
+    with artifacts.folder_lock(run.lock):
+        path = run.log
         old = pd.read_csv(path) if path.exists() and path.stat().st_size else pd.DataFrame({"fold": []})
         new = pd.DataFrame([{"fold": fold} | r for r in rows])
         log = pd.concat([old[old["fold"] != fold], new], ignore_index=True).sort_values(["fold", "epoch"])
         artifacts.write_csv(path, log)
 
 
-def run_fold(cfg: OofConfig, inp: Inputs, rt: Runtime, out: Path, fold: int, sha: str) -> dict:
+def run_fold(cfg: OofConfig, inp: Inputs, rt: Runtime, run: Stage1Run, fold: int, sha: str) -> dict:
     """Train (or resume) one fold and predict its held-out rows once with the chosen weights; write the
     fold's set (weights, OOF predictions, record). The test set is predicted when the run is assembled."""
     t0 = time.perf_counter()
@@ -212,10 +199,10 @@ def run_fold(cfg: OofConfig, inp: Inputs, rt: Runtime, out: Path, fold: int, sha
     model = LesionNet(cfg.model, fd.encoder.size if fd.encoder else 0, weights, cfg.n_outputs)
     prep = DeviceNormalize(inp.mean, inp.std, rt.device, rt.channels_last)
     trainer = FoldTrainer(
-        cfg, model, rt, fold, fd.train, fd.valid, fold_prefix(out, fold), sha, fd.inner, prep
+        cfg, model, rt, fold, fd.train, fd.valid, run.fold_prefix(fold), sha, fd.inner, prep
     )
     resumed_from = trainer.state.epoch if trainer.resume() else None
-    trainer.fit(lambda log: write_log(out, fold, log))
+    trainer.fit(lambda log: write_log(run, fold, log))
     chosen, rule = trainer.chosen_model()
     t1 = time.perf_counter()
     tta = cfg.predict.tta
@@ -265,32 +252,35 @@ def run_fold(cfg: OofConfig, inp: Inputs, rt: Runtime, out: Path, fold: int, sha
     }
     if rt.main:
         preds = pd.DataFrame({"id": fd.valid.ids}).join(pt.columns_frame(cfg, oof))
-        weights_name, preds_name = fold_members(fold)
+        weights_name, preds_name = run.fold_members(fold)
+        record = run.fold_record_name(fold)
         # one set: weights + OOF predictions + the record (its manifest); the commit drops the checkpoint
         with artifacts.SetWriter(
-            out,
-            f"fold{fold}",
-            manifest=f"fold{fold}.json",
-            drop=(checkpoint_name(fold_prefix(out, fold)),),
+            run.dir,
+            run.fold_prefix(fold).name,
+            manifest=record,
+            drop=(checkpoint_name(run.fold_prefix(fold)),),
         ) as s:
             write_weights(s.path(weights_name), chosen.state_dict(), {"checkpoint": rule})
             s.write_parquet(preds_name, preds)
-            s.write_json(f"fold{fold}.json", info)
-        write_log(out, fold, log)
+            s.write_json(record, info)
+        write_log(run, fold, log)
     barrier(rt)
     return info
 
 
-def assemble_oof(cfg: OofConfig, inp: Inputs, out: Path, infos: list[dict]) -> pd.DataFrame:
+def assemble_oof(cfg: OofConfig, inp: Inputs, run: Stage1Run, infos: list[dict]) -> pd.DataFrame:
     """oof.parquet: one row per train id, from the one fold model that never saw it."""
     cols = cfg.pred_columns
-    preds = [pd.read_parquet(out / fold_members(f)[1]).assign(fold=f) for f in range(cfg.folds.k)]
+    preds = [pd.read_parquet(run.fold_preds(f)).assign(fold=f) for f in range(cfg.folds.k)]
     oof = pd.concat(preds)
     oof = inp.folds[["id", "fold", "target"]].merge(
         oof[["id", "fold", *cols]], on="id", how="left", suffixes=("", "_pred"), validate="one_to_one"
     )
     if oof[cols].isna().any(axis=None) or not (oof["fold"] == oof["fold_pred"]).all():
-        raise DataError(f"{out}: the fold predictions do not cover every train id exactly once from its fold")
+        raise DataError(
+            f"{run.dir}: the fold predictions do not cover every train id exactly once from its fold"
+        )
     oof["checkpoint"] = [infos[f]["checkpoint"] for f in oof["fold"]]
     return oof.drop(columns="fold_pred")
 
@@ -311,9 +301,7 @@ def run_metrics(
         "run": cfg.run,
         "competition": cfg.name,
         "metric": cfg.metric,
-        **pt.score_folds(
-            cfg, oof["target"].to_numpy(), pt.read(cfg, oof, "oof.parquet"), oof["fold"].to_numpy()
-        ),
+        **pt.score_folds(cfg, oof["target"].to_numpy(), pt.read(cfg, oof, OOF), oof["fold"].to_numpy()),
         "score_is_optimistic": optimistic,
         "how_scored": how,
         "train_seconds_all_folds": sum(i["seconds"] for i in infos),
@@ -329,36 +317,35 @@ def run_metrics(
     }
 
 
-def records_sha(out: Path, k: int) -> str:
+def records_sha(run: Stage1Run, k: int) -> str:
     """The sha256 of the k fold records: the run is assembled from exactly these folds."""
-    return artifacts.sha256_bytes(b"".join((out / f"fold{f}.json").read_bytes() for f in range(k)))
+    return artifacts.sha256_bytes(b"".join(run.fold_record(f).read_bytes() for f in range(k)))
 
 
-def assembled(out: Path, sha: str) -> bool:
+def assembled(run: Stage1Run, sha: str) -> bool:
     """Whether the run's outputs exist, match their manifest and were assembled from the current folds."""
-    path = out / "metrics.json"
-    if not path.exists():
+    if not run.metrics.exists():
         return False
     try:
-        return artifacts.read_manifest(path).get("fold_records_sha256") == sha
+        return run.read_metrics().get("fold_records_sha256") == sha
     except DataError:
         return False
 
 
-def finish_run(cfg: OofConfig, inp: Inputs, rt: Runtime, out: Path, sha: str, t0: float) -> dict:
+def finish_run(cfg: OofConfig, inp: Inputs, rt: Runtime, run: Stage1Run, sha: str, t0: float) -> dict:
     """When every fold is done: predict the test set with all k fold models in one pass and write
     oof.parquet, test.parquet, metrics.json and report/ as one set, under the run lock (fold jobs that
     land together assemble it once). With folds missing: say which, and how to run them."""
     k = cfg.folds.k
-    lock = artifacts.folder_lock(out / LOCK) if rt.main else contextlib.nullcontext()
+    lock = artifacts.folder_lock(run.lock) if rt.main else contextlib.nullcontext()
     with lock:
         decision: tuple = ("skip",)
         if rt.main:
-            infos = [fold_done(out, f, sha, say=False) for f in range(k)]
+            infos = [fold_done(run, f, sha, say=False) for f in range(k)]
             missing = [f for f, i in enumerate(infos) if i is None]
             if missing:
                 decision = ("missing", missing)
-            elif assembled(out, records_sha(out, k)):
+            elif assembled(run, records_sha(run, k)):
                 decision = ("current",)
             else:
                 decision = ("assemble", infos)
@@ -376,12 +363,12 @@ def finish_run(cfg: OofConfig, inp: Inputs, rt: Runtime, out: Path, sha: str, t0
             return {"missing_folds": missing}
         if decision[0] == "current":
             if rt.main:
-                print(f"run {cfg.run}: every fold done and already assembled ({out}/metrics.json)")
-                return json.loads((out / "metrics.json").read_text())
+                print(f"run {cfg.run}: every fold done and already assembled ({run.metrics})")
+                return json.loads(run.metrics.read_text())
             return {}
         infos = decision[1]
         t1 = time.perf_counter()
-        models = fold_models(cfg, out, infos, rt)
+        models = fold_models(cfg, run, infos, rt)
         test_pred = predict_folds_on(
             cfg, models, inp.test, inp.test_images, rt, inp.mean, inp.std, desc=f"test x {k} folds"
         )
@@ -390,25 +377,25 @@ def finish_run(cfg: OofConfig, inp: Inputs, rt: Runtime, out: Path, sha: str, t0
             return {}
         ids = inp.test[cfg.columns.id].tolist()
         test = pt.test_frame(cfg, ids, test_pred)
-        oof = assemble_oof(cfg, inp, out, infos)
+        oof = assemble_oof(cfg, inp, run, infos)
         extra = {
             "wall_seconds_this_call": round(time.time() - t0, 1),
             "cache_seconds_this_call": round(inp.cache_seconds, 1),
             "test_prediction_seconds": round(test_s, 1),
             "test_images_per_s": round(len(ids) * cfg.predict.tta * k / max(test_s, 1e-9), 1),
-            "fold_records_sha256": records_sha(out, k),
+            "fold_records_sha256": records_sha(run, k),
         }
         result = run_metrics(cfg, inp, rt, oof, infos, extra)
         # one set, metrics.json its manifest: readers (stage 2, submit, leaderboard) check the others
-        with artifacts.SetWriter(out, "run", manifest="metrics.json") as s:
-            s.write_parquet("oof.parquet", oof)
-            s.write_parquet("test.parquet", test)
-            s.write_json("metrics.json", result)
-            oof_p = pt.read(cfg, oof, "oof.parquet")
+        with artifacts.SetWriter(run.dir, "run", manifest=run.metrics.name) as s:
+            s.write_parquet(run.oof.name, oof)
+            s.write_parquet(run.test.name, test)
+            s.write_json(run.metrics.name, result)
+            oof_p = pt.read(cfg, oof, run.oof.name)
             write_report(cfg, s.workdir(), oof["target"].to_numpy(), oof_p, cfg.run)  # report/ is a member
         # the epoch log is progress: outside the set; rewritten whole from the k records, so rows of
         # folds trained under an older config disappear
-        artifacts.write_csv(out / LOG, pd.DataFrame([r for i in infos for r in i["log"]]))
+        artifacts.write_csv(run.log, pd.DataFrame([r for i in infos for r in i["log"]]))
         print(
             f"run {cfg.run}: assembled from folds 0-{k - 1}; test set: {len(ids):,} rows x {k} fold models "
             f"in one pass, {test_s:.1f} s"
@@ -426,7 +413,7 @@ def parse_folds(cfg: OofConfig, folds: str | list[int] | None) -> list[int]:
     if bad or not items:
         raise ConfigError(
             f"FOLDS={','.join(items)}: {', '.join(bad) or 'nothing'} is not a fold of this run; the folds "
-            f"are {', '.join(map(str, every))} (folds.k={cfg.folds.k}, {cfg.run_dir / 'folds.csv'})"
+            f"are {', '.join(map(str, every))} (folds.k={cfg.folds.k}, {Runs.of(cfg).folds_csv})"
         )
     return sorted({int(x) for x in items})
 
@@ -440,17 +427,17 @@ def run_oof(
     rt = make_runtime(cfg, progress)
     wanted = parse_folds(cfg, folds)
     inp = load_inputs(cfg, data_dir, rt)
-    out = cfg.run_dir / "oof" / cfg.run
+    run = Runs.of(cfg).stage1(cfg.run)
     sha = config_sha(cfg, inp)
     if rt.main:
-        out.mkdir(parents=True, exist_ok=True)
-        artifacts.write_text(out / "config.yaml", f"# git commit: {artifacts.git_commit()}\n{to_yaml(cfg)}")
+        run.dir.mkdir(parents=True, exist_ok=True)
+        run.write_config(cfg)
     for fold in wanted:
-        if fold_done(out, fold, sha, say=rt.main) is not None:
+        if fold_done(run, fold, sha, say=rt.main) is not None:
             if rt.main:
-                print(f"fold {fold}: done for this config, skipped ({out}/fold{fold}.safetensors)")
+                print(f"fold {fold}: done for this config, skipped ({run.fold_weights(fold)})")
             continue
-        info = run_fold(cfg, inp, rt, out, fold, sha)
+        info = run_fold(cfg, inp, rt, run, fold, sha)
         if rt.main:
             scores = " ".join(f"{k} {v:.4f}" for k, v in pt.headline_of(cfg, info).items())
             sp = info["seconds_split"]
@@ -459,4 +446,4 @@ def run_oof(
                 f"{sp['training']}, scoring {sp['held_out_scoring'] + sp['inner_scoring']}, OOF "
                 f"prediction {sp['oof_prediction']})"
             )
-    return finish_run(cfg, inp, rt, out, sha, t0)
+    return finish_run(cfg, inp, rt, run, sha, t0)

@@ -25,7 +25,6 @@ manifest: what was ablated, from which stack). A new `make stack` replaces the f
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -36,20 +35,29 @@ from foldstack import artifacts, metrics
 from foldstack.config import build_config
 from foldstack.errors import ConfigError, DataError
 from foldstack.folds import load_folds
+from foldstack.progress import say
+from foldstack.runs import (
+    ABLATION_CSV,
+    ABLATION_JSON,
+    ABLATION_MD,
+    ABLATION_PNG,
+    StackRun,
+    model_pred_columns,
+)
+from foldstack.stage2.blend import blend_oof
 from foldstack.stage2.config import StackConfig
 from foldstack.stage2.features import CNN_PREFIX, ENGINEERED
-from foldstack.stage2.run import blend_oof, build_matrices, fit_folds, model_pred_columns
-from foldstack.stage2.tune import say
+from foldstack.stage2.inputs import build_matrices
+from foldstack.stage2.models import fit_folds
 
 FEATURE_FAMILIES = ("raw", "engineered", "patient_norm", "lesion_count")
 
 
-def stack_config(stack_dir: Path, runs_dir: str) -> StackConfig:
+def stack_config(run: StackRun, runs_dir: str) -> StackConfig:
     """The config the stack was trained with (its config.yaml), pointed at runs_dir."""
-    path = stack_dir / "config.yaml"
-    if not path.exists():
-        raise DataError(f"{path} is missing: no finished stack in {stack_dir}; run `make stack` first")
-    return build_config(StackConfig, [path], [f"runs_dir={runs_dir}"])
+    if not run.config.exists():
+        raise DataError(f"{run.config} is missing: no finished stack in {run.dir}; run `make stack` first")
+    return build_config(StackConfig, [run.config], [f"runs_dir={runs_dir}"])
 
 
 def column_families(columns: list[str], stage1_runs: list[str]) -> dict[str, list[str]]:
@@ -89,7 +97,7 @@ def choose(asked: list[str] | None, offered: list[str]) -> list[str]:
 def _model_oofs(cfg: StackConfig, oof: pd.DataFrame, path: Path) -> dict[str, np.ndarray]:
     out = {}
     for spec in cfg.models:
-        cols = model_pred_columns(cfg, spec.name)
+        cols = model_pred_columns(cfg.pred_columns, spec.name)
         missing = [c for c in cols if c not in oof.columns]
         if missing:
             raise DataError(f"{path}: no column(s) {missing} (model {spec.name}'s OOF); re-run `make stack`")
@@ -118,22 +126,22 @@ def _scores(cfg: StackConfig, y, p, base, groups, hold, n_boot: int, seed: int) 
 
 def run_ablation(
     cfg: StackConfig,
-    stack_dir: Path,
+    run: StackRun,
     data_dir: Path,
     asked: list[str] | None = None,
     n_boot: int | None = None,
 ) -> pd.DataFrame:
     """Refit/re-blend each variant, score it, write the ablation set; return the table."""
     t0 = time.time()
-    result = artifacts.read_manifest(stack_dir / "metrics.json")  # refuses a stack set that was changed
-    inputs = json.loads((stack_dir / "inputs.json").read_text())
-    m, _, _ = build_matrices(cfg, data_dir, list(inputs["stage1_runs"]))
-    if list(m.X.columns) != inputs["columns"]:
+    result = run.read_metrics()  # refuses a stack set that was changed
+    inputs = run.read_inputs()
+    m, _, _ = build_matrices(cfg, data_dir, inputs.stage1_runs)
+    if list(m.X.columns) != inputs.columns:
         raise DataError(
-            f"{stack_dir / 'inputs.json'}: the features built now differ from those the stack was trained "
+            f"{run.inputs}: the features built now differ from those the stack was trained "
             f"on (data, features or stage-1 runs changed since); re-run `make stack` before `make ablate`"
         )
-    oof_path = stack_dir / "oof.parquet"
+    oof_path = run.oof
     oof = pd.read_parquet(oof_path)
     if oof["id"].astype(str).tolist() != m.train_ids:
         raise DataError(f"{oof_path}: its ids differ from the current train rows; re-run `make stack`")
@@ -144,7 +152,7 @@ def run_ablation(
     saved = oof[cfg.pred_columns].to_numpy(dtype=np.float64)
     if not np.allclose(full, saved[:, 0] if saved.shape[1] == 1 else saved, atol=1e-9):
         raise DataError(f"{oof_path}: pred is not the blend of its models' OOF; re-run `make stack`")
-    fams = column_families(list(m.X.columns), list(inputs["stage1_runs"]))
+    fams = column_families(list(m.X.columns), inputs.stage1_runs)
     offered = list(fams) + ([f"model:{n}" for n in models] if len(models) > 1 else [])
     chosen = choose(asked, offered)
     folds, _ = load_folds(cfg)
@@ -199,7 +207,7 @@ def run_ablation(
             f"hold-out {r['holdout']:.4f} ({r['holdout_change']:+.4f}); {seconds:.1f} s"
         )
     table = pd.DataFrame(rows)
-    _write(cfg, stack_dir, table, chosen, weights, holdout, n_boot, result, time.time() - t0)
+    _write(cfg, run, table, chosen, weights, holdout, n_boot, time.time() - t0)
     return table
 
 
@@ -266,16 +274,16 @@ def plot(cfg: StackConfig, table: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
-def _write(cfg, stack_dir, table, chosen, weights, holdout, n_boot, result, wall) -> None:
-    with artifacts.SetWriter(stack_dir, "ablation", manifest="ablation.json") as s:
-        table.to_csv(s.path("ablation.csv"), index=False)
-        s.path("ablation.md").write_text(markdown(cfg, table, holdout, n_boot, weights))
-        plot(cfg, table, s.path("ablation.png"))
+def _write(cfg, run: StackRun, table, chosen, weights, holdout, n_boot, wall) -> None:
+    with artifacts.SetWriter(run.dir, "ablation", manifest=ABLATION_JSON) as s:
+        table.to_csv(s.path(ABLATION_CSV), index=False)
+        s.path(ABLATION_MD).write_text(markdown(cfg, table, holdout, n_boot, weights))
+        plot(cfg, table, s.path(ABLATION_PNG))
         s.write_json(
-            "ablation.json",
+            ABLATION_JSON,
             {
                 "stack": cfg.run,
-                "stack_metrics_sha256": artifacts.sha256_file(stack_dir / "metrics.json"),
+                "stack_metrics_sha256": artifacts.sha256_file(run.metrics),
                 "families": chosen,
                 "weights": weights,
                 "holdout_fold": holdout,

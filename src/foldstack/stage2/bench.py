@@ -12,7 +12,7 @@ from foldstack import metrics
 from foldstack.folds import assign_folds
 from foldstack.stage2.config import StackConfig
 from foldstack.stage2.features import build_features, category_levels, check_leaks
-from foldstack.stage2.run import fit_folds
+from foldstack.stage2.models import fit_folds
 from foldstack.synth.isic2024 import metadata_frame
 from foldstack.synth.lesions import _ids, make_lesions, make_patients
 

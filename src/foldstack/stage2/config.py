@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from foldstack.config import CompetitionConfig, Frozen, build_config, config_path, read_yaml
 from foldstack.errors import ConfigError
@@ -42,12 +42,21 @@ class ModelSpec(Frozen):
     """One stage-2 model: its engine, fixed parameters and the search space tuned by Optuna."""
 
     name: str
-    kind: Literal["lightgbm", "xgboost", "catboost", "knn"]
+    kind: str = Field(description="the engine (stage2.engines): lightgbm, xgboost, catboost or knn")
     params: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, SearchDim] = Field(default_factory=dict)
     n_estimators: int = Field(300, ge=1)
     neg_ratio: float | None = Field(None, gt=0, description="undersample negatives to this many per positive")
     seeds: tuple[int, ...] = (0,)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        from foldstack.stage2.engines import ENGINES
+
+        if kind not in ENGINES:
+            raise ValueError(f"kind {kind!r} is not a stage-2 engine; valid kinds: {', '.join(ENGINES)}")
+        return kind
 
 
 class TuningCfg(Frozen):

@@ -1,101 +1,33 @@
-"""LightGBM, XGBoost and CatBoost behind one scikit-learn-style estimator, saved in their native formats."""
+"""The stage-2 estimator: any engine (stage2.engines) behind one scikit-learn-style classifier, with
+negative undersampling and several seeds averaged; its boosters saved in their engines' native formats."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
-import catboost as cb
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
-import xgboost as xgb
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
-from foldstack import artifacts, threads
+from foldstack import artifacts
 from foldstack.errors import DataError
+from foldstack.progress import say
+from foldstack.runs import model_folder
+from foldstack.stage2.config import ModelSpec
+from foldstack.stage2.engines import ENGINES, engine
 
-KINDS = ("lightgbm", "xgboost", "catboost", "knn")
-# deterministic + force_col_wise: the same trees whatever the thread count, and no histogram layout chosen
-# by a timing test at Dataset construction (LightGBM picks row- or col-wise by which ran faster);
-# threads.gbdt_params adds the usable cores
-LGB_DEFAULTS = {"objective": "binary", "verbosity": -1, "deterministic": True, "force_col_wise": True}
-XGB_DEFAULTS = {"objective": "binary:logistic", "tree_method": "hist", "verbosity": 0}
-CB_DEFAULTS = {"loss_function": "Logloss", "verbose": False, "allow_writing_files": False}
-MISSING_LEVEL = "__missing__"  # CatBoost's categorical features take strings, not NaN
-
-
-def catboost_frame(X: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """X with its categorical columns as strings (missing -> MISSING_LEVEL) for CatBoost's native
-    categorical handling, and those columns' names. Numeric columns are passed as they are."""
-    cats = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype) or X[c].dtype == object]
-    if not cats:
-        return X, []
-    X = X.copy()
-    for c in cats:
-        X[c] = X[c].astype(object).where(X[c].notna(), MISSING_LEVEL).astype(str)
-    return X, cats
-
-
-class KNNModel:
-    """k nearest neighbours on standardised numeric features: a baseline. Saved as .npz, never pickled."""
-
-    def __init__(
-        self, k: int, columns: list[str], mean: np.ndarray, std: np.ndarray, Z: np.ndarray, y: np.ndarray
-    ) -> None:
-        self.k, self.columns, self.mean, self.std, self.Z, self.y = k, columns, mean, std, Z, y
-        self._nn = None
-
-    @classmethod
-    def fit(cls, X: pd.DataFrame, y: np.ndarray, k: int) -> KNNModel:
-        num = X.select_dtypes(include="number")
-        mean, std = num.mean().to_numpy(), num.std().replace(0, 1).fillna(1).to_numpy()
-        return cls(k, list(num.columns), mean, std, cls._standardise(num.to_numpy(float), mean, std), y)
-
-    @staticmethod
-    def _standardise(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-        return np.nan_to_num((values - mean) / std, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-
-    def predict(self, X: pd.DataFrame, n_classes: int = 2) -> np.ndarray:
-        """The share of positives among the k nearest training rows, or (multiclass, n_classes > 2)
-        the share of each class, shape (n, n_classes)."""
-        from sklearn.neighbors import NearestNeighbors
-
-        if self._nn is None:
-            self._nn = NearestNeighbors(n_neighbors=min(self.k, len(self.Z))).fit(self.Z)
-        q = self._standardise(X[self.columns].to_numpy(float), self.mean, self.std)
-        _, idx = self._nn.kneighbors(q)
-        if n_classes > 2:
-            return np.eye(n_classes)[self.y[idx].astype(int)].mean(axis=1)
-        return self.y[idx].mean(axis=1)
-
-    def save(self, path: Path) -> None:
-        def write(p: Path) -> None:
-            with open(p, "wb") as f:
-                np.savez(
-                    f,
-                    k=self.k,
-                    columns=np.array(self.columns),
-                    mean=self.mean,
-                    std=self.std,
-                    Z=self.Z,
-                    y=self.y,
-                )
-
-        artifacts.write_atomic(path, write)
-
-    @classmethod
-    def load(cls, path: Path) -> KNNModel:
-        d = np.load(path, allow_pickle=False)
-        return cls(int(d["k"]), [str(c) for c in d["columns"]], d["mean"], d["std"], d["Z"], d["y"])
+ESTIMATOR_JSON = "estimator.json"  # a model folder's manifest: its kind, parameters and booster files
+ESTIMATOR_KEYS = ("n_estimators", "neg_ratio")  # sampled values that set the estimator, not params
 
 
 class GBDTClassifier(ClassifierMixin, BaseEstimator):
     """Gradient-boosted trees (or the k-NN baseline, kind='knn', params n_neighbors) with optional
     negative undersampling and several seeds (averaged). n_classes > 2 fits a multiclass model
-    (LightGBM multiclass, XGBoost multi:softprob) on integer labels 0..n_classes-1.
+    (LightGBM multiclass, XGBoost multi:softprob, CatBoost MultiClass) on integer labels 0..n_classes-1.
 
     Follows the scikit-learn estimator contract: __init__ only stores hyperparameters, fit returns
     self, fitted state ends in '_', so `sklearn.base.clone` per fold and `set_params` are safe.
@@ -129,40 +61,27 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
         return np.sort(np.concatenate([pos, keep]))
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> GBDTClassifier:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind not in ENGINES:
+            raise ValueError(f"kind must be one of {tuple(ENGINES)}, got {self.kind!r}")
         y = np.asarray(y).astype(int)
-        multi = self.n_classes > 2
-        if multi and self.neg_ratio:
+        if self.n_classes > 2 and self.neg_ratio:
             raise ValueError("neg_ratio (negative undersampling) is for a binary target; leave it unset")
+        eng = engine(self.kind)
         self.classes_ = np.arange(self.n_classes)
-        lgb_task = {"objective": "multiclass", "num_class": self.n_classes} if multi else {}
-        xgb_task = {"objective": "multi:softprob", "num_class": self.n_classes} if multi else {}
         self.feature_names_in_ = np.array(X.columns, dtype=object)
         self.boosters_ = []
         for seed in self.seeds:
             rows = self._rows(y, seed)
-            Xs, ys = X.iloc[rows], y[rows]
-            if self.kind == "knn":
-                self.boosters_.append(KNNModel.fit(Xs, ys, int((self.params or {}).get("n_neighbors", 5))))
-            elif self.kind == "lightgbm":
-                params = LGB_DEFAULTS | threads.gbdt_params(self.kind) | {"seed": self.random_state + seed}
-                params |= (self.params or {}) | lgb_task
-                data = lgb.Dataset(Xs, ys, categorical_feature="auto", free_raw_data=True)
-                self.boosters_.append(lgb.train(params, data, num_boost_round=self.n_estimators))
-            elif self.kind == "catboost":
-                params = (
-                    CB_DEFAULTS | threads.gbdt_params(self.kind) | {"random_seed": self.random_state + seed}
+            self.boosters_.append(
+                eng.fit(
+                    X.iloc[rows],
+                    y[rows],
+                    dict(self.params or {}),
+                    self.n_estimators,
+                    self.random_state + seed,
+                    self.n_classes,
                 )
-                params |= (self.params or {}) | ({"loss_function": "MultiClass"} if multi else {})
-                Xc, cats = catboost_frame(Xs)
-                model = cb.CatBoostClassifier(iterations=self.n_estimators, cat_features=cats, **params)
-                self.boosters_.append(model.fit(Xc, ys))
-            else:
-                params = XGB_DEFAULTS | threads.gbdt_params(self.kind) | {"seed": self.random_state + seed}
-                params |= (self.params or {}) | xgb_task
-                dm = xgb.DMatrix(Xs, ys, enable_categorical=True)
-                self.boosters_.append(xgb.train(params, dm, num_boost_round=self.n_estimators))
+            )
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -178,51 +97,31 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
         return p if self.n_classes > 2 else p[:, 1]
 
     def feature_importance(self) -> pd.Series:
-        """Total gain per feature, averaged over seeds."""
+        """Total gain per feature, averaged over seeds (zeros for an engine without importance)."""
         names = list(self.feature_names_in_)
+        eng = engine(self.kind)
         total = pd.Series(0.0, index=names)
         for b in self.boosters_:
-            if self.kind == "knn":
-                continue  # no importance for neighbours
-            if self.kind == "lightgbm":
-                total += (
-                    pd.Series(b.feature_importance("gain"), index=b.feature_name()).reindex(names).fillna(0)
-                )
-            elif self.kind == "catboost":  # PredictionValuesChange: CatBoost's default importance
-                total += (
-                    pd.Series(b.get_feature_importance(), index=b.feature_names_).reindex(names).fillna(0)
-                )
-            else:
-                total += pd.Series(b.get_score(importance_type="total_gain")).reindex(names).fillna(0)
+            imp = eng.importance(b, names)
+            if imp is not None:
+                total += imp
         return total / len(self.boosters_)
 
     def save(self, folder: Path) -> list[Path]:
-        """Native formats only: LightGBM model text, XGBoost JSON, CatBoost .cbm (never pickles), plus
-        estimator.json, the folder's manifest: the booster files in seed order. The folder is written
-        whole: anything already there is removed first, so no stale booster of an earlier fit is ever
-        loaded."""
+        """The boosters in their engine's native format (never pickles), plus estimator.json, the
+        folder's manifest: the booster files in seed order. The folder is written whole: anything already
+        there is removed first, so no stale booster of an earlier fit is ever loaded."""
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
+        eng = engine(self.kind)
         paths = []
         for i, b in enumerate(self.boosters_):
-            if self.kind == "knn":
-                path = folder / f"seed{i}.knn.npz"
-                b.save(path)
-            elif self.kind == "lightgbm":
-                path = folder / f"seed{i}.lgb.txt"
-                artifacts.write_atomic(path, lambda p, b=b: b.save_model(str(p)))
-            elif self.kind == "catboost":
-                path = folder / f"seed{i}.cbm"
-                artifacts.write_atomic(path, lambda p, b=b: b.save_model(str(p), format="cbm"))
-            else:
-                path = folder / f"seed{i}.xgb.json"
-                artifacts.write_atomic(
-                    path, lambda p, b=b: p.write_bytes(bytes(b.save_raw(raw_format="json")))
-                )
+            path = folder / eng.file_name(i)
+            eng.save(b, path)
             paths.append(path)
         artifacts.write_json(
-            folder / "estimator.json",
+            folder / ESTIMATOR_JSON,
             {
                 "kind": self.kind,
                 **self.get_params(),
@@ -234,31 +133,8 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
 
 
 def engine_input(kind: str, X: pd.DataFrame) -> Any:
-    """What one engine predicts from (XGBoost a DMatrix, CatBoost the frame with categoricals as
-    strings, the others X itself): built once for every booster of that kind, seeds and folds alike."""
-    if kind == "xgboost":
-        return xgb.DMatrix(X, enable_categorical=True)
-    if kind == "catboost":
-        return catboost_frame(X)[0]
-    return X
-
-
-def predict_booster(kind: str, booster: Any, data: Any, n_classes: int = 2) -> np.ndarray:
-    """One fitted booster's probabilities on `data` = engine_input(kind, X): (n,) for binary,
-    (n, n_classes) for multiclass."""
-    if kind == "knn":
-        return booster.predict(data, n_classes)
-    if kind == "catboost":
-        names = list(booster.feature_names_)
-        if list(data.columns) != names:
-            raise DataError(
-                f"the CatBoost model was fitted on features {names[:5]}... ({len(names)}), but is asked to "
-                f"predict {list(data.columns)[:5]}... ({data.shape[1]}): the model folder belongs to another "
-                "feature set; rerun `make stack`"
-            )
-        p = booster.predict_proba(data)
-        return p if n_classes > 2 else p[:, 1]
-    return booster.predict(data)  # LightGBM on the frame, XGBoost on its DMatrix
+    """What one engine predicts from, built once for every booster of that kind, seeds and folds alike."""
+    return engine(kind).data(X)
 
 
 def predict_boosters(
@@ -266,58 +142,87 @@ def predict_boosters(
 ) -> np.ndarray:
     """The mean probabilities of boosters of one kind (a model's seeds); `data` is engine_input(kind, X)
     when the caller already built it (else built here, once)."""
-    data = engine_input(kind, X) if data is None else data
-    return np.mean([predict_booster(kind, b, data, n_classes) for b in boosters], axis=0)
-
-
-BOOSTER_GLOB = {
-    "knn": "seed*.knn.npz",
-    "lightgbm": "seed*.lgb.txt",
-    "xgboost": "seed*.xgb.json",
-    "catboost": "seed*.cbm",
-}
+    eng = engine(kind)
+    data = eng.data(X) if data is None else data
+    return np.mean([eng.predict(b, data, n_classes) for b in boosters], axis=0)
 
 
 def load_boosters(folder: Path) -> list[Any]:
     """Boosters saved by GBDTClassifier.save, in seed order; refused (naming the file) when the folder
     does not hold exactly the boosters its estimator.json lists, one per seed."""
-    meta_path = folder / "estimator.json"
+    meta_path = folder / ESTIMATOR_JSON
     if not meta_path.exists():
         raise DataError(
             f"{meta_path} is missing: {folder} is not a complete stage-2 model; rerun `make stack`"
         )
     meta = json.loads(meta_path.read_text())
     kind = meta.get("kind")
-    if kind not in BOOSTER_GLOB:
-        raise DataError(f"{meta_path}: kind {kind!r} is not one of {', '.join(BOOSTER_GLOB)}")
+    if kind not in ENGINES:
+        raise DataError(f"{meta_path}: kind {kind!r} is not one of {', '.join(ENGINES)}")
+    eng = engine(kind)
     listed = meta.get("boosters")
-    found = sorted(p.name for p in folder.glob(BOOSTER_GLOB[kind]))
+    found = sorted(p.name for p in folder.glob(f"seed*{eng.suffix}"))
     seeds = list(meta.get("seeds") or ())
     if listed is None or found != sorted(listed) or len(listed) != len(seeds):
         raise DataError(
             f"{folder} holds boosters {found}, but {meta_path} lists {listed} for {len(seeds)} seed(s) "
             f"{seeds}: the model folder is stale or incomplete; rerun `make stack`"
         )
-    paths = [folder / name for name in listed]
-    if kind == "knn":
-        return [KNNModel.load(p) for p in paths]
-    if kind == "lightgbm":
-        return [lgb.Booster(model_file=str(p)) for p in paths]
-    if kind == "catboost":
-        models = []
-        for p in paths:
-            m = cb.CatBoostClassifier()
-            try:
-                m.load_model(str(p), format="cbm")
-            except cb.CatBoostError as e:
-                raise DataError(
-                    f"{p} is not a CatBoost model this version can read ({e}); rerun `make stack`"
-                ) from None
-            models.append(m)
-        return models
-    out = []
-    for p in paths:
-        b = xgb.Booster()
-        b.load_model(str(p))
-        out.append(b)
-    return out
+    return [eng.load(folder / name) for name in listed]
+
+
+def estimator(spec: ModelSpec, sampled: dict, seed: int, n_classes: int = 2) -> GBDTClassifier:
+    """The spec's estimator with sampled values: n_estimators/neg_ratio set it, the rest are params."""
+    est_kw = {k: sampled[k] for k in ESTIMATOR_KEYS if k in sampled}
+    params = dict(spec.params) | {k: v for k, v in sampled.items() if k not in ESTIMATOR_KEYS}
+    return GBDTClassifier(
+        kind=spec.kind,
+        params=params,
+        n_estimators=est_kw.get("n_estimators", spec.n_estimators),
+        neg_ratio=est_kw.get("neg_ratio", spec.neg_ratio),
+        seeds=spec.seeds,
+        random_state=seed,
+        n_classes=n_classes,
+    )
+
+
+def fit_folds(
+    spec: ModelSpec,
+    sampled: dict,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    fold: np.ndarray,
+    X_test: pd.DataFrame | None,
+    seed: int,
+    save_to: Path | None = None,
+    n_classes: int = 2,
+    label: str | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, pd.Series]:
+    """Per fold: fit on the other folds, predict the held-out fold and the test set (none when X_test
+    is None: nobody reads it); with a `label`, one line per fitted fold (tune.say: written at once,
+    terminal or not).
+
+    Returns (OOF predictions (n,) or (n, C), test predictions of shape (k, n_test) or (k, n_test, C)
+    or None, mean gain importance).
+    """
+    base = estimator(spec, sampled, seed, n_classes)
+    k = int(fold.max()) + 1
+    width = (n_classes,) if n_classes > 2 else ()
+    oof, imp = np.full((len(y), *width), np.nan), []
+    test = None if X_test is None else np.zeros((k, len(X_test), *width))
+    for f in range(k):
+        t0 = time.perf_counter()
+        est = clone(base).fit(X[fold != f], y[fold != f])
+        oof[fold == f] = est.scores(X[fold == f])
+        if test is not None:
+            test[f] = est.scores(X_test)
+        imp.append(est.feature_importance())
+        if save_to is not None:
+            est.save(model_folder(save_to, spec.name, f))
+        if label is not None:
+            say(
+                f"{label}: fold {f} ({f + 1}/{k}) fitted on {int((fold != f).sum())} rows, "
+                f"{int((fold == f).sum())} held-out rows predicted; {time.perf_counter() - t0:.1f} s"
+            )
+        artifacts.fault_point("stack.fit_fold")
+    return oof, test, pd.concat(imp, axis=1).mean(axis=1).sort_values(ascending=False)

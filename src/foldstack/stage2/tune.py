@@ -32,7 +32,6 @@ uninterrupted:
 from __future__ import annotations
 
 import multiprocessing as mp
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -45,10 +44,11 @@ from optuna.trial import TrialState
 
 from foldstack import artifacts, metrics, threads
 from foldstack.errors import ConfigError
+from foldstack.progress import say
 from foldstack.stage2.config import ModelSpec, TuningCfg
-from foldstack.stage2.models import GBDTClassifier
+from foldstack.stage2.engines import engine
+from foldstack.stage2.models import GBDTClassifier, estimator
 
-ESTIMATOR_KEYS = ("n_estimators", "neg_ratio")
 MAX_RETRY = 3  # an interrupted trial is run again at most this many times
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
@@ -120,24 +120,9 @@ def storage_for(tuning: TuningCfg, default_path: Path) -> optuna.storages.BaseSt
     return optuna.storages.JournalStorage(JournalFileBackend(str(default_path)))
 
 
-def estimator(spec: ModelSpec, sampled: dict, seed: int, n_classes: int = 2) -> GBDTClassifier:
-    """The spec's estimator with sampled values: n_estimators/neg_ratio set it, the rest are params."""
-    est_kw = {k: sampled[k] for k in ESTIMATOR_KEYS if k in sampled}
-    params = dict(spec.params) | {k: v for k, v in sampled.items() if k not in ESTIMATOR_KEYS}
-    return GBDTClassifier(
-        kind=spec.kind,
-        params=params,
-        n_estimators=est_kw.get("n_estimators", spec.n_estimators),
-        neg_ratio=est_kw.get("neg_ratio", spec.neg_ratio),
-        seeds=spec.seeds,
-        random_state=seed,
-        n_classes=n_classes,
-    )
-
-
 def suggest(trial: optuna.Trial, spec: ModelSpec) -> dict:
     out = {}
-    for name, dim in spec.search.items():
+    for name, dim in engine(spec.kind).search_space(spec).items():
         if dim.type == "categorical":
             out[name] = trial.suggest_categorical(name, list(dim.choices))
         elif dim.type == "int":
@@ -224,19 +209,6 @@ def retry_interrupted(study: optuna.Study, owned: bool) -> list[int]:
         return [t.number for t in stale]
 
 
-def say(line: str) -> None:
-    """One progress line on stdout, now and whole, with or without a terminal: written with tqdm's
-    external_write_mode (a progress bar on a terminal is cleared and redrawn below it, as tqdm.write
-    does), as one write of line + newline, then flushed. So a log file (nohup, make > log) gets it at
-    once, and several worker processes writing to one file each put their line down in one piece, even
-    with PYTHONUNBUFFERED (where tqdm.write's two writes would be two system calls)."""
-    from tqdm import tqdm
-
-    with tqdm.external_write_mode(file=sys.stdout):
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-
-
 class TrialLines:
     """Optuna callback (study.optimize(callbacks=[...])): one line per finished trial, e.g.
     `tune lgbm: trial 7 inner-CV pauc80 0.1523 (best 0.1601, trial 4); 5/20 complete; 3.2 s`. A pruned
@@ -298,7 +270,7 @@ def _optimize(
     if n_complete(study) >= n:
         return
     # this process's share of the cores, unless the config sets the engine's thread count itself
-    spec = spec.model_copy(update={"params": threads.gbdt_params(spec.kind, workers) | dict(spec.params)})
+    spec = spec.model_copy(update={"params": engine(spec.kind).thread_params(workers) | dict(spec.params)})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.optimize(
@@ -335,7 +307,7 @@ def tune(
     storage = storage_for(t, journal)
     optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
     n = t.n_trials if n_trials is None else n_trials
-    if n > 0 and spec.search:
+    if n > 0 and engine(spec.kind).search_space(spec):
         study = optuna.load_study(study_name=study_name, storage=storage)
         retried = retry_interrupted(study, owned=not t.storage)
         have = n_complete(study)

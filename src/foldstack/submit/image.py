@@ -18,7 +18,7 @@ from pathlib import Path
 
 from foldstack.errors import ConfigError, DataError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PINS = REPO / "configs" / "kaggle-image" / "requirements.txt"
 PYPROJECT = REPO / "pyproject.toml"
 # The image is built on Colab's base image; its Python is not stated in the list of versions. 3.11 is the

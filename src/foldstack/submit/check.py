@@ -24,11 +24,13 @@ import pandas as pd
 
 from foldstack import artifacts
 from foldstack import prediction_tables as pt
-from foldstack.bundle import ROOT_ENV, STAGES_ENV, names
 from foldstack.config import CompetitionConfig
-from foldstack.data.metadata import read_sample_submission
+from foldstack.data.metadata import read_metadata, read_sample_submission
 from foldstack.errors import DataError
-from foldstack.kaggle_image import PINS, PYTHON, REPO
+from foldstack.runs import SUBMISSION_CSV, StackRun, runs_of
+from foldstack.submit.image import PINS, PYTHON, REPO
+from foldstack.submit.kernel import KERNEL_SCRIPT, ROOT_ENV, STAGES_ENV, names
+from foldstack.submit.predict import Stages, TrainedStack, submission_frame
 
 VENV = REPO / ".kaggle-venv"
 TOLERANCE = 1e-6
@@ -144,7 +146,7 @@ def python_versions(python: Path | str) -> dict[str, str]:
 
 
 def run_kernel(python: Path | str, kernel: Path, root: Path, timeout_s: float) -> tuple[float, Path]:
-    """Run kernel/predict.py as Kaggle does (cwd <root>/working); (seconds, its log). A failure raises
+    """Run the kernel's script as Kaggle does (cwd <root>/working); (seconds, its log). A failure raises
     DataError with the log's tail."""
     log = root / "kernel.log"
     (root / "home").mkdir(exist_ok=True)
@@ -152,7 +154,7 @@ def run_kernel(python: Path | str, kernel: Path, root: Path, timeout_s: float) -
     try:
         with log.open("w") as out:
             proc = subprocess.run(
-                [str(python), str((kernel / "predict.py").resolve())],
+                [str(python), str((kernel / KERNEL_SCRIPT).resolve())],
                 cwd=root / "working",
                 env=offline_env(root),
                 stdout=out,
@@ -167,7 +169,7 @@ def run_kernel(python: Path | str, kernel: Path, root: Path, timeout_s: float) -
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise DataError(
-            f"the kernel {kernel / 'predict.py'} failed (exit {proc.returncode}) in {root}; "
+            f"the kernel {kernel / KERNEL_SCRIPT} failed (exit {proc.returncode}) in {root}; "
             f"its log {log} ends:\n{_tail(log.read_text())}"
         )
     return seconds, log
@@ -198,19 +200,19 @@ def compare(cfg: CompetitionConfig, data_dir: Path, got_path: Path, expected: pd
     return worst
 
 
-def runtime_estimate(cfg: CompetitionConfig, stack_dir: Path, runs_root: Path) -> dict | None:
+def runtime_estimate(cfg: CompetitionConfig, stack: StackRun) -> dict | None:
     """The kernel's estimated run time on the hidden test set, from each stage-1 run's measured test pass
     (all fold models on each decoded batch): hidden rows x (seconds per test row). None when the competition
     states no hidden-test size."""
     rows = cfg.kernel.hidden_test_rows
     if not rows:
         return None
-    inputs = json.loads((stack_dir / "inputs.json").read_text())
+    runs_tree = runs_of(stack)
     runs = []
-    for name in inputs["stage1_runs"]:
-        run_dir = runs_root / cfg.name / "oof" / name
-        m = json.loads((run_dir / "metrics.json").read_text())
-        test_rows = len(pd.read_parquet(run_dir / "test.parquet", columns=["id"]))
+    for name in stack.read_inputs().stage1_runs:
+        s1 = runs_tree.stage1(name)
+        m = json.loads(s1.metrics.read_text())
+        test_rows = len(pd.read_parquet(s1.test, columns=["id"]))
         per_row = float(m["test_prediction_seconds"]) / max(test_rows, 1)
         runs.append(
             {
@@ -409,8 +411,7 @@ def stage_verdict(stages: list[dict], submission_error: str | None) -> str | Non
 def check_kernel(
     cfg: CompetitionConfig,
     data_dir: Path,
-    stack_dir: Path,
-    runs_root: Path,
+    stack_run: StackRun,
     bundle: Path,
     kernel: Path,
     root: Path,
@@ -421,9 +422,6 @@ def check_kernel(
     stage (compare_stages) and on the submission; a report (also written to <root>/report.json).
     python: '' for Kaggle's versions (the cached venv), OWN for the Python running this, or a path to an
     interpreter."""
-    from foldstack.data.metadata import read_metadata
-    from foldstack.kernel import Stages, TrainedStack, submission_frame
-
     if not python:
         py: Path | str = kaggle_venv()
         versions_of = "Kaggle's image (configs/kaggle-image/requirements.txt)"
@@ -432,10 +430,10 @@ def check_kernel(
     else:
         py, versions_of = python, python
     lay_out_root(root, cfg, data_dir, bundle)
-    print(f"kernel-check: running {kernel / 'predict.py'} offline in {root} on {versions_of}", flush=True)
+    print(f"kernel-check: running {kernel / KERNEL_SCRIPT} offline in {root} on {versions_of}", flush=True)
     seconds, log = run_kernel(py, kernel, root, timeout_s)
     t0 = time.perf_counter()
-    stack = TrainedStack.load(stack_dir, runs_root)
+    stack = TrainedStack.load(stack_run)
     local = stack.predict(data_dir, progress=True)
     local.save(root / "stages" / "local")
     expected = submission_frame(cfg, data_dir, pt.test_frame(stack.cfg, local.ids, list(local.blend)))
@@ -443,12 +441,13 @@ def check_kernel(
     theirs = Stages.load(root / "stages" / "kernel")
     stages = compare_stages(stack, read_metadata(stack.cfg, data_dir, "test"), local, theirs)
     try:
-        worst, submission_error = compare(cfg, data_dir, root / "working" / "submission.csv", expected), None
+        got = root / "working" / SUBMISSION_CSV
+        worst, submission_error = compare(cfg, data_dir, got, expected), None
     except DataError as e:
         worst, submission_error = float("nan"), str(e)
     report = {
         "passed": False,
-        "stack": str(stack_dir),
+        "stack": str(stack_run.dir),
         "data": str(data_dir),
         "rows": len(expected),
         "max_abs_diff": worst,
@@ -467,16 +466,6 @@ def check_kernel(
     if verdict is not None:
         raise DataError(f"{verdict}\n(report: {root / 'report.json'})")
     return report
-
-
-def staging_dir(cfg: CompetitionConfig) -> Path:
-    """Where `make submit` and `make kernel-check` build the bundle and the kernel folder."""
-    return Path("submissions") / cfg.name / "kaggle"
-
-
-def root_dir(cfg: CompetitionConfig) -> Path:
-    """The Kaggle-like root of `make kernel-check` (made afresh by each check)."""
-    return Path("submissions") / cfg.name / "kernel-check"
 
 
 def report_lines(report: dict) -> list[str]:

@@ -1,8 +1,8 @@
-"""Validated submission files and the ledger that records every one of them."""
+"""Validated submission files: a run's test.parquet checked against sample_submission.csv and the folds,
+then written as submissions/<comp>/<UTC time>_<name>.csv and recorded in the ledger."""
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -13,44 +13,31 @@ from foldstack.config import CompetitionConfig
 from foldstack.data.metadata import read_sample_submission
 from foldstack.errors import DataError
 from foldstack.folds import check_fold_sha
+from foldstack.runs import SUBMISSIONS_DIR, Runs, Submissions, run_folder, stamp
+from foldstack.submit.ledger import RESUMABLE, ledger_rows, read_ledger, record
 
-LEDGER_COLUMNS = [
-    "time_utc",
-    "name",
-    "file",
-    "git_commit",
-    "source",
-    "oof_pauc",
-    "oof_auc",
-    "sha256",
-    "flow",
-    "bundle_sha256",  # code competitions: folder_sha256 of the bundle uploaded as the dataset version
-    "kernel_version",  # the kernel version `kaggle kernels push` made and the submission names
-    "kernel_check",
-    "kaggle_status",
-    "public_score",
-    "private_score",
-    "note",
-]
 SHOWN = 10
 
 
 def latest_source(cfg: CompetitionConfig) -> Path:
     """The newest stack run's test.parquet (by modification time)."""
-    found = sorted((cfg.run_dir / "stack").glob("*/test.parquet"), key=lambda p: p.stat().st_mtime)
+    runs = Runs.of(cfg)
+    found = runs.stack_tests()
     if not found:
         raise DataError(
-            f"no stack run under {cfg.run_dir / 'stack'}: run `make stack` or pass FROM=.../test.parquet"
+            f"no stack run under {runs.stack_root}: run `make stack` or pass FROM=.../test.parquet"
         )
     return found[-1]
 
 
 def source_metrics(source: Path) -> dict:
     """metrics.json beside a test.parquet: its folds sha and OOF scores (stage-1 or stack layout)."""
-    path = source.parent / "metrics.json"
-    if not path.exists():
-        raise DataError(f"{path} is missing: a test.parquet must come from a finished stage-1 or stack run")
-    m = artifacts.read_manifest(path)  # refuses a test.parquet that differs from the one the run wrote
+    run = run_folder(source.parent)
+    if not run.metrics.exists():
+        raise DataError(
+            f"{run.metrics} is missing: a test.parquet must come from a finished stage-1 or stack run"
+        )
+    m = run.read_metrics()  # refuses a test.parquet that differs from the one the run wrote
     scores = m.get("stack", m)
     return {
         "folds_sha256": m.get("folds_sha256"),
@@ -122,16 +109,19 @@ def build_submission(cfg: CompetitionConfig, data_dir: Path, source: Path) -> tu
     return sub, meta
 
 
-# ledger states of a submission that a killed `make submit` may have left: the rerun takes the row over
-RESUMABLE = ("writing", "written")
-
-
-def ledger_rows(ledger: Path | None, sha: str, states: tuple[str, ...]) -> pd.DataFrame:
-    """Ledger rows of the submission file with this sha256 whose status is one of `states`."""
-    if ledger is None:
-        return pd.DataFrame(columns=LEDGER_COLUMNS)
-    rows = read_ledger(ledger)
-    return rows[(rows["sha256"] == sha) & rows["kaggle_status"].isin(states)]
+def _file_for(subs: Submissions, ledger: Path | None, sha: str, name: str) -> tuple[str, Path, str]:
+    """(UTC time, path, name) of a new submission file; those of the same file when an interrupted run
+    left its ledger row 'writing' or 'written' (the rerun takes it over)."""
+    earlier = ledger_rows(ledger, sha, RESUMABLE)
+    if len(earlier):
+        last = earlier.iloc[-1]
+        return str(last["time_utc"]), Path(str(last["file"])), str(last["name"])
+    when = stamp()
+    taken = set(read_ledger(ledger)["file"].astype(str)) if ledger is not None else set()
+    n = 1
+    while subs.csv(when, name, n).exists() or str(subs.csv(when, name, n)) in taken:  # same second
+        n += 1
+    return when, subs.csv(when, name, n), name
 
 
 def write_submission(
@@ -139,7 +129,7 @@ def write_submission(
     data_dir: Path,
     source: Path,
     name: str | None = None,
-    out_dir: Path = Path("submissions"),
+    out_dir: Path = Path(SUBMISSIONS_DIR),
     ledger: Path | None = None,
 ) -> tuple[Path, dict]:
     """Validate `source` (a test.parquet) and write submissions/<comp>/<UTC time>_<name>.csv.
@@ -148,25 +138,14 @@ def write_submission(
     after, and a row of the same file left 'writing' or 'written' by an interrupted run is taken over
     (same file name and time), so a rerun after a kill leaves what an uninterrupted run leaves.
     """
-    artifacts.recover(out_dir / cfg.name)  # temp files of a killed earlier run
+    subs = Submissions.of(cfg, out_dir)
+    artifacts.recover(subs.dir)  # temp files of a killed earlier run
     sub, meta = build_submission(cfg, data_dir, source)
     data = sub.to_csv(index=False).encode()
     sha = artifacts.sha256_bytes(data)
-    earlier = ledger_rows(ledger, sha, RESUMABLE)
-    if len(earlier):
-        stamp, path = str(earlier.iloc[-1]["time_utc"]), Path(str(earlier.iloc[-1]["file"]))
-        name = str(earlier.iloc[-1]["name"])
-    else:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        name = name or meta["run"]
-        path = out_dir / cfg.name / f"{stamp}_{name}.csv"
-        taken = set(read_ledger(ledger)["file"].astype(str)) if ledger is not None else set()
-        n = 1
-        while path.exists() or str(path) in taken:  # two submissions within one second
-            n += 1
-            path = out_dir / cfg.name / f"{stamp}_{name}-{n}.csv"
+    when, path, name = _file_for(subs, ledger, sha, name or meta["run"])
     row = {
-        "time_utc": stamp,
+        "time_utc": when,
         "name": name,
         "file": str(path),
         "git_commit": artifacts.git_commit(),
@@ -187,38 +166,3 @@ def write_submission(
     if ledger is not None:
         record(ledger, row)
     return path, row
-
-
-def ledger_path(cfg: CompetitionConfig, out_dir: Path = Path("submissions")) -> Path:
-    return out_dir / cfg.name / "ledger.csv"
-
-
-_LEDGER_DTYPES = {
-    "time_utc": str,
-    "note": str,
-    "kaggle_status": str,
-    "sha256": str,
-    "bundle_sha256": str,
-    "kernel_version": "Int64",
-    "kernel_check": str,
-}
-
-
-def read_ledger(path: Path) -> pd.DataFrame:
-    """The ledger with every LEDGER_COLUMNS column (a ledger written before a column existed gets it
-    blank), then any other columns it holds."""
-    if not path.exists():
-        return pd.DataFrame(columns=LEDGER_COLUMNS)
-    ledger = pd.read_csv(path, dtype=_LEDGER_DTYPES)
-    return ledger.reindex(columns=[*LEDGER_COLUMNS, *(c for c in ledger.columns if c not in LEDGER_COLUMNS)])
-
-
-def record(path: Path, row: dict) -> None:
-    """Add or update (by file) a ledger row; the ledger is rewritten atomically."""
-    ledger = read_ledger(path).astype(object)
-    if (ledger["file"] == row["file"]).any():
-        for k, v in row.items():
-            ledger.loc[ledger["file"] == row["file"], k] = v
-    else:
-        ledger = pd.concat([ledger, pd.DataFrame([row])], ignore_index=True)
-    artifacts.write_csv(path, ledger[LEDGER_COLUMNS])
