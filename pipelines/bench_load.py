@@ -14,6 +14,7 @@ from pathlib import Path
 
 from foldstack.cli import base_parser, run_main
 from foldstack.commands.bench import REPO, LoadBench, bench_load
+from foldstack.runs import own_runs_root
 from foldstack.stage2.config import DEFAULT_STACK
 
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stack", default=DEFAULT_STACK)
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--repo", type=Path, default=REPO, help="checkout whose pipelines/stack.py is timed")
-    p.add_argument("--work", type=Path, default=Path("runs/bench_load"))
+    p.add_argument("--work", type=Path, default=own_runs_root("bench_load"))
     p.add_argument("--warmup", type=float, default=25, help="seconds the load runs before the timing")
     a = p.parse_args(argv)
     return bench_load(LoadBench(a.comp, a.stack, a.trials, a.repo, a.work.resolve(), a.overrides), a.warmup)

@@ -9,9 +9,9 @@ The venv of Kaggle's versions (configs/kaggle-image/requirements.txt) is created
 
 from __future__ import annotations
 
-from foldstack.cli import base_parser, competition, run_main
+from foldstack.cli import base_parser, run_main
+from foldstack.commands import submit
 from foldstack.stage2.config import DEFAULT_STACK
-from foldstack.submit.flows import kernel_check
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,10 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         "--python", default="", help="'' Kaggle's versions (cached venv), 'own', or an interpreter"
     )
     p.add_argument("--timeout", type=float, default=3600, help="seconds the kernel may run")
-    args = p.parse_args(argv)
-    cfg, data_dir = competition(args.comp, args.overrides, args.data)
-    kernel_check(cfg, data_dir, args.stack, args.python, args.timeout)
-    return 0
+    a = p.parse_args(argv)
+    return submit.kernel_check(a.comp, a.stack, a.overrides, a.data, a.python, a.timeout)
 
 
 if __name__ == "__main__":

@@ -17,15 +17,9 @@ import pytest
 
 from foldstack.config import load_competition
 from foldstack.data import cache as cache_mod
-from foldstack.data.cache import (
-    RULE,
-    cache_dir,
-    decode_resized,
-    image_size,
-    open_cache,
-    reduce_factor,
-    split_ids,
-)
+from foldstack.data import decode as decode_mod
+from foldstack.data.cache import RULE, cache_dir, image_size, open_cache, split_ids
+from foldstack.data.decode import decode_resized, reduce_factor
 from foldstack.data.images import decode_jpeg, open_images
 from foldstack.errors import DataError
 from foldstack.stage1.config import load_oof_config
@@ -82,7 +76,7 @@ def test_large_jpeg_is_decoded_reduced_and_resized(monkeypatch):
     data = jpeg(1000, 700, seed=1)
     flags = []
     real = cv2.imdecode
-    monkeypatch.setattr(cache_mod.cv2, "imdecode", lambda buf, flag: flags.append(flag) or real(buf, flag))
+    monkeypatch.setattr(decode_mod.cv2, "imdecode", lambda buf, flag: flags.append(flag) or real(buf, flag))
     out = decode_resized(data, "big", "here", 128)
     assert flags == [cv2.IMREAD_REDUCED_COLOR_4]
     assert out.shape == (128, 128, 3) and out.dtype == np.uint8
@@ -326,16 +320,16 @@ def test_two_processes_at_once_build_once(isic24):
 
 
 def test_make_cache_builds_train_and_test(isic24, capsys):
-    from pipelines.cache import main
+    from foldstack.commands.stage1 import cache
 
     cfg, data = isic24
-    args = ["--comp", "isic2024", "--data", str(data), "--model", "effnetv2_b1", "--workers", "0"]
-    args += ["--set", f"runs_dir={cfg.runs_dir} data.img_size={SIZE}"]
-    assert main(args) == 0
+
+    sets = f"runs_dir={cfg.runs_dir} data.img_size={SIZE}"
+    assert cache("isic2024", "effnetv2_b1", sets, str(data), workers=0) == 0
     out = capsys.readouterr().out
     assert "train:" in out and "test:" in out and out.count(", built:") == 2
     assert len(list(cache_dir(cfg).glob(f"*_{SIZE}px_*.npy"))) == 2
-    assert main(args) == 0
+    assert cache("isic2024", "effnetv2_b1", sets, str(data), workers=0) == 0
     assert capsys.readouterr().out.count("up to date") == 2
 
 
@@ -348,7 +342,7 @@ def test_will_need_hints_each_run_of_rows_at_its_file_offset(tmp_path, monkeypat
     calls = []
     monkeypatch.setattr(os, "posix_fadvise", lambda fd, off, n, advice: calls.append((off, n, advice)))
     row = 4 * 4 * 3
-    cache_mod.will_need(images, np.array([7, 2, 3, 9, 2]))  # runs 2-3, 7, 9 (duplicates once)
+    decode_mod.will_need(images, np.array([7, 2, 3, 9, 2]))  # runs 2-3, 7, 9 (duplicates once)
     assert calls == [
         (images.offset + r0 * row, k * row, os.POSIX_FADV_WILLNEED) for r0, k in [(2, 2), (7, 1), (9, 1)]
     ]
@@ -357,9 +351,9 @@ def test_will_need_hints_each_run_of_rows_at_its_file_offset(tmp_path, monkeypat
         f.seek(images.offset + 7 * row)
         assert f.read(row) == bytes([7]) * row
     calls.clear()
-    assert cache_mod.drop_page_cache(images) and calls == [(0, 0, os.POSIX_FADV_DONTNEED)]
+    assert decode_mod.drop_page_cache(images) and calls == [(0, 0, os.POSIX_FADV_DONTNEED)]
     calls.clear()
-    cache_mod.will_need(images[2:], np.array([0, 1]))  # a slice: offsets unknown, nothing hinted
-    assert not cache_mod.drop_page_cache(images[2:])
-    cache_mod.will_need(np.zeros((3, 4, 4, 3), np.uint8), np.array([0]))  # not a file
+    decode_mod.will_need(images[2:], np.array([0, 1]))  # a slice: offsets unknown, nothing hinted
+    assert not decode_mod.drop_page_cache(images[2:])
+    decode_mod.will_need(np.zeros((3, 4, 4, 3), np.uint8), np.array([0]))  # not a file
     assert calls == []

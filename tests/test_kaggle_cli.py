@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from foldstack.submit import kaggle_cli as kc
+from foldstack.submit import kaggle_waits as kw
 from foldstack.submit.kaggle_cli import KaggleError
 from tests.kaggle_stub import KEY, USERNAME, KaggleStub, isolate_kaggle_env
 
@@ -234,7 +235,7 @@ def _methods(stub: KaggleStub) -> list[str]:
 def test_wait_dataset_ready_polls_the_new_version_until_ready(kaggle_stub, tmp_path, capsys):
     kaggle_stub.state.dataset_statuses = ["BLOBS_RECEIVED", "BLOBS_RECEIVED", "BLOBS_DECOMPRESSED", "READY"]
     kc.push_dataset(_dataset_folder(tmp_path), "first models")
-    kc.wait_dataset_ready(DATASET, timeout_s=60, poll_s=POLL)
+    kw.wait_dataset_ready(DATASET, timeout_s=60, poll_s=POLL)
 
     methods = _methods(kaggle_stub)
     assert methods[methods.index("CreateDataset") + 1 :] == ["GetDatasetStatus"] * 4
@@ -254,7 +255,7 @@ def test_a_dataset_stuck_in_processing_times_out_naming_it(kaggle_stub, tmp_path
     kaggle_stub.state.dataset_statuses = ["BLOBS_RECEIVED"]
     kc.push_dataset(_dataset_folder(tmp_path), "stuck")
     with pytest.raises(KaggleError, match=rf"dataset {DATASET} is not ready after \d+ s .*'blobs_received'"):
-        kc.wait_dataset_ready(DATASET, timeout_s=1.0, poll_s=0.2)
+        kw.wait_dataset_ready(DATASET, timeout_s=1.0, poll_s=0.2)
     assert len(kaggle_stub.calls("GetDatasetStatus")) >= 2  # the existence check, then polls
     assert capsys.readouterr().out.count("waiting for dataset") == 1
 
@@ -263,12 +264,12 @@ def test_a_failed_dataset_version_is_an_error_with_the_cli_output(kaggle_stub, t
     kaggle_stub.state.dataset_statuses = ["BLOBS_RECEIVED", "FAILED"]
     kc.push_dataset(_dataset_folder(tmp_path), "broken")
     with pytest.raises(KaggleError, match=rf"dataset {DATASET} is failed after \d+ s;.*printed:\nfailed"):
-        kc.wait_dataset_ready(DATASET, timeout_s=60, poll_s=POLL)
+        kw.wait_dataset_ready(DATASET, timeout_s=60, poll_s=POLL)
 
 
 def test_wait_kernel_polls_until_the_run_is_complete(kaggle_stub, capsys):
     kaggle_stub.state.kernel_statuses = ["QUEUED", "RUNNING", "RUNNING", "COMPLETE"]
-    kc.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL)
+    kw.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL)
 
     assert _methods(kaggle_stub) == ["GetKernelSessionStatus"] * 4
     assert kaggle_stub.calls("GetKernelSessionStatus")[0].json == {
@@ -296,7 +297,7 @@ def test_a_kernel_that_fails_raises_its_failure_message_and_log_tail(kaggle_stub
     lines = [f"epoch {i}" for i in range(100)] + ["Traceback (most recent call last):", f"ValueError: {KEY}"]
     kaggle_stub.state.kernel_log = _json_log(lines)
     with pytest.raises(KaggleError) as info:
-        kc.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL)
+        kw.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL)
 
     message = str(info.value)
     assert f"kernel {KERNEL} ended error after" in message
@@ -317,20 +318,20 @@ def test_a_cancelled_kernel_without_log_says_so(kaggle_stub):
     with pytest.raises(
         KaggleError, match=r"ended cancel_acknowledged .*no failure message.*\n.*\n\(the run left no log\)"
     ):
-        kc.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL)
+        kw.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL)
 
 
 def test_a_kernel_still_running_at_the_timeout_is_an_error(kaggle_stub):
     kaggle_stub.state.kernel_statuses = ["RUNNING"]
     with pytest.raises(KaggleError, match=rf"kernel {KERNEL} did not finish within 0.5 s .*'running'"):
-        kc.wait_kernel(KERNEL, timeout_s=0.5, poll_s=0.2)
+        kw.wait_kernel(KERNEL, timeout_s=0.5, poll_s=0.2)
     assert kaggle_stub.calls("ListKernelSessionOutput") == []
 
 
 def test_a_status_poll_that_keeps_failing_ends_the_wait(kaggle_stub, capsys):
     kaggle_stub.state.fail["GetKernelSessionStatus"] = 503
     with pytest.raises(KaggleError, match="GetKernelSessionStatus failed on purpose"):
-        kc.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL)
+        kw.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL)
     assert len(kaggle_stub.calls("GetKernelSessionStatus")) == kc.POLL_ERRORS  # retried, then given up
     assert capsys.readouterr().out.count("could not read the status of kernel") == kc.POLL_ERRORS - 1
 
@@ -339,14 +340,14 @@ def test_wait_score_returns_the_scored_row_and_a_pending_one_at_the_timeout(kagg
     kaggle_stub.state.submission_statuses = ["PENDING", "PENDING", "COMPLETE"]
     kaggle_stub.state.public_score = "0.1650"
     kc.submit_code(SLUG, KERNEL, 7, "submission.csv", "scored later")
-    row = kc.wait_score(SLUG, timeout_s=60, poll_s=POLL)
+    row = kw.wait_score(SLUG, timeout_s=60, poll_s=POLL)
     assert row is not None and row["status"] == "complete" and row["public_score"] == "0.1650"
     assert _methods(kaggle_stub)[-3:] == ["ListSubmissions"] * 3
     assert "public score 0.1650" in capsys.readouterr().out
 
     kaggle_stub.state.submission_statuses = ["PENDING"]
     kc.submit_code(SLUG, KERNEL, 8, "submission.csv", "scored much later")
-    row = kc.wait_score(SLUG, timeout_s=0.3, poll_s=0.1)  # no error: Kaggle may score for hours
+    row = kw.wait_score(SLUG, timeout_s=0.3, poll_s=0.1)  # no error: Kaggle may score for hours
     assert row is not None and row["status"] == "pending" and row["public_score"] == ""
     assert re.search(
         rf"not scored after \d+ s: `kaggle competitions submissions -c {SLUG}`", capsys.readouterr().out
@@ -358,9 +359,9 @@ def test_log_text_reads_json_records_and_plain_text():
         {"stream_name": "stderr", "time": 1.0, "data": "a\n"},
         {"stream_name": "stdout", "data": "b\n"},
     ]
-    assert kc._log_text(json.dumps(records)) == "a\nb\n"  # one JSON array
-    assert kc._log_text("[" + "\n,".join(map(json.dumps, records))) == "a\nb\n"  # cut off: no closing ]
-    assert kc._log_text("plain\nlog [1]\n") == "plain\nlog [1]\n"
+    assert kw._log_text(json.dumps(records)) == "a\nb\n"  # one JSON array
+    assert kw._log_text("[" + "\n,".join(map(json.dumps, records))) == "a\nb\n"  # cut off: no closing ]
+    assert kw._log_text("plain\nlog [1]\n") == "plain\nlog [1]\n"
 
 
 # --- dry run ----------------------------------------------------------------------------------
@@ -373,10 +374,10 @@ def test_dry_run_prints_every_command_and_runs_nothing(kaggle_stub, tmp_path, ca
     kc.submit_file(SLUG, csv_path, "dry", dry_run=True)
     assert kc.push_dataset(data, "dry data", dry_run=True) == DATASET
     assert kc.push_kernel(kernel, dry_run=True) is None
-    kc.wait_dataset_ready(DATASET, timeout_s=60, poll_s=POLL, dry_run=True)
-    kc.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL, dry_run=True)
+    kw.wait_dataset_ready(DATASET, timeout_s=60, poll_s=POLL, dry_run=True)
+    kw.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL, dry_run=True)
     kc.submit_code(SLUG, KERNEL, 3, "submission.csv", "dry code", dry_run=True)
-    assert kc.wait_score(SLUG, timeout_s=60, poll_s=POLL, dry_run=True) is None
+    assert kw.wait_score(SLUG, timeout_s=60, poll_s=POLL, dry_run=True) is None
 
     assert capsys.readouterr().out.splitlines() == [
         f"$ kaggle competitions submit -c {SLUG} -f {shlex.quote(str(csv_path))} -m dry",

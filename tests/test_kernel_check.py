@@ -13,11 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from foldstack import kernel_check as kc
-from foldstack.bundle import ROOT_ENV, build_submission_folders, check_stack_source, kernel_script
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
-from foldstack.kernel import Stages, TrainedStack, stack_test_predictions, submission_frame
+from foldstack.runs import StackRun
+from foldstack.submit import check as kc
+from foldstack.submit import stages as stages_mod
+from foldstack.submit.bundle import build_submission_folders, check_stack_source
+from foldstack.submit.kernel import ROOT_ENV, kernel_script
+from foldstack.submit.predict import Stages, TrainedStack, stack_test_predictions, submission_frame
 
 
 def _assignments(script: str) -> dict[str, object]:
@@ -48,15 +51,15 @@ def test_kernel_script_embeds_every_name_as_a_literal(trained):
 def staged(trained, tmp_path_factory):
     cfg, _, _, stack = trained
     staging = tmp_path_factory.mktemp("staging") / "kaggle"
-    bundle, kernel = build_submission_folders(cfg, stack, "someone", staging)
+    bundle, kernel = build_submission_folders(cfg, StackRun(stack), "someone", staging)
     return bundle, kernel
 
 
 def test_kernel_runs_offline_in_a_kaggle_root_and_equals_predict(trained, staged, tmp_path):
-    cfg, data, runs, stack = trained
+    cfg, data, _runs, stack = trained
     bundle, kernel = staged
     root = tmp_path / "kaggle"
-    report = kc.check_kernel(cfg, data, stack, runs, bundle, kernel, root, python=kc.OWN, timeout_s=600)
+    report = kc.check_kernel(cfg, data, StackRun(stack), bundle, kernel, root, python=kc.OWN, timeout_s=600)
     assert report["passed"] and report["max_abs_diff"] <= 1e-6
     assert (root / "input" / "isic-2024-challenge").resolve() == data.resolve()
     assert (root / "input" / "foldstack-isic2024-bundle").resolve() == bundle.resolve()
@@ -80,8 +83,8 @@ def test_kernel_runs_offline_in_a_kaggle_root_and_equals_predict(trained, staged
 
 @pytest.fixture(scope="module")
 def local_stages(trained):
-    _cfg, data, runs, stack_dir = trained
-    stack = TrainedStack.load(stack_dir, runs)
+    _cfg, data, _runs, stack_dir = trained
+    stack = TrainedStack.load(StackRun(stack_dir))
     return stack, read_metadata(stack.cfg, data, "test"), stack.predict(data, progress=False)
 
 
@@ -106,16 +109,16 @@ def test_stages_round_trip_through_their_files(local_stages, tmp_path):
     stack, test, local = local_stages
     local.save(tmp_path / "s")
     again = Stages.load(tmp_path / "s")
-    records = kc.compare_stages(stack, test, local, again)
-    assert all(r["max_abs_diff"] == 0.0 for r in records) and kc.stage_verdict(records, None) is None
+    records = stages_mod.compare_stages(stack, test, local, again)
+    assert all(r["max_abs_diff"] == 0.0 for r in records) and stages_mod.stage_verdict(records, None) is None
 
 
 def test_the_first_stage_that_computes_differently_is_named_with_its_column_and_size(local_stages):
     stack, test, local = local_stages
     X = local.features.assign(tbp_lv_Hext_pz=local.features["tbp_lv_Hext_pz"] + 2.8e-8)  # as pandas did
     noisy = _pipeline(stack, local, local.cnn, X)
-    records = kc.compare_stages(stack, test, local, noisy)
-    verdict = kc.stage_verdict(records, None)
+    records = stages_mod.compare_stages(stack, test, local, noisy)
+    verdict = stages_mod.stage_verdict(records, None)
     assert verdict and verdict.startswith(
         "the kernel diverges at stage 'features': 2.8e-08 (> 0) (tbp_lv_Hext_pz"
     )
@@ -123,10 +126,12 @@ def test_the_first_stage_that_computes_differently_is_named_with_its_column_and_
     # the engines, redone here on the kernel's (noisy) matrix, compute the same: only features are to blame
     assert all(r["own"]["max_abs_diff"] == 0.0 for r in records if r["stage"].startswith("engine"))
     off = _copy(local, engines={n: p + (0.01 if n == "xgb" else 0.0) for n, p in local.engines.items()})
-    verdict = kc.stage_verdict(kc.compare_stages(stack, test, local, off), None)
+    verdict = stages_mod.stage_verdict(stages_mod.compare_stages(stack, test, local, off), None)
     assert verdict.startswith("the kernel diverges at stage 'engine xgb': 0.01 (> 1e-06) (fold0, id ")
     cnn = {n: f.assign(pred_fold0=f["pred_fold0"] + 0.5) for n, f in local.cnn.items()}
-    verdict = kc.stage_verdict(kc.compare_stages(stack, test, local, _copy(local, cnn=cnn)), None)
+    verdict = stages_mod.stage_verdict(
+        stages_mod.compare_stages(stack, test, local, _copy(local, cnn=cnn)), None
+    )
     assert verdict.startswith("the kernel diverges at stage 'stage 1 tiny': 0.5 (> 1e-06) (pred_fold0, id ")
 
 
@@ -134,8 +139,8 @@ def test_a_submission_difference_with_every_stage_within_tolerance_names_where_i
     stack, test, local = local_stages
     cnn = {n: f.assign(pred=f["pred"] + 1e-9) for n, f in local.cnn.items()}
     nudged = _pipeline(stack, local, cnn, stack.features(test, cnn))
-    records = kc.compare_stages(stack, test, local, nudged)
-    verdict = kc.stage_verdict(records, "submission.csv differs")
+    records = stages_mod.compare_stages(stack, test, local, nudged)
+    verdict = stages_mod.stage_verdict(records, "submission.csv differs")
     assert verdict.startswith(
         "submission.csv differs; the first difference is at stage 'stage 1 tiny' (1e-09"
     )
@@ -163,7 +168,7 @@ def test_offline_env_reaches_no_index(tmp_path):
 
 
 def test_a_failing_kernel_shows_its_log_tail(trained, staged, tmp_path):
-    cfg, data, runs, stack = trained
+    cfg, data, _runs, stack = trained
     bundle, kernel = staged
     broken = tmp_path / "bundle"
     shutil.copytree(bundle, broken)
@@ -173,7 +178,7 @@ def test_a_failing_kernel_shows_its_log_tail(trained, staged, tmp_path):
         DataError,
         match=r"(?s)failed \(exit [1-9]\d*\).*kernel\.log ends:.*models does not match .*metrics\.json",
     ):
-        kc.check_kernel(cfg, data, stack, runs, broken, kernel, tmp_path / "root", python=kc.OWN)
+        kc.check_kernel(cfg, data, StackRun(stack), broken, kernel, tmp_path / "root", python=kc.OWN)
 
 
 def test_a_bundle_missing_a_fold_model_is_refused_before_upload(trained, tmp_path):
@@ -182,13 +187,15 @@ def test_a_bundle_missing_a_fold_model_is_refused_before_upload(trained, tmp_pat
     shutil.copytree(runs, copy)
     (copy / "isic2024/oof/tiny/fold1.safetensors").unlink()
     with pytest.raises(DataError, match=r"fold1\.safetensors is missing"):
-        build_submission_folders(cfg, copy / "isic2024/stack/lgb_xgb_cb", "someone", tmp_path / "kaggle")
+        build_submission_folders(
+            cfg, StackRun(copy / "isic2024/stack/lgb_xgb_cb"), "someone", tmp_path / "kaggle"
+        )
     assert not (tmp_path / "kaggle" / "bundle").exists()  # nothing half built is left as the set
 
 
 def test_compare_refuses_a_different_file(trained, tmp_path):
     cfg, data, _, stack = trained
-    expected = submission_frame(cfg, data, stack_test_predictions(stack, trained[2], data, progress=False))
+    expected = submission_frame(cfg, data, stack_test_predictions(StackRun(stack), data, progress=False))
     path = tmp_path / "submission.csv"
     expected.to_csv(path, index=False)
     assert kc.compare(cfg, data, path, expected) == 0.0
@@ -210,14 +217,14 @@ def test_runtime_estimate_scales_the_measured_test_pass(trained):
     n = len(pd.read_parquet(runs / "isic2024/oof/tiny/test.parquet"))
     assert cfg.kernel.hidden_test_rows == 500_000 and cfg.kernel.runtime_limit_h == 0  # TINY: no limit
     cfg = cfg.model_copy(update={"kernel": cfg.kernel.model_copy(update={"runtime_limit_h": 12})})
-    est = kc.runtime_estimate(cfg, stack, runs)
+    est = kc.runtime_estimate(cfg, StackRun(stack))
     assert np.isclose(est["seconds"], m["test_prediction_seconds"] / n * 500_000)
     assert est["over_limit"] == (est["seconds"] > 12 * 3600)
     tight = cfg.model_copy(update={"kernel": cfg.kernel.model_copy(update={"runtime_limit_h": 1e-6})})
-    assert kc.runtime_estimate(tight, stack, runs)["over_limit"]
-    assert "OVER THE LIMIT" in kc.estimate_lines(kc.runtime_estimate(tight, stack, runs))[0]
+    assert kc.runtime_estimate(tight, StackRun(stack))["over_limit"]
+    assert "OVER THE LIMIT" in kc.estimate_lines(kc.runtime_estimate(tight, StackRun(stack)))[0]
     none = cfg.model_copy(update={"kernel": cfg.kernel.model_copy(update={"hidden_test_rows": 0})})
-    assert kc.runtime_estimate(none, stack, runs) is None
+    assert kc.runtime_estimate(none, StackRun(stack)) is None
 
 
 def test_kaggle_venv_is_made_once_and_rebuilt_when_the_pins_change(tmp_path):
@@ -241,7 +248,7 @@ def test_kaggle_venv_is_made_once_and_rebuilt_when_the_pins_change(tmp_path):
 def test_a_bundled_wheel_that_cannot_install_offline_fails_the_check_with_pip_s_words(
     trained, staged, tmp_path
 ):
-    cfg, data, runs, stack = trained
+    cfg, data, _runs, stack = trained
     bundle, kernel = staged
     broken = tmp_path / "bundle"
     shutil.copytree(bundle, broken)
@@ -250,4 +257,4 @@ def test_a_bundled_wheel_that_cannot_install_offline_fails_the_check_with_pip_s_
     with pytest.raises(
         DataError, match=r"(?s)failed \(exit 1\).*kernel\.log ends:.*extra-1\.0-py3-none-any\.whl"
     ):
-        kc.check_kernel(cfg, data, stack, runs, broken, kernel, tmp_path / "root", python=kc.OWN)
+        kc.check_kernel(cfg, data, StackRun(stack), broken, kernel, tmp_path / "root", python=kc.OWN)

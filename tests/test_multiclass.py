@@ -12,14 +12,16 @@ from foldstack import metrics
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import ConfigError, DataError
 from foldstack.folds import assign_folds, load_folds, make_folds
-from foldstack.kernel import stack_test_predictions, submission_frame
 from foldstack.leaderboard import leaderboard
+from foldstack.runs import StackRun
 from foldstack.stage1.config import load_oof_config
 from foldstack.stage1.run import run_oof
 from foldstack.stage2.config import load_stack_config
 from foldstack.stage2.models import GBDTClassifier
 from foldstack.stage2.run import run_stack
-from foldstack.submission import ledger_path, read_ledger, record, write_submission
+from foldstack.submit.files import write_submission
+from foldstack.submit.ledger import ledger_path, read_ledger, record
+from foldstack.submit.predict import stack_test_predictions, submission_frame
 from tests.conftest import TINY
 
 CLASSES = ["nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"]
@@ -112,7 +114,7 @@ def test_multiclass_stack_scores_blends_and_predicts_from_artifacts(ham):
     assert "oof_macro_auc" in stack["tabular_only"] and "oof_macro_auc" in stack["cnn"]["ham10000_cnn"]
     cols = json.loads((out / "inputs.json").read_text())["columns"]
     assert {f"cnn_ham10000_cnn_{c}" for c in CLASSES} <= set(cols)
-    again = stack_test_predictions(out, runs, data, progress=False)
+    again = stack_test_predictions(StackRun(out), data, progress=False)
     test = pd.read_parquet(out / "test.parquet")
     assert np.allclose(again[PRED].to_numpy(), test[PRED].to_numpy(), atol=1e-6)
     sub = submission_frame(scfg, data, again)
@@ -145,12 +147,12 @@ def test_submission_and_leaderboard_in_multiclass(ham, tmp_path):
 
 
 def test_submit_without_a_kaggle_slug_writes_and_records_only(ham, tmp_path, monkeypatch, capsys):
-    from pipelines import submit as submit_pipeline
+    from foldstack.commands.submit import submit, submit_parser
 
     _, _, data, runs, _, _ = ham
     monkeypatch.chdir(tmp_path)
     args = ["--comp", "ham10000", "--data", str(data), "--set", f"{TINY['ham10000']} runs_dir={runs}"]
-    assert submit_pipeline.main(args) == 0
+    assert submit(submit_parser().parse_args(args)) == 0
     assert "ham10000 has no Kaggle competition" in capsys.readouterr().out
     ledger = read_ledger(tmp_path / "submissions/ham10000/ledger.csv")
     assert ledger.loc[0, "kaggle_status"] == "local only" and (tmp_path / ledger.loc[0, "file"]).exists()
@@ -182,17 +184,15 @@ def test_multiclass_estimator_gives_class_probabilities(kind):
         GBDTClassifier(kind=kind, n_classes=3, neg_ratio=2).fit(X, y)
 
 
-def test_oof_and_stack_pipelines_print_multiclass_scores(ham, tmp_path, monkeypatch, capsys):
-    from pipelines import oof as oof_pipeline
-    from pipelines import stack as stack_pipeline
+def test_oof_and_stack_commands_print_multiclass_scores(ham, tmp_path, monkeypatch, capsys):
+    from foldstack.commands import stage1, stage2
 
     _, _, data, runs, _, _ = ham
     monkeypatch.chdir(tmp_path)
-    common = ["--comp", "ham10000", "--data", str(data)]
     overrides = f"{TINY['ham10000']} runs_dir={runs} {STAGE1} run=ham_pipeline train.epochs=1"
-    assert oof_pipeline.main([*common, "--model", "ham10000_cnn", "--set", overrides, "--no-progress"]) == 0
+    assert stage1.oof("ham10000", "ham10000_cnn", overrides, str(data), progress=False) == 0
     assert '"oof_macro_auc"' in capsys.readouterr().out
-    args = [*common, "--stack", "multiclass", "--set", f"{TINY['ham10000']} runs_dir={runs} run=mc2"]
-    assert stack_pipeline.main([*args, "--n-trials", "1"]) == 0
+    sets = f"{TINY['ham10000']} runs_dir={runs} run=mc2"
+    assert stage2.stack("ham10000", "multiclass", sets, str(data), n_trials=1) == 0
     out = capsys.readouterr().out
     assert "OOF macro_auc" in out and "CNN ham_pipeline" in out and "untouched hold-out fold" in out

@@ -16,13 +16,14 @@ from foldstack.config import available
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import ConfigError, DataError
 from foldstack.folds import make_folds
-from foldstack.runs import Runs
+from foldstack.runs import Runs, Stage1Run
 from foldstack.stage1 import train as train_mod
 from foldstack.stage1.config import load_oof_config, model_competition
 from foldstack.stage1.data import DecodedImages, MetaEncoder, epoch_indices
 from foldstack.stage1.inference import fold_models, predict_folds_on
+from foldstack.stage1.inputs import input_config
 from foldstack.stage1.model import LesionNet, resolve_weights
-from foldstack.stage1.run import input_config, run_oof
+from foldstack.stage1.run import run_oof
 from foldstack.stage1.runtime import make_runtime
 from foldstack.synth.generate import write_hdf5
 from tests.conftest import REPO, TINY
@@ -118,7 +119,7 @@ def test_saved_weights_reproduce_the_test_predictions(finished):
     ids = test[cfg.columns.id].tolist()
     rt = make_runtime(cfg, progress=False)
     records = [json.loads((out / f"fold{f}.json").read_text()) for f in range(cfg.folds.k)]
-    models = fold_models(cfg, out, records, rt)
+    models = fold_models(cfg, Stage1Run(out), records, rt)
     images = DecodedImages(open_images(cfg, data, "test"), ids, size)
     p = predict_folds_on(cfg, models, test, images, rt, mean, std)
     assert p.shape == (cfg.folds.k, 20)
@@ -254,7 +255,7 @@ def test_kill_while_writing_a_checkpoint_or_a_fold_set(fault, tiny_isic2024, tmp
 def test_predict_refuses_missing_or_mismatching_fold_files_up_front(finished, tmp_path, monkeypatch):
     import shutil
 
-    import foldstack.kernel as predict_mod
+    import foldstack.submit.predict as predict_mod
 
     cfg, data, out, _ = finished
     root = tmp_path / "bundle"
@@ -267,7 +268,7 @@ def test_predict_refuses_missing_or_mismatching_fold_files_up_front(finished, tm
     monkeypatch.setattr(predict_mod, "predict_folds_on", no_prediction)
     (run_dir / "fold2.json").unlink()
     with pytest.raises(DataError, match=r"fold2\.json is missing") as e:
-        predict_mod.cnn_test_predictions(run_dir, root, data, progress=False)
+        predict_mod.cnn_test_predictions(Stage1Run(run_dir), data, progress=False)
     assert "stage-1 run 'tiny'" in str(e.value) and "make oof MODEL=tiny" in str(e.value)
     assert "copy the whole run folder" in str(e.value)
     shutil.copy2(out / "fold2.json", run_dir / "fold2.json")
@@ -275,10 +276,10 @@ def test_predict_refuses_missing_or_mismatching_fold_files_up_front(finished, tm
     raw[-1] ^= 0xFF
     (run_dir / "fold2.safetensors").write_bytes(bytes(raw))
     with pytest.raises(DataError, match=r"fold2\.safetensors does not match .*fold2\.json"):
-        predict_mod.cnn_test_predictions(run_dir, root, data, progress=False)
+        predict_mod.cnn_test_predictions(Stage1Run(run_dir), data, progress=False)
     shutil.copy2(out / "fold2.safetensors", run_dir / "fold2.safetensors")
     monkeypatch.undo()
-    got = predict_mod.cnn_test_predictions(run_dir, root, data, progress=False)
+    got = predict_mod.cnn_test_predictions(Stage1Run(run_dir), data, progress=False)
     want = pd.read_parquet(out / "test.parquet")
     np.testing.assert_allclose(got["pred"], want["pred"], rtol=0, atol=1e-6)
 
@@ -481,7 +482,7 @@ def test_adam_plateau_and_auto_pos_weight_run(tiny_isic2024, tmp_path):
 
 
 def test_inner_split_takes_whole_patients_of_the_training_folds_only(tiny_isic2024, tmp_path):
-    from foldstack.stage1.run import fold_datasets, load_inputs
+    from foldstack.stage1.inputs import fold_datasets, load_inputs
 
     _, data = tiny_isic2024
     cfg = tiny_oof_config(tmp_path / "runs", "train.inner_val_fraction=0.25")

@@ -7,20 +7,22 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from foldstack.bundle import build_bundle, build_kernel
-from foldstack.kernel import stack_test_predictions, submission_frame
-from foldstack.submission import LEDGER_COLUMNS, ledger_path, read_ledger, record, write_submission
 
-from foldstack import kaggle_cli
 from foldstack.artifacts import folder_sha256
 from foldstack.config import load_competition
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
 from foldstack.folds import make_folds
 from foldstack.leaderboard import leaderboard
-from foldstack.runs import Runs
+from foldstack.runs import Runs, StackRun
 from foldstack.stage1.config import load_oof_config
 from foldstack.stage1.run import run_oof
+from foldstack.submit import kaggle_cli
+from foldstack.submit.bundle import build_bundle
+from foldstack.submit.files import write_submission
+from foldstack.submit.kernel import build_kernel
+from foldstack.submit.ledger import LEDGER_COLUMNS, ledger_path, read_ledger, record
+from foldstack.submit.predict import stack_test_predictions, submission_frame
 from tests.conftest import TINY
 
 
@@ -117,8 +119,8 @@ def test_ledger_adds_and_updates_rows(trained, tmp_path):
 
 
 def test_predict_from_artifacts_reproduces_the_stack(trained):
-    _cfg, data, runs, stack = trained
-    preds = stack_test_predictions(stack, runs, data, progress=False)
+    _cfg, data, _runs, stack = trained
+    preds = stack_test_predictions(StackRun(stack), data, progress=False)
     test = pd.read_parquet(stack / "test.parquet")
     assert preds["id"].tolist() == test["id"].tolist()
     np.testing.assert_allclose(preds["pred"], test["pred"], atol=1e-12)
@@ -126,8 +128,8 @@ def test_predict_from_artifacts_reproduces_the_stack(trained):
 
 
 def test_predict_on_the_real_fixtures_gives_a_valid_3_row_file(trained, fixture_dir):
-    cfg, _, runs, stack = trained
-    preds = stack_test_predictions(stack, runs, fixture_dir, progress=False)
+    cfg, _, _runs, stack = trained
+    preds = stack_test_predictions(StackRun(stack), fixture_dir, progress=False)
     sub = submission_frame(cfg, fixture_dir, preds)
     sample = pd.read_csv(fixture_dir / "sample_submission.csv")
     assert sub["isic_id"].tolist() == sample["isic_id"].tolist() and len(sub) == 3
@@ -136,14 +138,14 @@ def test_predict_on_the_real_fixtures_gives_a_valid_3_row_file(trained, fixture_
 
 def test_bundle_and_kernel_hold_what_the_kernel_needs(trained, tmp_path):
     cfg, _, _, stack = trained
-    bundle = build_bundle(cfg, stack, "someone", tmp_path / "bundle")
+    bundle = build_bundle(cfg, StackRun(stack), "someone", tmp_path / "bundle")
     assert (bundle / "runs/isic2024/oof/tiny/fold0.safetensors").exists()
     assert (bundle / "runs/isic2024/stack/lgb_xgb_cb/models/lgbm/fold0/seed0.lgb.txt").exists()
     assert (bundle / "runs/isic2024/stack/lgb_xgb_cb/levels.json").exists()
     assert (bundle / "runs/isic2024/stack/lgb_xgb_cb/blend.json").exists()  # the rank blend's probability map
     assert (bundle / "runs/isic2024/stack/lgb_xgb_cb/blend_reference.npz").exists()
     wheel = next(bundle.glob("foldstack-*.whl"))
-    assert "foldstack/kernel.py" in zipfile.ZipFile(wheel).namelist()
+    assert "foldstack/submit/predict.py" in zipfile.ZipFile(wheel).namelist()
     assert (
         json.loads((bundle / "dataset-metadata.json").read_text())["id"]
         == "someone/foldstack-isic2024-bundle"
@@ -173,8 +175,6 @@ def test_leaderboard_ranks_runs_and_scores_submissions_on_labels(trained, tmp_pa
 
 
 def test_network_failure_keeps_file_and_records_failed_row(trained, tmp_path, monkeypatch):
-    from pipelines import submit as submit_pipeline
-
     _cfg, data, runs, stack = trained
     monkeypatch.chdir(tmp_path)
 
@@ -184,7 +184,7 @@ def test_network_failure_keeps_file_and_records_failed_row(trained, tmp_path, mo
     monkeypatch.setattr(kaggle_cli, "check_credentials", lambda *a, **k: "someone")
     monkeypatch.setattr(kaggle_cli, "push_dataset", boom)
     with pytest.raises(kaggle_cli.KaggleError):
-        submit_pipeline.main(
+        _submit(
             [
                 "--comp",
                 "isic2024",
@@ -195,7 +195,9 @@ def test_network_failure_keeps_file_and_records_failed_row(trained, tmp_path, mo
                 "--from",
                 str(stack / "test.parquet"),
                 "--skip-kernel-check",
-            ]
+            ],
+            monkeypatch,
+            tmp_path,
         )
     ledger = read_ledger(tmp_path / "submissions/isic2024/ledger.csv")
     assert ledger.loc[0, "kaggle_status"] == "failed" and "connection refused" in ledger.loc[0, "note"]
@@ -208,10 +210,11 @@ from tests.kaggle_stub import kaggle_stub_fixture as kaggle_stub_fixture  # noqa
 
 
 def _submit(args, monkeypatch, tmp_path):
-    from pipelines import submit as submit_pipeline
+    """make submit with these arguments, run in tmp_path."""
+    from foldstack.commands.submit import submit, submit_parser
 
     monkeypatch.chdir(tmp_path)
-    return submit_pipeline.main(args)
+    return submit(submit_parser().parse_args(args))
 
 
 def _code_args(data, runs, *extra, check=("--skip-kernel-check",), limit=""):
@@ -240,7 +243,7 @@ def _flow_calls(stub):
 
 def _ledger_statuses(monkeypatch):
     """The kaggle_status of every ledger write `make submit` makes from now on."""
-    from pipelines import submit as submit_pipeline
+    from foldstack.submit import flows
 
     seen = []
 
@@ -248,7 +251,7 @@ def _ledger_statuses(monkeypatch):
         seen.append(row["kaggle_status"])
         record(path, row)
 
-    monkeypatch.setattr(submit_pipeline, "record", spy)
+    monkeypatch.setattr(flows, "record", spy)
     return seen
 
 
@@ -280,7 +283,7 @@ def test_code_competition_flow_waits_for_each_step_and_records_it(
     ]
     kernel = kaggle_stub.calls("SaveKernel")[0].json
     assert kernel["competitionDataSources"] == ["isic-2024-challenge"] and kernel["enableInternet"] is False
-    assert "foldstack.kernel" in kernel["text"]
+    assert "foldstack.submit.predict" in kernel["text"]
     code = kaggle_stub.calls("CreateCodeSubmission")[0].json
     assert code["kernelSlug"] == "foldstack-isic2024-predict" and code["submissionDescription"] == "e2e code"
     assert code["fileName"] == "submission.csv" and code["kernelVersion"] == 7
@@ -501,11 +504,11 @@ def test_leaderboard_ranks_stacks_by_holdout_and_shows_flags(trained, tmp_path):
 
 
 def test_lb_without_or_with_bad_labels_gives_clear_errors(trained, tmp_path, monkeypatch):
-    from pipelines import lb as lb_pipeline
+    from foldstack.commands.submit import lb
 
     _cfg, data, runs, _stack = trained
     monkeypatch.chdir(tmp_path)
-    args = ["--set", f"{TINY['isic2024']} runs_dir={runs}"]
+    sets = f"{TINY['isic2024']} runs_dir={runs}"
     nolabels = tmp_path / "nolabels"
     nolabels.mkdir()
     for f in ("train-metadata.csv", "test-metadata.csv", "sample_submission.csv"):
@@ -513,7 +516,7 @@ def test_lb_without_or_with_bad_labels_gives_clear_errors(trained, tmp_path, mon
     _path, row = write_submission(_cfg, data, _stack / "test.parquet", out_dir=tmp_path / "submissions")
     record(ledger_path(_cfg, tmp_path / "submissions"), row)
     # LABELS= and no labels file: OOF scores only
-    assert lb_pipeline.main([*args, "--data", str(nolabels), "--labels", ""]) == 0
+    assert lb("isic2024", sets, str(nolabels), labels="") == 0
     labels = pd.read_csv(data / "test-labels.csv")
     cases = {
         "missing.csv": (None, "does not exist or is not a file"),
@@ -528,10 +531,9 @@ def test_lb_without_or_with_bad_labels_gives_clear_errors(trained, tmp_path, mon
         elif content is not None:
             path.write_text(content)
         with pytest.raises(DataError, match=match):
-            lb_pipeline.main([*args, "--data", str(data), "--labels", str(path)])
-    no_folds = ["--set", f"{TINY['isic2024']} runs_dir={tmp_path / 'none'}", "--data", str(data)]
+            lb("isic2024", sets, str(data), labels=str(path))
     with pytest.raises(DataError, match=r"no folds at .*make folds"):
-        lb_pipeline.main(no_folds)
+        lb("isic2024", f"{TINY['isic2024']} runs_dir={tmp_path / 'none'}", str(data))
 
 
 def test_code_competition_refuses_a_stage1_source_naming_the_stack_to_run(trained, tmp_path, monkeypatch):

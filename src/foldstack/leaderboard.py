@@ -20,7 +20,7 @@ from foldstack.data.metadata import read_csv_exact, target_codes
 from foldstack.errors import DataError
 from foldstack.folds import load_folds
 from foldstack.report import draw_roc, roc_axes, save_figure
-from foldstack.runs import RunFolder, Runs, Submissions
+from foldstack.runs import OOF, SUBMISSIONS_DIR, RunFolder, Runs, Submissions
 from foldstack.submit.ledger import read_ledger
 
 
@@ -41,7 +41,7 @@ def _metrics_json(run: RunFolder) -> dict:
     return run.read_metrics()
 
 
-def collect(cfg: CompetitionConfig, out_dir: Path = Path("submissions")) -> list[Entry]:
+def collect(cfg: CompetitionConfig, out_dir: Path = Path(SUBMISSIONS_DIR)) -> list[Entry]:
     entries = []
     runs = Runs.of(cfg)
     for kind, found in (("stage1", runs.stage1_runs()), ("stack", runs.stack_runs())):
@@ -144,7 +144,7 @@ def read_labels(cfg: CompetitionConfig, path: Path) -> pd.DataFrame:
 def oof_scores(cfg: CompetitionConfig, oof: pd.DataFrame, groups: pd.Series) -> dict:
     """Pooled OOF scores with a group-bootstrap 95% interval and the per-fold mean and spread: pAUC and
     AUC (binary) or macro OvR AUC, plus balanced accuracy without an interval (multiclass)."""
-    y, p = oof["target"].to_numpy(), pt.read(cfg, oof, "oof.parquet")
+    y, p = oof["target"].to_numpy(), pt.read(cfg, oof, OOF)
     g = groups.loc[oof["id"]].to_numpy()
     by_fold = pt.score_folds(cfg, y, p, oof["fold"].to_numpy())
     lb = cfg.leaderboard
@@ -253,7 +253,7 @@ def roc_plot(cfg: CompetitionConfig, top: list[tuple[str, pd.DataFrame]], path: 
 
 
 def leaderboard(
-    cfg: CompetitionConfig, labels_path: Path | None, out_dir: Path = Path("submissions")
+    cfg: CompetitionConfig, labels_path: Path | None, out_dir: Path = Path(SUBMISSIONS_DIR)
 ) -> pd.DataFrame:
     """Score every entry; write leaderboard.csv, leaderboard.md and roc.png under submissions/<comp>/."""
     folds, _ = load_folds(cfg)

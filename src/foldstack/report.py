@@ -19,6 +19,18 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from foldstack import artifacts, metrics
 from foldstack.config import CompetitionConfig
+from foldstack.runs import (
+    CONFUSION_PNG,
+    PER_CLASS_CSV,
+    PER_CLASS_PNG,
+    PR_PNG,
+    REPORT,
+    REPORT_JSON,
+    ROC_PNG,
+    SCORES_PNG,
+    THRESHOLDS_CSV,
+    THRESHOLDS_PNG,
+)
 
 
 def save_figure(fig, path: Path) -> None:
@@ -80,19 +92,8 @@ def draw_confusion(ax, cm: np.ndarray, labels: list[str], title: str, normalise:
             )
 
 
-def write_report(
-    cfg: CompetitionConfig, folder: Path, y: np.ndarray, p: np.ndarray, title: str, threshold: float = 0.5
-) -> dict:
-    """Write folder/report/ (see the module doc) and report.json; return the JSON."""
-    if cfg.multiclass:
-        return write_multiclass_report(cfg, folder, y, p, title)
-    out = folder / "report"
-    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    draw_roc(ax, y, p, "OOF", color="#3b75af")
-    roc_axes(ax, f"{title}: OOF ROC")
-    save_figure(fig, out / "roc.png")
-
+def _pr_curve(path: Path, y: np.ndarray, p: np.ndarray, title: str) -> None:
+    """The OOF precision-recall curve with the positive rate drawn."""
     prec, rec, _ = precision_recall_curve(y, p)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.plot(rec, prec, color="#3b75af")
@@ -105,8 +106,11 @@ def write_report(
         ylim=(0, 1.01),
     )
     ax.legend(loc="upper right", fontsize=8)
-    save_figure(fig, out / "pr.png")
+    save_figure(fig, path)
 
+
+def _score_histograms(path: Path, y: np.ndarray, p: np.ndarray, title: str) -> None:
+    """The OOF score distributions of benign and malignant rows (log density)."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     bins = np.linspace(0, 1, 51)
     for label, color in ((0, "#3b75af"), (1, "#d62728")):
@@ -120,10 +124,27 @@ def write_report(
         )
     ax.set(xlabel="OOF prediction", ylabel="density", title=f"{title}: OOF score distributions", yscale="log")
     ax.legend(fontsize=8)
-    save_figure(fig, out / "scores.png")
+    save_figure(fig, path)
+
+
+def write_report(
+    cfg: CompetitionConfig, folder: Path, y: np.ndarray, p: np.ndarray, title: str, threshold: float = 0.5
+) -> dict:
+    """Write folder/report/ (see the module doc) and report.json; return the JSON."""
+    if cfg.multiclass:
+        return write_multiclass_report(cfg, folder, y, p, title)
+    out = folder / REPORT
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    draw_roc(ax, y, p, "OOF", color="#3b75af")
+    roc_axes(ax, f"{title}: OOF ROC")
+    save_figure(fig, out / ROC_PNG)
+
+    _pr_curve(out / PR_PNG, y, p, title)
+    _score_histograms(out / SCORES_PNG, y, p, title)
 
     sweep = threshold_sweep(y, p)
-    artifacts.write_csv(out / "thresholds.csv", sweep)
+    artifacts.write_csv(out / THRESHOLDS_CSV, sweep)
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for col in ("precision", "recall", "f1"):
         ax.plot(sweep["threshold"], sweep[col], label=col)
@@ -131,21 +152,21 @@ def write_report(
         xlabel="threshold", ylabel="value", title=f"{title}: precision / recall vs threshold", ylim=(0, 1.01)
     )
     ax.legend(fontsize=8)
-    save_figure(fig, out / "thresholds.png")
+    save_figure(fig, out / THRESHOLDS_PNG)
 
     at_recall = metrics.threshold_for_recall(y, p, 0.8)
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
     for ax, t, what in ((axes[0], threshold, "chosen threshold"), (axes[1], at_recall, "80% recall")):
         draw_confusion(ax, metrics.confusion(y, p, t), ["benign", "malignant"], f"{what}: p >= {t:.3g}")
     fig.suptitle(f"{title}: OOF confusion")
-    save_figure(fig, out / "confusion.png")
+    save_figure(fig, out / CONFUSION_PNG)
     result = {
         "auc": metrics.auc(y, p),
         "pauc": metrics.pauc(y, p),
         "at_threshold": metrics.threshold_metrics(y, p, threshold),
         "at_recall_0.8": metrics.threshold_metrics(y, p, at_recall),
     }
-    artifacts.write_json(out / "report.json", result)
+    artifacts.write_json(out / REPORT_JSON, result)
     return result
 
 
@@ -153,7 +174,7 @@ def write_multiclass_report(
     cfg: CompetitionConfig, folder: Path, y: np.ndarray, P: np.ndarray, title: str
 ) -> dict:
     """report/: roc.png (one-vs-rest per class), per_class.csv/.png, confusion.png, report.json."""
-    out = folder / "report"
+    out = folder / REPORT
     y, P = np.asarray(y).astype(int), np.asarray(P, dtype=float)
     labels = list(cfg.classes)
     result = metrics.multiclass_report(y, P, labels)
@@ -175,10 +196,10 @@ def write_multiclass_report(
         title=f"{title}: one-vs-rest ROC, macro AUC {result['macro_auc']:.4f}",
     )
     ax.legend(loc="lower right", fontsize=8)
-    save_figure(fig, out / "roc.png")
+    save_figure(fig, out / ROC_PNG)
 
     table = pd.DataFrame(result["per_class"]).T.rename_axis("class").reset_index()
-    artifacts.write_csv(out / "per_class.csv", table)
+    artifacts.write_csv(out / PER_CLASS_CSV, table)
     fig, ax = plt.subplots(figsize=(7, 3.8))
     x = np.arange(len(labels))
     for i, col in enumerate(("precision", "recall", "f1")):
@@ -191,12 +212,12 @@ def write_multiclass_report(
         title=f"{title}: per class at argmax (balanced accuracy {result['balanced_accuracy']:.3f})",
     )
     ax.legend(fontsize=8)
-    save_figure(fig, out / "per_class.png")
+    save_figure(fig, out / PER_CLASS_PNG)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
     draw_confusion(axes[0], np.array(result["confusion"]), labels, "counts")
     draw_confusion(axes[1], np.array(result["confusion"]), labels, "share of each true class", normalise=True)
     fig.suptitle(f"{title}: OOF confusion matrix (predicted = argmax)")
-    save_figure(fig, out / "confusion.png")
-    artifacts.write_json(out / "report.json", result)
+    save_figure(fig, out / CONFUSION_PNG)
+    artifacts.write_json(out / REPORT_JSON, result)
     return result

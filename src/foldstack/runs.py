@@ -27,15 +27,18 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from foldstack import artifacts
 from foldstack.errors import DataError
 
-if TYPE_CHECKING:
-    from pydantic import BaseModel
 
-    from foldstack.config import CompetitionConfig
+class Competition(Protocol):
+    """What the run folders need of a config (any CompetitionConfig): its name and runs root."""
+
+    name: str
+    runs_dir: str
+
 
 RUNS_DIR = "runs"  # the default runs root (config key runs_dir)
 STAGE1_ROOT, STACK_ROOT = "oof", "stack"  # runs/<comp>/oof/<run>, runs/<comp>/stack/<run>
@@ -65,6 +68,21 @@ ABLATION_CSV, ABLATION_MD, ABLATION_PNG, ABLATION_JSON = (
     "ablation.md",
     "ablation.png",
     "ablation.json",
+)
+ESTIMATOR_JSON = "estimator.json"  # models/<model>/fold<k>/: its kind, parameters and native model files
+CHECKPOINT_SUFFIX = ".ckpt.safetensors"  # fold<k>.ckpt.safetensors: a fold's resumable training state
+# report/ of a run (foldstack.report)
+ROC_PNG, PR_PNG, SCORES_PNG, CONFUSION_PNG = "roc.png", "pr.png", "scores.png", "confusion.png"
+THRESHOLDS_CSV, THRESHOLDS_PNG = "thresholds.csv", "thresholds.png"
+PER_CLASS_CSV, PER_CLASS_PNG = "per_class.csv", "per_class.png"
+REPORT_JSON = "report.json"  # also the kernel check's report in its root
+# the stages the kernel and `make predict` save for the kernel check (submit.predict.Stages)
+STAGE_CNN, STAGE_FEATURES, STAGE_ENGINES, STAGE_BLEND, STAGES_JSON = (
+    "cnn_{}.parquet",
+    "features.parquet",
+    "engines.npz",
+    "blend.npz",
+    "stages.json",
 )
 # what inference reads of a stack run besides its models (a bundle copies these)
 RUN_FILES = (CONFIG, METRICS, LEVELS, INPUTS, BLEND_JSON, BLEND_REFERENCE)
@@ -133,12 +151,11 @@ class RunFolder:
         """metrics.json, after checking the members it lists (artifacts.read_manifest)."""
         return artifacts.read_manifest(self.metrics, deep=deep, only=only)
 
-    def write_config(self, cfg: BaseModel, folder: Path | None = None) -> Path:
-        """The resolved config with the git commit on top (into `folder`, e.g. a set's workdir)."""
-        from foldstack.config import to_yaml
-
+    def write_config(self, resolved_yaml: str, folder: Path | None = None) -> Path:
+        """The resolved config (config.to_yaml) with the git commit on top (into `folder`, e.g. a set's
+        workdir)."""
         path = (folder or self.dir) / CONFIG
-        return artifacts.write_text(path, f"# git commit: {artifacts.git_commit()}\n{to_yaml(cfg)}")
+        return artifacts.write_text(path, f"# git commit: {artifacts.git_commit()}\n{resolved_yaml}")
 
 
 @dataclass(frozen=True)
@@ -257,7 +274,7 @@ class Runs:
     comp: str
 
     @classmethod
-    def of(cls, cfg: CompetitionConfig) -> Runs:
+    def of(cls, cfg: Competition) -> Runs:
         return cls(Path(cfg.runs_dir), cfg.name)
 
     @property
@@ -355,7 +372,7 @@ class Submissions:
     dir: Path
 
     @classmethod
-    def of(cls, cfg: CompetitionConfig, root: Path | str = SUBMISSIONS_DIR) -> Submissions:
+    def of(cls, cfg: Competition, root: Path | str = SUBMISSIONS_DIR) -> Submissions:
         return cls(Path(root) / cfg.name)
 
     def csv(self, when: str, name: str, n: int = 1) -> Path:
@@ -380,6 +397,10 @@ class Submissions:
         return self.dir / "kernel-check"
 
     @property
+    def kernel_check_report(self) -> Path:
+        return self.kernel_check_root / REPORT_JSON
+
+    @property
     def leaderboard_md(self) -> Path:
         return self.dir / "leaderboard.md"
 
@@ -397,6 +418,6 @@ def own_runs_root(name: str) -> Path:
     return Path(RUNS_DIR) / name
 
 
-def default_data_dir(cfg: CompetitionConfig) -> Path:
+def default_data_dir(cfg: Competition) -> Path:
     """data/<comp>: where `make data` writes a competition, and the default DATA."""
     return Path(DATA_DIR) / cfg.name

@@ -158,7 +158,7 @@ def bench_load(bench: LoadBench, warmup: float = 25) -> int:
     print(f"  beside stage-1 training      {loaded:7.1f} s   (the training used {load_cores:.2f} cores)")
     ok = "ok" if r["ratio"] <= LOAD_TARGET else "OVER TARGET"
     print(f"  ratio                        {r['ratio']:7.2f}     target <= {LOAD_TARGET}  {ok}")
-    path = bench.work / "bench_load.json"
+    path = Runs(bench.runs, bench.comp).bench("load")
     artifacts.write_json(path, r)
     print(f"wrote {path}\n{json.dumps(r)}")
     return 0

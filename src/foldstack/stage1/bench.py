@@ -8,13 +8,14 @@ from pathlib import Path
 
 import torch
 
-from foldstack.data.cache import drop_page_cache
+from foldstack.data.decode import drop_page_cache
 from foldstack.runs import Runs
 from foldstack.stage1.config import OofConfig
 from foldstack.stage1.data import DeviceNormalize
 from foldstack.stage1.inference import fold_models, predict_folds_on
+from foldstack.stage1.inputs import config_sha, fold_datasets, load_inputs
 from foldstack.stage1.model import LesionNet
-from foldstack.stage1.run import config_sha, fold_datasets, fold_done, load_inputs, run_fold
+from foldstack.stage1.run import fold_done, run_fold
 from foldstack.stage1.runtime import Runtime, make_runtime, seed_everything
 from foldstack.stage1.train import FoldTrainer
 

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save, save_file
 
 from foldstack import artifacts
+from foldstack.runs import CHECKPOINT_SUFFIX
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -80,7 +81,7 @@ def restore_rng(tensors: dict[str, torch.Tensor], plain: dict, device: torch.dev
 
 
 def _ckpt_path(prefix: Path) -> Path:
-    return prefix.with_name(prefix.name + ".ckpt.safetensors")
+    return prefix.with_name(prefix.name + CHECKPOINT_SUFFIX)
 
 
 def _write_halves(path: Path, data: bytes) -> None:

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from foldstack.config import CompetitionConfig
-from foldstack.data.cache import decode_resized, will_need
+from foldstack.data.decode import decode_resized, will_need
 from foldstack.data.images import ImageStore
 from foldstack.errors import ConfigError
 from foldstack.stage1.config import AugmentCfg

@@ -5,151 +5,25 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from foldstack import artifacts
 from foldstack import prediction_tables as pt
-from foldstack.data.cache import image_size, open_cache, timm_data_config
-from foldstack.data.images import check_ids, open_images
-from foldstack.data.metadata import read_metadata
+from foldstack.config import to_yaml
 from foldstack.errors import ConfigError, DataError
-from foldstack.folds import load_folds
 from foldstack.report import write_report
 from foldstack.runs import OOF, Runs, Stage1Run
 from foldstack.stage1.checkpoint import checkpoint_name, write_weights
 from foldstack.stage1.config import OofConfig
-from foldstack.stage1.data import DecodedImages, DeviceNormalize, LesionDataset, MetaEncoder, build_augment
+from foldstack.stage1.data import DeviceNormalize
 from foldstack.stage1.inference import fold_models, predict, predict_folds_on
+from foldstack.stage1.inputs import Inputs, config_sha, fold_datasets, load_inputs
 from foldstack.stage1.model import LesionNet, resolve_weights
 from foldstack.stage1.runtime import Runtime, barrier, broadcast_object, make_runtime, seed_everything
 from foldstack.stage1.train import FoldTrainer
-
-
-@dataclass
-class Inputs:
-    """What every fold reads: metadata, folds, the decoded images and the preprocessing."""
-
-    train: pd.DataFrame  # in folds.csv order; column image_row: the row of its image in train_images
-    test: pd.DataFrame
-    folds: pd.DataFrame
-    folds_meta: dict
-    train_images: Any  # (n, size, size, 3) uint8: the cache's memory map, or DecodedImages
-    test_images: Any
-    img_size: int
-    mean: tuple
-    std: tuple
-    cache_seconds: float = 0.0
-
-
-def input_config(cfg: OofConfig) -> tuple[int, tuple, tuple]:
-    """Input size and normalisation: the config's, else timm's data config of the backbone's pretrained
-    weights (224 px and ImageNet's mean and std when it has none)."""
-    dc = timm_data_config(cfg.model.backbone)
-    return image_size(cfg), tuple(cfg.data.mean or dc["mean"]), tuple(cfg.data.std or dc["std"])
-
-
-def image_source(
-    cfg: OofConfig, data_dir: Path, split: str, table: pd.DataFrame, size: int, rt: Runtime
-) -> tuple[Any, float]:
-    """The decoded images of the split's ids, row i = table row i (the metadata CSV's order, which
-    `make cache` builds in), and the seconds spent on the cache: the uint8 cache (built by the main rank
-    when missing or stale, then opened by the others), or with data.cache=false the files decoded on
-    every read."""
-    t0 = time.perf_counter()
-    ids = table[cfg.columns.id].astype(str).tolist()
-    if not cfg.data.cache:
-        store = open_images(cfg, data_dir, split)
-        check_ids(store, ids)
-        return DecodedImages(store, ids, size), 0.0
-    if rt.main:
-        cache = open_cache(cfg, data_dir, split, ids, size, progress=rt.progress)
-    barrier(rt)
-    if not rt.main:
-        cache = open_cache(cfg, data_dir, split, ids, size, progress=False)
-    return cache.array, time.perf_counter() - t0
-
-
-def load_inputs(cfg: OofConfig, data_dir: Path, rt: Runtime) -> Inputs:
-    folds, fmeta = load_folds(cfg)
-    train = read_metadata(cfg, data_dir, "train")
-    test = read_metadata(cfg, data_dir, "test")
-    ids = cfg.columns.id
-    if set(folds["id"]) != set(train[ids]):
-        raise DataError(
-            f"{Runs.of(cfg).folds_csv} was made on other data than {data_dir}: rerun "
-            f"`make folds FORCE=1 DATA={data_dir}`"
-        )
-    size, mean, std = input_config(cfg)
-    train_images, s1 = image_source(cfg, data_dir, "train", train, size, rt)
-    test_images, s2 = image_source(cfg, data_dir, "test", test, size, rt)
-    # rows in folds.csv order; image_row: where each row's image is (the CSV's order)
-    train = train.assign(image_row=np.arange(len(train))).set_index(ids).loc[folds["id"]].reset_index()
-    train[cfg.columns.target] = folds["target"].to_numpy()  # integer codes: 0/1 or the class index
-    return Inputs(train, test, folds, fmeta, train_images, test_images, size, mean, std, s1 + s2)
-
-
-def config_sha(cfg: OofConfig, inputs: Inputs) -> str:
-    """What decides a fold's result: the config (less loader workers), the folds and the data."""
-    dump = cfg.model_dump(mode="json")
-    for key in ("num_workers", "cache"):  # how images are fed, not what the model sees
-        dump["data"].pop(key, None)
-    dump["train"].pop("eval_every", None)  # what the log shows, not what the model learns
-    dump.pop("kernel", None)  # the Kaggle kernel's limits
-    key = {"config": dump, "folds": inputs.folds_meta["sha256"], "data": inputs.folds_meta["data_sha256"]}
-    return artifacts.sha256_bytes(json.dumps(key, sort_keys=True).encode())
-
-
-@dataclass
-class FoldData:
-    train: LesionDataset  # the other folds (less the inner split)
-    valid: LesionDataset  # the held-out fold: scored, never steers training
-    inner: LesionDataset | None  # patients of the other folds kept for early stopping / best_inner
-    encoder: MetaEncoder | None
-
-
-def inner_split(cfg: OofConfig, tr: pd.DataFrame, fold: int) -> np.ndarray:
-    """Boolean mask of the training rows whose patients form the inner validation split."""
-    mask = np.zeros(len(tr), dtype=bool)
-    frac = cfg.train.inner_val_fraction
-    if frac <= 0:
-        return mask
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    n_splits = max(2, round(1 / frac))
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=cfg.train.seed + fold)
-    with warnings.catch_warnings():  # few positives: the split may hold none, then the inner loss is watched
-        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        _, inner = next(splitter.split(tr, tr[cfg.columns.target], tr[cfg.columns.group]))
-    mask[inner] = True
-    return mask
-
-
-def fold_datasets(cfg: OofConfig, inp: Inputs, fold: int) -> FoldData:
-    """A fold's datasets over the decoded images, and the metadata encoder fitted on its training rows."""
-    is_val = (inp.folds["fold"] == fold).to_numpy()
-    rows = np.arange(len(inp.train))
-    tr, va = rows[~is_val], rows[is_val]
-    in_inner = inner_split(cfg, inp.train.iloc[tr], fold)
-    tr, inner = tr[~in_inner], tr[in_inner]
-    enc = MetaEncoder.fit(cfg, cfg.model.meta_columns, inp.train.iloc[tr]) if cfg.model.meta else None
-    ids, tgt = cfg.columns.id, cfg.columns.target
-
-    def ds(r: np.ndarray, augment=None, seed: int = 0) -> LesionDataset:
-        df = inp.train.iloc[r]
-        meta = enc.transform(df) if enc else None
-        images = df["image_row"].to_numpy()
-        return LesionDataset(
-            inp.train_images, images, augment, df[tgt].to_numpy(), meta, seed, df[ids].tolist()
-        )
-
-    train = ds(tr, build_augment(cfg.augment), cfg.train.seed * 1000 + fold)
-    return FoldData(train, ds(va), ds(inner) if len(inner) else None, enc)
 
 
 def fold_done(run: Stage1Run, fold: int, sha: str, say: bool = True) -> dict | None:
@@ -215,19 +89,7 @@ def run_fold(cfg: OofConfig, inp: Inputs, rt: Runtime, run: Stage1Run, fold: int
         # the held-out score after the last epoch is the OOF prediction's own: no second pass
         prefix = "ema_valid_" if cfg.train.checkpoint == "ema" else "valid_"
         last |= trainer.scores(oof, fd.valid.targets, prefix) | {f"{prefix}tta": tta}
-    log_rows = [{"fold": fold} | r for r in log]
-    split = {
-        "training": round(sum(r["train_seconds"] for r in log), 1),
-        "held_out_scoring": round(sum(r.get("valid_seconds", 0) for r in log), 1),
-        "inner_scoring": round(sum(r.get("inner_seconds", 0) for r in log), 1),
-        "oof_prediction": round(oof_s, 1),
-    }
-    images = {
-        "trained": int(sum(r["train_images"] for r in log)),
-        "held_out_scoring": int(sum(r.get("valid_images_scored", 0) for r in log)),
-        "inner_scoring": int(sum(r.get("inner_images_scored", 0) for r in log)),
-        "oof_prediction": len(fd.valid) * tta,
-    }
+    split, images = work_split(log, oof_s, len(fd.valid) * tta)
     info = {
         **pt.headline(cfg, y, oof),
         "fold": fold,
@@ -239,7 +101,7 @@ def run_fold(cfg: OofConfig, inp: Inputs, rt: Runtime, run: Stage1Run, fold: int
         "pretrained_weights": weights or "none (random init)",
         "pos_weight": trainer.pos_weight,
         "class_weights": trainer.class_weights,
-        "log": log_rows,
+        "log": [{"fold": fold} | r for r in log],
         "meta_encoder": fd.encoder.state() if fd.encoder else None,
         "seconds": round(time.perf_counter() - t0, 1),
         "seconds_split": split,
@@ -252,21 +114,41 @@ def run_fold(cfg: OofConfig, inp: Inputs, rt: Runtime, run: Stage1Run, fold: int
     }
     if rt.main:
         preds = pd.DataFrame({"id": fd.valid.ids}).join(pt.columns_frame(cfg, oof))
-        weights_name, preds_name = run.fold_members(fold)
-        record = run.fold_record_name(fold)
-        # one set: weights + OOF predictions + the record (its manifest); the commit drops the checkpoint
-        with artifacts.SetWriter(
-            run.dir,
-            run.fold_prefix(fold).name,
-            manifest=record,
-            drop=(checkpoint_name(run.fold_prefix(fold)),),
-        ) as s:
-            write_weights(s.path(weights_name), chosen.state_dict(), {"checkpoint": rule})
-            s.write_parquet(preds_name, preds)
-            s.write_json(record, info)
+        write_fold_set(run, fold, chosen.state_dict(), rule, preds, info)
         write_log(run, fold, log)
     barrier(rt)
     return info
+
+
+def work_split(log: list[dict], oof_seconds: float, oof_images: int) -> tuple[dict, dict]:
+    """A fold's seconds and images by kind of work: training, held-out and inner scoring, OOF prediction."""
+    seconds = {
+        "training": round(sum(r["train_seconds"] for r in log), 1),
+        "held_out_scoring": round(sum(r.get("valid_seconds", 0) for r in log), 1),
+        "inner_scoring": round(sum(r.get("inner_seconds", 0) for r in log), 1),
+        "oof_prediction": round(oof_seconds, 1),
+    }
+    images = {
+        "trained": int(sum(r["train_images"] for r in log)),
+        "held_out_scoring": int(sum(r.get("valid_images_scored", 0) for r in log)),
+        "inner_scoring": int(sum(r.get("inner_images_scored", 0) for r in log)),
+        "oof_prediction": oof_images,
+    }
+    return seconds, images
+
+
+def write_fold_set(
+    run: Stage1Run, fold: int, state: dict, rule: str, preds: pd.DataFrame, info: dict
+) -> None:
+    """One set: the fold's weights + OOF predictions + its record (the manifest); the commit drops the
+    fold's training checkpoint."""
+    weights_name, preds_name = run.fold_members(fold)
+    record = run.fold_record_name(fold)
+    prefix = run.fold_prefix(fold)
+    with artifacts.SetWriter(run.dir, prefix.name, manifest=record, drop=(checkpoint_name(prefix),)) as s:
+        write_weights(s.path(weights_name), state, {"checkpoint": rule})
+        s.write_parquet(preds_name, preds)
+        s.write_json(record, info)
 
 
 def assemble_oof(cfg: OofConfig, inp: Inputs, run: Stage1Run, infos: list[dict]) -> pd.DataFrame:
@@ -339,17 +221,7 @@ def finish_run(cfg: OofConfig, inp: Inputs, rt: Runtime, run: Stage1Run, sha: st
     k = cfg.folds.k
     lock = artifacts.folder_lock(run.lock) if rt.main else contextlib.nullcontext()
     with lock:
-        decision: tuple = ("skip",)
-        if rt.main:
-            infos = [fold_done(run, f, sha, say=False) for f in range(k)]
-            missing = [f for f, i in enumerate(infos) if i is None]
-            if missing:
-                decision = ("missing", missing)
-            elif assembled(run, records_sha(run, k)):
-                decision = ("current",)
-            else:
-                decision = ("assemble", infos)
-        decision = broadcast_object(decision, rt)  # type: ignore[assignment]
+        decision = broadcast_object(run_state(run, k, sha) if rt.main else ("skip",), rt)
         if decision[0] == "missing":
             missing = decision[1]
             done = [f for f in range(k) if f not in missing]
@@ -366,41 +238,59 @@ def finish_run(cfg: OofConfig, inp: Inputs, rt: Runtime, run: Stage1Run, sha: st
                 print(f"run {cfg.run}: every fold done and already assembled ({run.metrics})")
                 return json.loads(run.metrics.read_text())
             return {}
-        infos = decision[1]
-        t1 = time.perf_counter()
-        models = fold_models(cfg, run, infos, rt)
-        test_pred = predict_folds_on(
-            cfg, models, inp.test, inp.test_images, rt, inp.mean, inp.std, desc=f"test x {k} folds"
-        )
-        test_s = time.perf_counter() - t1
-        if not rt.main:
-            return {}
-        ids = inp.test[cfg.columns.id].tolist()
-        test = pt.test_frame(cfg, ids, test_pred)
-        oof = assemble_oof(cfg, inp, run, infos)
-        extra = {
-            "wall_seconds_this_call": round(time.time() - t0, 1),
-            "cache_seconds_this_call": round(inp.cache_seconds, 1),
-            "test_prediction_seconds": round(test_s, 1),
-            "test_images_per_s": round(len(ids) * cfg.predict.tta * k / max(test_s, 1e-9), 1),
-            "fold_records_sha256": records_sha(run, k),
-        }
-        result = run_metrics(cfg, inp, rt, oof, infos, extra)
-        # one set, metrics.json its manifest: readers (stage 2, submit, leaderboard) check the others
-        with artifacts.SetWriter(run.dir, "run", manifest=run.metrics.name) as s:
-            s.write_parquet(run.oof.name, oof)
-            s.write_parquet(run.test.name, test)
-            s.write_json(run.metrics.name, result)
-            oof_p = pt.read(cfg, oof, run.oof.name)
-            write_report(cfg, s.workdir(), oof["target"].to_numpy(), oof_p, cfg.run)  # report/ is a member
-        # the epoch log is progress: outside the set; rewritten whole from the k records, so rows of
-        # folds trained under an older config disappear
-        artifacts.write_csv(run.log, pd.DataFrame([r for i in infos for r in i["log"]]))
-        print(
-            f"run {cfg.run}: assembled from folds 0-{k - 1}; test set: {len(ids):,} rows x {k} fold models "
-            f"in one pass, {test_s:.1f} s"
-        )
-        return result
+        return assemble_run(cfg, inp, rt, run, decision[1], t0)
+
+
+def run_state(run: Stage1Run, k: int, sha: str) -> tuple:
+    """("missing", folds) | ("current",) | ("assemble", the k fold records)."""
+    infos = [fold_done(run, f, sha, say=False) for f in range(k)]
+    missing = [f for f, i in enumerate(infos) if i is None]
+    if missing:
+        return ("missing", missing)
+    if assembled(run, records_sha(run, k)):
+        return ("current",)
+    return ("assemble", infos)
+
+
+def assemble_run(
+    cfg: OofConfig, inp: Inputs, rt: Runtime, run: Stage1Run, infos: list[dict], t0: float
+) -> dict:
+    """Predict the test set with all k fold models in one pass; write the run's set."""
+    k = cfg.folds.k
+    t1 = time.perf_counter()
+    models = fold_models(cfg, run, infos, rt)
+    test_pred = predict_folds_on(
+        cfg, models, inp.test, inp.test_images, rt, inp.mean, inp.std, desc=f"test x {k} folds"
+    )
+    test_s = time.perf_counter() - t1
+    if not rt.main:
+        return {}
+    ids = inp.test[cfg.columns.id].tolist()
+    test = pt.test_frame(cfg, ids, test_pred)
+    oof = assemble_oof(cfg, inp, run, infos)
+    extra = {
+        "wall_seconds_this_call": round(time.time() - t0, 1),
+        "cache_seconds_this_call": round(inp.cache_seconds, 1),
+        "test_prediction_seconds": round(test_s, 1),
+        "test_images_per_s": round(len(ids) * cfg.predict.tta * k / max(test_s, 1e-9), 1),
+        "fold_records_sha256": records_sha(run, k),
+    }
+    result = run_metrics(cfg, inp, rt, oof, infos, extra)
+    # one set, metrics.json its manifest: readers (stage 2, submit, leaderboard) check the others
+    with artifacts.SetWriter(run.dir, "run", manifest=run.metrics.name) as s:
+        s.write_parquet(run.oof.name, oof)
+        s.write_parquet(run.test.name, test)
+        s.write_json(run.metrics.name, result)
+        oof_p = pt.read(cfg, oof, run.oof.name)
+        write_report(cfg, s.workdir(), oof["target"].to_numpy(), oof_p, cfg.run)  # report/ is a member
+    # the epoch log is progress: outside the set; rewritten whole from the k records, so rows of
+    # folds trained under an older config disappear
+    artifacts.write_csv(run.log, pd.DataFrame([r for i in infos for r in i["log"]]))
+    print(
+        f"run {cfg.run}: assembled from folds 0-{k - 1}; test set: {len(ids):,} rows x {k} fold models "
+        f"in one pass, {test_s:.1f} s"
+    )
+    return result
 
 
 def parse_folds(cfg: OofConfig, folds: str | list[int] | None) -> list[int]:
@@ -431,7 +321,7 @@ def run_oof(
     sha = config_sha(cfg, inp)
     if rt.main:
         run.dir.mkdir(parents=True, exist_ok=True)
-        run.write_config(cfg)
+        run.write_config(to_yaml(cfg))
     for fold in wanted:
         if fold_done(run, fold, sha, say=rt.main) is not None:
             if rt.main:

@@ -11,18 +11,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timm.optim import create_optimizer_v2
-from timm.scheduler import CosineLRScheduler
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from foldstack import artifacts, metrics
 from foldstack.errors import FoldstackError
 from foldstack.stage1 import checkpoint as ckpt
-from foldstack.stage1.config import OofConfig, TrainCfg
-from foldstack.stage1.data import DeviceNormalize, LesionDataset, epoch_indices, passthrough
+from foldstack.stage1.config import OofConfig
+from foldstack.stage1.data import DeviceNormalize, LesionDataset
 from foldstack.stage1.inference import predict
+from foldstack.stage1.optim import (
+    EpochSampler,
+    build_optimizer,
+    build_scheduler,
+    is_plateau,
+    loss_function,
+    make_loader,
+    on_device,
+)
 from foldstack.stage1.runtime import Runtime
 
 LOG_EVERY = 10
@@ -30,109 +36,6 @@ LOG_EVERY = 10
 
 class TrainingError(FoldstackError):
     """Training cannot go on (e.g. a NaN loss); earlier checkpoints are kept."""
-
-
-class EpochSampler(Sampler[tuple[int, int]]):
-    """This rank's share of the epoch's rows: every positive + fresh negatives (see epoch_indices)."""
-
-    def __init__(self, targets: np.ndarray, n_neg: int, seed: int, rank: int = 0, world: int = 1):
-        self.targets, self.n_neg, self.seed, self.rank, self.world = targets, n_neg, seed, rank, world
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def indices(self) -> np.ndarray:
-        idx = epoch_indices(self.targets, self.n_neg, self.seed, self.epoch)
-        n = len(idx) // self.world * self.world  # equal shares, so every rank runs the same steps
-        return idx[self.rank : n : self.world]
-
-    def __iter__(self):
-        return iter(
-            [(self.epoch, i) for i in self.indices().tolist()]
-        )  # (epoch, row): seeds the augmentation
-
-    def __len__(self) -> int:
-        return len(self.indices())
-
-
-def make_loader(
-    ds: LesionDataset,
-    rt: Runtime,
-    batch_size: int,
-    sampler: Sampler | None = None,
-    drop_last: bool = False,
-    seed: int | None = None,
-) -> DataLoader:
-    """A loader; with `seed`, the loader draws its worker base seed from its own generator, so iterating
-    it never advances the global torch RNG (which dropout uses): a resumed fold draws the same dropout
-    masks as an uninterrupted one, with or without persistent workers."""
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    return DataLoader(
-        ds,
-        batch_size=batch_size,
-        sampler=sampler,
-        shuffle=False,
-        drop_last=drop_last,
-        num_workers=rt.num_workers,
-        pin_memory=rt.device.type == "cuda",
-        persistent_workers=rt.num_workers > 0,
-        prefetch_factor=4 if rt.num_workers else None,
-        generator=gen,
-        collate_fn=passthrough,
-    )
-
-
-def build_optimizer(model: nn.Module, t: TrainCfg) -> torch.optim.Optimizer:
-    """timm's optimizer factory: the trainable parameters, weight decay off for biases and norm layers."""
-    return create_optimizer_v2(model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay)
-
-
-def build_scheduler(opt: torch.optim.Optimizer, t: TrainCfg, steps_per_epoch: int, mode: str = "min"):
-    """timm's per-step cosine schedule with linear warm-up (constant: a cosine from lr to lr), or a
-    per-epoch ReduceLROnPlateau.
-
-    The plateau schedule is torch's, not timm's PlateauLRScheduler: timm's does not save its best-metric
-    and patience state (deprecated for that reason), and a resumed fold must continue bit for bit. It
-    watches the inner split of the training folds when there is one, else the training loss; never the
-    held-out fold being scored.
-    """
-    if t.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode=mode, factor=t.plateau_factor, patience=t.plateau_patience, min_lr=t.min_lr
-        )
-    total = max(1, t.epochs * steps_per_epoch)
-    warm = min(int(t.warmup_epochs * steps_per_epoch), total - 1)
-    return CosineLRScheduler(
-        opt,
-        t_initial=total - warm,
-        lr_min=t.lr if t.scheduler == "constant" else t.min_lr,
-        warmup_t=warm,
-        warmup_lr_init=t.lr / max(warm, 1),
-        warmup_prefix=True,
-        t_in_epochs=False,
-    )
-
-
-def is_plateau(sched: object) -> bool:
-    return isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
-
-
-def class_weights(t: TrainCfg, targets: np.ndarray, n_classes: int) -> list[float] | None:
-    """Cross-entropy class weights: None, or 'balanced' = n / (C * count), a class with no row gets 0."""
-    if t.class_weight is None:
-        return None
-    counts = np.bincount(targets.astype(np.int64), minlength=n_classes).astype(float)
-    w = np.where(counts > 0, len(targets) / (n_classes * np.maximum(counts, 1)), 0.0)
-    return [round(float(v), 6) for v in w]
-
-
-def pos_weight(t: TrainCfg, targets: np.ndarray) -> float | None:
-    """BCE pos_weight: the config's number, or negatives/positives of what one epoch actually shows."""
-    if t.pos_weight != "auto":
-        return t.pos_weight
-    n_pos = int((targets == 1).sum())
-    return t.negatives(n_pos, int((targets == 0).sum())) / max(n_pos, 1)
 
 
 def epoch_line(fold: int, epochs: int, row: dict) -> str:
@@ -193,14 +96,7 @@ class FoldTrainer:
         self.inner_used = inner_ds is not None and (
             t.checkpoint == "best_inner" or t.early_stopping_patience is not None or t.scheduler == "plateau"
         )
-        mf = torch.channels_last if rt.channels_last else torch.contiguous_format
-        self.raw = model.to(rt.device, memory_format=mf)
-        self.model: nn.Module = self.raw
-        if rt.world > 1:
-            ids = [rt.device.index] if rt.device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(self.raw, device_ids=ids)
-        if t.compile and rt.device.type == "cuda":
-            self.model = torch.compile(self.model)
+        self.raw, self.model = on_device(model, rt, t.compile)
         y = train_ds.targets
         self.multiclass = cfg.multiclass
         if self.multiclass:  # every row every epoch: epoch_indices draws "negatives" among all rows
@@ -225,19 +121,7 @@ class FoldTrainer:
 
             self.ema = ModelEmaV3(self.raw, decay=t.ema_decay)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
-        if self.multiclass:
-            cw = class_weights(t, train_ds.targets, cfg.n_outputs)
-            self.pos_weight = None
-            self.class_weights = cw
-            self.loss_fn: nn.Module = nn.CrossEntropyLoss(
-                weight=None if cw is None else torch.tensor(cw, device=rt.device)
-            )
-        else:
-            pw = pos_weight(t, train_ds.targets)
-            self.pos_weight, self.class_weights = pw, None
-            self.loss_fn = nn.BCEWithLogitsLoss(
-                pos_weight=None if pw is None else torch.tensor(pw, device=rt.device)
-            )
+        self.loss_fn, self.pos_weight, self.class_weights = loss_function(cfg, train_ds.targets, rt)
         self.state = FoldState()
         self.best: dict[str, torch.Tensor] | None = None
 

@@ -47,7 +47,7 @@ from foldstack.runs import (
 from foldstack.stage2.blend import blend_oof
 from foldstack.stage2.config import StackConfig
 from foldstack.stage2.features import CNN_PREFIX, ENGINEERED
-from foldstack.stage2.inputs import build_matrices
+from foldstack.stage2.inputs import Matrices, build_matrices
 from foldstack.stage2.models import fit_folds
 
 FEATURE_FAMILIES = ("raw", "engineered", "patient_norm", "lesion_count")
@@ -124,6 +124,55 @@ def _scores(cfg: StackConfig, y, p, base, groups, hold, n_boot: int, seed: int) 
     return out
 
 
+def _checked_inputs(
+    cfg: StackConfig, run: StackRun, data_dir: Path
+) -> tuple[Matrices, pd.DataFrame, list[str]]:
+    """The stack's matrices rebuilt now and its oof.parquet, refused when either differs from what the
+    stack was trained on; and the stage-1 runs it stacked."""
+    inputs = run.read_inputs()
+    m, _, _ = build_matrices(cfg, data_dir, inputs.stage1_runs)
+    if list(m.X.columns) != inputs.columns:
+        raise DataError(
+            f"{run.inputs}: the features built now differ from those the stack was trained "
+            f"on (data, features or stage-1 runs changed since); re-run `make stack` before `make ablate`"
+        )
+    oof = pd.read_parquet(run.oof)
+    if oof["id"].astype(str).tolist() != m.train_ids:
+        raise DataError(f"{run.oof}: its ids differ from the current train rows; re-run `make stack`")
+    return m, oof, inputs.stage1_runs
+
+
+def _without_model(cfg: StackConfig, m: Matrices, models: dict, weights: dict, name: str) -> np.ndarray:
+    """The blend of the other models (equal weights when the dropped one held all the weight)."""
+    rest = {n: p for n, p in models.items() if n != name}
+    w = {n: weights[n] for n in rest}
+    if sum(w.values()) <= 0:
+        w = {n: 1.0 for n in rest}
+    return blend_oof(cfg.blend.method, rest, m.y, m.fold, w)
+
+
+def _without_columns(cfg: StackConfig, m: Matrices, result: dict, weights: dict, fam: str, cols: list[str]):
+    """Every model refitted with its tuned parameters on the features without `cols`, then blended."""
+    X = m.X.drop(columns=cols)
+    if X.shape[1] == 0:
+        raise DataError(f"without family {fam} the stack has no feature left; ablate another family")
+    variant = {}
+    for spec in cfg.models:
+        sampled = result["models"][spec.name].get("best_params", {})
+        variant[spec.name], _, _ = fit_folds(
+            spec,
+            sampled,
+            X,
+            m.y,
+            m.fold,
+            None,
+            cfg.tuning.seed,
+            n_classes=cfg.n_classes,
+            label=f"ablate without {fam}: {spec.name}",
+        )
+    return blend_oof(cfg.blend.method, variant, m.y, m.fold, weights), X.shape[1]
+
+
 def run_ablation(
     cfg: StackConfig,
     run: StackRun,
@@ -134,33 +183,18 @@ def run_ablation(
     """Refit/re-blend each variant, score it, write the ablation set; return the table."""
     t0 = time.time()
     result = run.read_metrics()  # refuses a stack set that was changed
-    inputs = run.read_inputs()
-    m, _, _ = build_matrices(cfg, data_dir, inputs.stage1_runs)
-    if list(m.X.columns) != inputs.columns:
-        raise DataError(
-            f"{run.inputs}: the features built now differ from those the stack was trained "
-            f"on (data, features or stage-1 runs changed since); re-run `make stack` before `make ablate`"
-        )
-    oof_path = run.oof
-    oof = pd.read_parquet(oof_path)
-    if oof["id"].astype(str).tolist() != m.train_ids:
-        raise DataError(f"{oof_path}: its ids differ from the current train rows; re-run `make stack`")
-    models = _model_oofs(cfg, oof, oof_path)
+    m, oof, stage1_runs = _checked_inputs(cfg, run, data_dir)
+    models = _model_oofs(cfg, oof, run.oof)
     weights = result.get("blend", {}).get("weights") or cfg.blend.fixed() or {n: 1.0 for n in models}
-    method = cfg.blend.method
-    full = blend_oof(method, models, m.y, m.fold, weights)
+    full = blend_oof(cfg.blend.method, models, m.y, m.fold, weights)
     saved = oof[cfg.pred_columns].to_numpy(dtype=np.float64)
     if not np.allclose(full, saved[:, 0] if saved.shape[1] == 1 else saved, atol=1e-9):
-        raise DataError(f"{oof_path}: pred is not the blend of its models' OOF; re-run `make stack`")
-    fams = column_families(list(m.X.columns), inputs.stage1_runs)
-    offered = list(fams) + ([f"model:{n}" for n in models] if len(models) > 1 else [])
-    chosen = choose(asked, offered)
-    folds, _ = load_folds(cfg)
-    groups = folds["group"].astype(str).to_numpy()
+        raise DataError(f"{run.oof}: pred is not the blend of its models' OOF; re-run `make stack`")
+    fams = column_families(list(m.X.columns), stage1_runs)
+    chosen = choose(asked, list(fams) + ([f"model:{n}" for n in models] if len(models) > 1 else []))
+    groups = load_folds(cfg)[0]["group"].astype(str).to_numpy()
     holdout = int(result["stack"]["holdout_fold"])
-    hold = m.fold == holdout
-    n_boot = n_boot or cfg.leaderboard.n_boot
-    seed = cfg.leaderboard.seed
+    hold, n_boot, seed = m.fold == holdout, n_boot or cfg.leaderboard.n_boot, cfg.leaderboard.seed
     rows = [
         {"variant": "full stack", "dropped": "", "n_features": m.X.shape[1], "seconds": 0.0}
         | _scores(cfg, m.y, full, None, groups, hold, n_boot, seed)
@@ -169,38 +203,13 @@ def run_ablation(
         t = time.perf_counter()
         if fam.startswith("model:"):
             name = fam.split(":", 1)[1]
-            rest = {n: p for n, p in models.items() if n != name}
-            w = {n: weights[n] for n in rest}
-            if sum(w.values()) <= 0:  # the dropped model held all the weight: the others equally
-                w = {n: 1.0 for n in rest}
-            p = blend_oof(method, rest, m.y, m.fold, w)
-            dropped, n_feat = f"model {name}", m.X.shape[1]
+            p, dropped, n_feat = _without_model(cfg, m, models, weights, name), f"model {name}", m.X.shape[1]
         else:
-            cols = fams[fam]
-            X = m.X.drop(columns=cols)
-            if X.shape[1] == 0:
-                raise DataError(f"without family {fam} the stack has no feature left; ablate another family")
-            variant = {}
-            for spec in cfg.models:
-                sampled = result["models"][spec.name].get("best_params", {})
-                variant[spec.name], _, _ = fit_folds(
-                    spec,
-                    sampled,
-                    X,
-                    m.y,
-                    m.fold,
-                    None,
-                    cfg.tuning.seed,
-                    n_classes=cfg.n_classes,
-                    label=f"ablate without {fam}: {spec.name}",
-                )
-            p = blend_oof(method, variant, m.y, m.fold, weights)
-            dropped, n_feat = f"{len(cols)} column(s)", X.shape[1]
+            p, n_feat = _without_columns(cfg, m, result, weights, fam, fams[fam])
+            dropped = f"{len(fams[fam])} column(s)"
         seconds = round(time.perf_counter() - t, 1)
-        rows.append(
-            {"variant": f"without {fam}", "dropped": dropped, "n_features": n_feat, "seconds": seconds}
-            | _scores(cfg, m.y, p, full, groups, hold, n_boot, seed)
-        )
+        r = {"variant": f"without {fam}", "dropped": dropped, "n_features": n_feat, "seconds": seconds}
+        rows.append(r | _scores(cfg, m.y, p, full, groups, hold, n_boot, seed))
         r = rows[-1]
         say(
             f"ablate without {fam}: OOF {cfg.metric} {r['oof']:.4f} (change {r['oof_change']:+.4f}), "

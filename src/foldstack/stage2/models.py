@@ -16,11 +16,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from foldstack import artifacts
 from foldstack.errors import DataError
 from foldstack.progress import say
-from foldstack.runs import model_folder
+from foldstack.runs import ESTIMATOR_JSON, model_folder
 from foldstack.stage2.config import ModelSpec
 from foldstack.stage2.engines import ENGINES, engine
 
-ESTIMATOR_JSON = "estimator.json"  # a model folder's manifest: its kind, parameters and booster files
 ESTIMATOR_KEYS = ("n_estimators", "neg_ratio")  # sampled values that set the estimator, not params
 
 

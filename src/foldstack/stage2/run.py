@@ -16,6 +16,7 @@ import pandas as pd
 
 from foldstack import artifacts
 from foldstack import prediction_tables as pt
+from foldstack.config import to_yaml
 from foldstack.progress import say
 from foldstack.report import write_report
 from foldstack.runs import (
@@ -175,7 +176,7 @@ def write_stack(
     artifacts.write_csv(out / IMPORTANCE_CSV, imp)
     plots.feature_importance(imp, out / IMPORTANCE_PNG, f"{cfg.run}: {cfg.models[0].name} gain")
     plots.optuna_history(fitted.studies, out / OPTUNA_PNG, cfg.metric)
-    run.write_config(cfg, out)
+    run.write_config(to_yaml(cfg), out)
     artifacts.write_json(out / LEVELS, m.levels)  # the categories the models were fitted with
     StackRun.write_inputs(out, StackInputs(list(result["cnn"]), list(m.X.columns)))
     if calibration is not None:  # what predict needs to map the rank blend to probabilities

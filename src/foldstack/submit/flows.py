@@ -14,7 +14,7 @@ from foldstack.artifacts import fault_point, folder_sha256
 from foldstack.config import CompetitionConfig
 from foldstack.errors import DataError
 from foldstack.runs import SUBMISSION_CSV, Runs, StackRun, Submissions, default_data_dir
-from foldstack.submit import kaggle_cli
+from foldstack.submit import kaggle_cli, kaggle_waits
 from foldstack.submit.bundle import build_submission_folders, check_stack_source
 from foldstack.submit.check import check_kernel, estimate_lines, report_lines, runtime_estimate
 from foldstack.submit.files import latest_source, write_submission
@@ -101,16 +101,16 @@ def _upload_and_run(
     code submission of that kernel version, its score (waited for up to waits.score_s)."""
     dataset = kaggle_cli.push_dataset(bundle, message, dry_run=dry_run)
     after("dataset uploaded")
-    kaggle_cli.wait_dataset_ready(dataset, waits.dataset_s, waits.poll_s, dry_run=dry_run)
+    kaggle_waits.wait_dataset_ready(dataset, waits.dataset_s, waits.poll_s, dry_run=dry_run)
     after("dataset ready")
     version = kaggle_cli.push_kernel(kernel, dry_run=dry_run)
     after(f"kernel pushed v{version}", kernel_version=version)
     kernel_ref = f"{user}/{names(cfg)[1]}"
-    kaggle_cli.wait_kernel(kernel_ref, waits.kernel_s, waits.poll_s, dry_run=dry_run)
+    kaggle_waits.wait_kernel(kernel_ref, waits.kernel_s, waits.poll_s, dry_run=dry_run)
     after("kernel complete")  # one of MAYBE_SENT: the submit command runs next
     kaggle_cli.submit_code(cfg.slug, kernel_ref, version, SUBMISSION_CSV, message, dry_run=dry_run)
     after("submitted")
-    return kaggle_cli.wait_score(cfg.slug, waits.score_s, waits.poll_s, dry_run=dry_run) or {}
+    return kaggle_waits.wait_score(cfg.slug, waits.score_s, waits.poll_s, dry_run=dry_run) or {}
 
 
 def submit_code(
@@ -259,5 +259,5 @@ def kernel_check(
     print("\n".join(estimate_lines(runtime_estimate(cfg, run))), flush=True)
     report = check_kernel(cfg, data_dir, run, bundle, kernel, subs.kernel_check_root, python, timeout_s)
     print("\n".join(report_lines(report)))
-    print(f"report: {subs.kernel_check_root / 'report.json'}", file=sys.stderr)
+    print(f"report: {subs.kernel_check_report}", file=sys.stderr)
     return report

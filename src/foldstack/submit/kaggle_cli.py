@@ -8,9 +8,7 @@ message, e.g. a failed upload of a submission file prints "Could not submit to c
 file that failed to upload is left out of the new version ("Upload unsuccessful: ..."), and an error from
 SaveKernel prints "Kernel push error: ...".
 
-The waits (`wait_dataset_ready`, `wait_kernel`, `wait_score`) poll a status command, print its `$ kaggle ...`
-once and then one progress line when the status changes (or every PROGRESS_EVERY_S); a poll that fails is
-retried up to POLL_ERRORS times in a row, so a network blip does not end a nine-hour wait.
+The waits for a dataset, a kernel run and a score are in submit/kaggle_waits.py.
 """
 
 from __future__ import annotations
@@ -25,10 +23,8 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
-import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +57,6 @@ _FAILURE_MARKERS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 _NOT_FOUND = re.compile(r"\b404\b|not found|does not exist", re.IGNORECASE)
 _KERNEL_VERSION = re.compile(r"Kernel version (\d+) successfully pushed")
-_KERNEL_STATUS = re.compile(r'has status "(?:KernelWorkerStatus\.)?(\w+)"')
-_KERNEL_FAILURE = re.compile(r'^Failure message: "(.*)"\s*$', re.MULTILINE | re.DOTALL)
 _REF = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
@@ -220,7 +214,7 @@ def redact(text: str, env: Mapping[str, str] | None = None) -> str:
 _PROGRESS = re.compile(r"\d+%\|")  # tqdm progress bars on stderr
 
 
-def _tail(text: str, lines: int = 40) -> str:
+def tail(text: str, lines: int = 40) -> str:
     kept = [line for line in text.strip().splitlines() if line.strip() and not _PROGRESS.search(line)]
     return "\n".join(kept[-lines:])
 
@@ -266,11 +260,11 @@ def _raise_on_failure(args: list[str], result: subprocess.CompletedProcess[str])
     output = f"{result.stdout}\n{result.stderr}"  # the CLI prints its exception last, on stderr
     what = f"`kaggle {shlex.join(args[:2])}`"
     if result.returncode != 0:
-        raise KaggleError(f"{what} failed (exit {result.returncode}):\n{_tail(output)}")
+        raise KaggleError(f"{what} failed (exit {result.returncode}):\n{tail(output)}")
     markers = _FAILURE_MARKERS.get((args[0], args[1]) if len(args) > 1 else ("", ""), ())
     marker = next((m for m in markers if m in output), None)
     if marker:
-        raise KaggleError(f"{what} reported a failure although it exited 0 ({marker!r}):\n{_tail(output)}")
+        raise KaggleError(f"{what} reported a failure although it exited 0 ({marker!r}):\n{tail(output)}")
 
 
 # --- file competitions ------------------------------------------------------------------------
@@ -310,7 +304,7 @@ def latest_submission(slug: str, show: bool = True) -> dict[str, Any] | None:
     if start is None:
         if "No submissions found" in result.stdout:
             return None
-        raise KaggleError(f"unexpected output of `kaggle competitions submissions`:\n{_tail(result.stdout)}")
+        raise KaggleError(f"unexpected output of `kaggle competitions submissions`:\n{tail(result.stdout)}")
     rows = list(csv.DictReader(lines[start:]))
     return _submission_row(rows[0]) if rows else None
 
@@ -328,7 +322,7 @@ def _metadata(folder: str | Path, name: str) -> dict[str, Any]:
     return data
 
 
-def _check_ref(ref: Any, what: str) -> str:
+def check_ref(ref: Any, what: str) -> str:
     if not isinstance(ref, str) or not _REF.match(ref):
         raise KaggleError(f"{what} must look like OWNER/SLUG, got {ref!r}")
     return ref
@@ -352,7 +346,7 @@ def push_dataset(folder: str | Path, message: str, dry_run: bool = False) -> str
     one `licenses` entry). Subfolders are uploaded as zip archives (`-r zip`). Returns OWNER/SLUG.
     A dry run prints the `version` command (existence is not checked).
     """
-    ref = _check_ref(_metadata(folder, DATASET_METADATA).get("id"), f"`id` in {DATASET_METADATA}")
+    ref = check_ref(_metadata(folder, DATASET_METADATA).get("id"), f"`id` in {DATASET_METADATA}")
     version = ["datasets", "version", "-p", str(folder), "-m", message, "-r", "zip"]
     if dry_run:
         run(version, dry_run=True)
@@ -370,13 +364,13 @@ def push_kernel(folder: str | Path, dry_run: bool = False) -> int | None:
     The folder holds kernel-metadata.json (id, code_file, language, kernel_type, sources, flags).
     """
     meta = _metadata(folder, KERNEL_METADATA)
-    _check_ref(meta.get("id"), f"`id` in {KERNEL_METADATA}")
+    check_ref(meta.get("id"), f"`id` in {KERNEL_METADATA}")
     result = run(["kernels", "push", "-p", str(folder)], dry_run)
     if result is None:
         return None
     match = _KERNEL_VERSION.search(result.stdout)
     if match is None:
-        raise KaggleError(f"`kaggle kernels push` printed no version number:\n{_tail(result.stdout)}")
+        raise KaggleError(f"`kaggle kernels push` printed no version number:\n{tail(result.stdout)}")
     return int(match.group(1))
 
 
@@ -388,7 +382,7 @@ def submit_code(
     `kaggle competitions submit -c SLUG -k OWNER/KERNEL -v VERSION -f FILE_NAME -m MESSAGE`.
     On a dry run the version may be None (the push that would number it did not happen).
     """
-    _check_ref(kernel_ref, "kernel_ref")
+    check_ref(kernel_ref, "kernel_ref")
     if version is None and dry_run:
         shown = "VERSION"
     elif version is None or int(version) < 1:
@@ -400,187 +394,3 @@ def submit_code(
 
 
 # --- waiting for Kaggle -----------------------------------------------------------------------
-
-_DATASET_FAILED = ("failed", "deleted")
-_KERNEL_FAILED = ("error", "cancel_requested", "cancel_acknowledged")
-_SCORED = ("complete", "error")
-
-
-def _last_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[-1] if lines else type(exc).__name__
-
-
-def _stdout(args: list[str], show: bool) -> str:
-    result = run(args, dry_run=False, echo=False, show=show)
-    if result is None:
-        raise KaggleError(f"`kaggle {shlex.join(args[:2])}` returned nothing (it ran as a dry run)")
-    return result.stdout
-
-
-def _poll(
-    what: str, read: Callable[[bool], str], done: Callable[[str], bool], timeout_s: float, poll_s: float
-) -> tuple[str, float, bool]:
-    """Call read(show_command) every poll_s seconds until done(status) or timeout_s has passed.
-
-    Returns (last status, seconds waited, whether done). Reads at least once. Prints `waiting for WHAT:
-    STATUS (N s of T s)` when the status changes, else at most every PROGRESS_EVERY_S; a read that raises
-    KaggleError is retried, the POLL_ERRORS-th failure in a row is raised.
-    """
-    start = time.monotonic()
-    status, shown, shown_at, polls, errors = "", None, 0.0, 0, 0
-    while True:
-        try:
-            status, errors = read(polls == 0), 0
-        except KaggleError as exc:
-            errors += 1
-            if errors >= POLL_ERRORS:
-                raise
-            reason = _last_line(exc)
-            print(f"could not read the status of {what} ({errors} of {POLL_ERRORS}): {reason}", flush=True)
-        polls += 1
-        waited = time.monotonic() - start
-        if status and done(status):
-            print(f"{what}: {status} after {waited:.0f} s", flush=True)
-            return status, waited, True
-        if status != shown or waited - shown_at >= PROGRESS_EVERY_S:
-            line = f"waiting for {what}: {status or 'unknown'} ({waited:.0f} s of {timeout_s:g} s)"
-            print(line, flush=True)
-            shown, shown_at = status, waited
-        if waited >= timeout_s:
-            return status, waited, False
-        time.sleep(max(0.0, min(poll_s, timeout_s - waited)))
-
-
-def wait_dataset_ready(ref: str, timeout_s: float = 1800, poll_s: float = 30, dry_run: bool = False) -> None:
-    """Poll `kaggle datasets status OWNER/SLUG` until the dataset's newest version is `ready`.
-
-    Raises KaggleError when it ends `failed` or `deleted` (with the CLI's output), or when it is not ready
-    after timeout_s (naming the dataset, its last status and the seconds waited). A dry run only prints
-    the command.
-    """
-    args = ["datasets", "status", _check_ref(ref, "dataset ref")]
-    if dry_run:
-        run(args, dry_run=True)
-        return
-    last = {"output": ""}
-
-    def read(show: bool) -> str:
-        last["output"] = _stdout(args, show)
-        lines = last["output"].strip().splitlines()
-        return lines[-1].strip().lower() if lines else ""
-
-    done = ("ready", *_DATASET_FAILED)
-    status, waited, ended = _poll(f"dataset {ref}", read, lambda s: s in done, timeout_s, poll_s)
-    if not ended:
-        raise KaggleError(
-            f"dataset {ref} is not ready after {waited:.0f} s (timeout {timeout_s:g} s): its status is "
-            f"still {status or 'unknown'!r}; see https://www.kaggle.com/datasets/{ref}"
-        )
-    if status != "ready":
-        raise KaggleError(
-            f"dataset {ref} is {status} after {waited:.0f} s; `kaggle datasets status {ref}` printed:\n"
-            f"{_tail(last['output'])}"
-        )
-
-
-def wait_kernel(ref: str, timeout_s: float = 32400, poll_s: float = 30, dry_run: bool = False) -> None:
-    """Poll `kaggle kernels status OWNER/SLUG` until the kernel's newest run is complete.
-
-    When it ends in error or is cancelled, raises KaggleError with Kaggle's failure message and the last
-    LOG_LINES lines of the run's log (see `kernel_log_tail`); also on timeout. A dry run only prints the
-    command.
-    """
-    args = ["kernels", "status", _check_ref(ref, "kernel ref")]
-    if dry_run:
-        run(args, dry_run=True)
-        return
-    failure = {"message": ""}
-
-    def read(show: bool) -> str:
-        out = _stdout(args, show)
-        match = _KERNEL_STATUS.search(out)
-        if match is None:
-            raise KaggleError(f"unexpected output of `kaggle kernels status {ref}`:\n{_tail(out)}")
-        message = _KERNEL_FAILURE.search(out)
-        failure["message"] = message.group(1).strip() if message else ""
-        return match.group(1).lower()
-
-    done = ("complete", *_KERNEL_FAILED)
-    status, waited, ended = _poll(f"kernel {ref}", read, lambda s: s in done, timeout_s, poll_s)
-    if not ended:
-        raise KaggleError(
-            f"kernel {ref} did not finish within {timeout_s:g} s (status {status or 'unknown'!r} after "
-            f"{waited:.0f} s); it may still be running: `kaggle kernels status {ref}`"
-        )
-    if status != "complete":
-        raise KaggleError(
-            f"kernel {ref} ended {status} after {waited:.0f} s: "
-            f"{failure['message'] or '(Kaggle gave no failure message)'}\n"
-            f"last {LOG_LINES} lines of its log:\n{kernel_log_tail(ref)}"
-        )
-
-
-def _log_text(text: str) -> str:
-    """A kernel log as plain text. Kaggle stores it as JSON records {stream_name, time, data} (a JSON array
-    with one record a line); lines that are no such record are kept as they are."""
-    try:
-        records = json.loads(text)
-    except ValueError:
-        records = None
-    if isinstance(records, list) and all(isinstance(r, dict) and "data" in r for r in records):
-        return "".join(str(r["data"]) for r in records)
-    out = []
-    for line in text.splitlines():
-        core = line.strip().lstrip("[,").rstrip("],")
-        try:
-            record = json.loads(core) if core.startswith("{") else None
-        except ValueError:
-            record = None
-        out.append(str(record["data"]) if isinstance(record, dict) and "data" in record else line + "\n")
-    return "".join(out)
-
-
-def kernel_log_tail(ref: str, lines: int = LOG_LINES) -> str:
-    """The last `lines` lines of the newest run's log, readable and redacted, or a note saying why there is
-    none. Runs `kaggle kernels output REF -p TMPDIR` (output files are skipped: the log is `<slug>.log`)."""
-    with tempfile.TemporaryDirectory(prefix="kaggle-log-") as tmp:
-        try:
-            run(["kernels", "output", ref, "-p", tmp, "--file-pattern", "^$"], dry_run=False, echo=False)
-        except KaggleError as exc:
-            return f"(the log could not be fetched: {_last_line(exc)})"
-        log = Path(tmp) / f"{ref.split('/', 1)[1]}.log"
-        if not log.is_file():
-            return "(the run left no log)"
-        text = log.read_text(errors="replace")
-    return redact(_tail(_log_text(text), lines)) or "(the log is empty)"
-
-
-def wait_score(
-    slug: str, timeout_s: float = 600, poll_s: float = 30, dry_run: bool = False
-) -> dict[str, Any] | None:
-    """Poll the newest submission (`latest_submission`) until it is `complete` or `error`.
-
-    A timeout is no error: Kaggle may take hours to score a code submission, so the row is returned as it
-    is (status `pending`). None on a dry run (which only prints the command) or when none is listed.
-    """
-    if dry_run:
-        run(["competitions", "submissions", "-c", slug, "--csv"], dry_run=True)
-        return None
-    latest: dict[str, Any] = {}
-
-    def read(show: bool) -> str:
-        latest["row"] = latest_submission(slug, show=show)
-        return latest["row"]["status"] if latest["row"] else ""
-
-    status, waited, ended = _poll(f"the score on {slug}", read, lambda s: s in _SCORED, timeout_s, poll_s)
-    if status == "complete":
-        row = latest["row"]
-        print(f"public score {row['public_score'] or '-'}, private {row['private_score'] or '-'}", flush=True)
-    elif not ended:
-        print(
-            f"not scored after {waited:.0f} s: `kaggle competitions submissions -c {slug}` shows the score "
-            "once Kaggle has it",
-            flush=True,
-        )
-    return latest.get("row")

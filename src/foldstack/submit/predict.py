@@ -28,11 +28,24 @@ from foldstack.config import CompetitionConfig, build_config
 from foldstack.data.images import check_ids, open_images
 from foldstack.data.metadata import read_metadata, read_sample_submission
 from foldstack.errors import DataError
-from foldstack.runs import MODELS, RUN_FILES, Runs, StackRun, Stage1Run, Submissions, runs_of
+from foldstack.runs import (
+    MODELS,
+    RUN_FILES,
+    STAGE_BLEND,
+    STAGE_CNN,
+    STAGE_ENGINES,
+    STAGE_FEATURES,
+    STAGES_JSON,
+    Runs,
+    StackRun,
+    Stage1Run,
+    Submissions,
+    runs_of,
+)
 from foldstack.stage1.config import OofConfig
 from foldstack.stage1.data import DecodedImages
 from foldstack.stage1.inference import fold_models, predict_folds_on
-from foldstack.stage1.run import input_config
+from foldstack.stage1.inputs import input_config
 from foldstack.stage1.runtime import make_runtime
 from foldstack.stage2.blend import RankCalibration, blend, load_calibration, stack_weights
 from foldstack.stage2.config import DEFAULT_STACK, StackConfig
@@ -89,13 +102,6 @@ def cnn_test_predictions(run: Stage1Run, data_dir: Path, progress: bool = True) 
 
 
 STAGE_ID = "__id__"  # the id column of a saved feature matrix (no feature is named so)
-CNN_STAGE, FEATURES_STAGE, ENGINES_STAGE, BLEND_STAGE, STAGES_JSON = (
-    "cnn_{}.parquet",
-    "features.parquet",
-    "engines.npz",
-    "blend.npz",
-    "stages.json",
-)
 
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -120,9 +126,9 @@ class Stages:
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         for name, frame in self.cnn.items():
-            artifacts.write_parquet(folder / CNN_STAGE.format(name), frame)
-        artifacts.write_parquet(folder / FEATURES_STAGE, self.features.assign(**{STAGE_ID: self.ids}))
-        for member, arrays in ((ENGINES_STAGE, self.engines), (BLEND_STAGE, {"blend": self.blend})):
+            artifacts.write_parquet(folder / STAGE_CNN.format(name), frame)
+        artifacts.write_parquet(folder / STAGE_FEATURES, self.features.assign(**{STAGE_ID: self.ids}))
+        for member, arrays in ((STAGE_ENGINES, self.engines), (STAGE_BLEND, {"blend": self.blend})):
             artifacts.write_atomic(folder / member, lambda p, a=arrays: _savez(p, a))
         artifacts.write_json(folder / STAGES_JSON, {"cnn": list(self.cnn), "engines": list(self.engines)})
 
@@ -132,12 +138,12 @@ class Stages:
         if not meta_path.exists():
             raise DataError(f"{meta_path} is missing: the kernel wrote no stage outputs to {folder}")
         meta = json.loads(meta_path.read_text())
-        features = pd.read_parquet(folder / FEATURES_STAGE)
+        features = pd.read_parquet(folder / STAGE_FEATURES)
         ids = features.pop(STAGE_ID).astype(str).tolist()
-        cnn = {n: pd.read_parquet(folder / CNN_STAGE.format(n)) for n in meta["cnn"]}
-        with np.load(folder / ENGINES_STAGE, allow_pickle=False) as z:
+        cnn = {n: pd.read_parquet(folder / STAGE_CNN.format(n)) for n in meta["cnn"]}
+        with np.load(folder / STAGE_ENGINES, allow_pickle=False) as z:
             engines = {n: z[n] for n in meta["engines"]}
-        with np.load(folder / BLEND_STAGE, allow_pickle=False) as z:
+        with np.load(folder / STAGE_BLEND, allow_pickle=False) as z:
             blended = z["blend"]
         return cls(ids, cnn, features, engines, blended)
 

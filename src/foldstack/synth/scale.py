@@ -196,6 +196,32 @@ def _check_params(
         raise ConfigError("write_isic2024_scale: " + "; ".join(problems))
 
 
+def _write_images(cfg, out: Path, seed: int, distinct: int, splits) -> tuple[list[bytes], int]:
+    """`distinct` crops encoded once (the first 1/MALIGNANT_SHARE malignant-looking), each row given one
+    of the kind its cue says, written as each split's HDF5; (the crops, how many look malignant)."""
+    crop_rng = np.random.default_rng((seed, 1))
+    n_mal = distinct // MALIGNANT_SHARE
+    crops = [synthetic_crop(crop_rng, malignant=k < n_mal) for k in range(distinct)]
+    c = cfg.columns
+    for split, meta, cue in splits:
+        mal, ben = crop_rng.integers(0, n_mal, len(meta)), crop_rng.integers(n_mal, distinct, len(meta))
+        which = np.where(cue, mal, ben)
+        write_crops_hdf5(out / cfg.images.paths(split)[0], meta[c.id].tolist(), which, crops)
+    return crops, n_mal
+
+
+def _write_tables(cfg, out: Path, train: pd.DataFrame, test: pd.DataFrame) -> None:
+    """The metadata CSVs, the test labels and the sample submission; every file of the layout must exist."""
+    c, f = cfg.columns, cfg.files
+    artifacts.write_csv(out / f.train, train)
+    artifacts.write_csv(out / f.test, test[cfg.table.test_columns])
+    artifacts.write_csv(out / f.test_labels, test[[c.id, c.group, c.target]])
+    artifacts.write_csv(out / f.sample_submission, pd.DataFrame({c.id: test[c.id], c.target: 0.3}))
+    missing = [name for name in _files(cfg) if not (out / name).is_file()]
+    if missing:
+        raise DataError(f"{out}: {', '.join(missing)} not written (expected every file of the layout)")
+
+
 def write_isic2024_scale(
     out_dir: Path,
     n: int = N_TRAIN,
@@ -216,8 +242,8 @@ def write_isic2024_scale(
     if test_patients is None:
         test_patients = max(1, round(n_test * patients / n))
     _check_params(n, positives, patients, n_test, test_patients, distinct)
-    sizes = {"n": n, "positives": positives, "patients": patients, "n_test": n_test}
-    params = {"format": FORMAT, **sizes, "test_patients": test_patients, "distinct": distinct, "seed": seed}
+    params = {"format": FORMAT, "n": n, "positives": positives, "patients": patients, "n_test": n_test}
+    params |= {"test_patients": test_patients, "distinct": distinct, "seed": seed}
     done = _complete(out, params)
     if done is not None:
         return done | {"skipped": True}
@@ -230,37 +256,22 @@ def write_isic2024_scale(
     train, train_cue = _split(cfg, rng, n, positives, patients, taken)
     test_pos = round(n_test * positives / n)
     test, test_cue = _split(cfg, rng, n_test, test_pos, test_patients, taken)
-
-    crop_rng = np.random.default_rng((seed, 1))
-    n_mal = distinct // MALIGNANT_SHARE
-    crops = [synthetic_crop(crop_rng, malignant=k < n_mal) for k in range(distinct)]
     t_tables = time.perf_counter()
-    c, f = cfg.columns, cfg.files
-    for split, meta, cue in (("train", train, train_cue), ("test", test, test_cue)):
-        mal, ben = crop_rng.integers(0, n_mal, len(meta)), crop_rng.integers(n_mal, distinct, len(meta))
-        which = np.where(cue, mal, ben)
-        write_crops_hdf5(out / cfg.images.paths(split)[0], meta[c.id].tolist(), which, crops)
+    splits = (("train", train, train_cue), ("test", test, test_cue))
+    crops, n_mal = _write_images(cfg, out, seed, distinct, splits)
     t_images = time.perf_counter()
-    artifacts.write_csv(out / f.train, train)
-    artifacts.write_csv(out / f.test, test[cfg.table.test_columns])
-    artifacts.write_csv(out / f.test_labels, test[[c.id, c.group, c.target]])
-    artifacts.write_csv(out / f.sample_submission, pd.DataFrame({c.id: test[c.id], c.target: 0.3}))
+    _write_tables(cfg, out, train, test)
     t_csv = time.perf_counter()
-    files = _files(cfg)
-    missing = [name for name in files if not (out / name).is_file()]
-    if missing:
-        raise DataError(f"{out}: {', '.join(missing)} not written (expected every file of the layout)")
     record = {
         "params": params,
         "train": _split_summary(cfg, train),
         "test": _split_summary(cfg, test),
-        "images": {
-            "distinct": distinct,
-            "malignant_looking": n_mal,
+        "images": {"distinct": distinct, "malignant_looking": n_mal}
+        | {
             "train_malignant_looking_rows": int(train_cue.sum()),
             "crop_bytes_p10_p50_p90": _byte_percentiles(crops),
         },
-        "file_bytes": {name: (out / name).stat().st_size for name in files},
+        "file_bytes": {name: (out / name).stat().st_size for name in _files(cfg)},
         "seconds": {
             "tables": round(t_tables - t0, 1),
             "images": round(t_images - t_tables, 1),
