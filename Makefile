@@ -139,5 +139,8 @@ setups: ## every published setup on the embedded data (PROFILE=... overrides), s
 test: ## run the test suite (what CI runs)
 	$(PY) -m pytest -q --durations=15
 
+test-fast: ## the quick subset for the inner loop (about a minute): every test not marked slow
+	$(PY) -m pytest -q -m "not slow" --durations=5
+
 lint: ## ruff over src/ pipelines/ tests/
 	$(VENV)/bin/ruff check src pipelines tests

@@ -244,6 +244,7 @@ open_cache(cfg, data, "test", split_ids(cfg, data, "test"), int(sys.argv[3]), wo
 
 
 @pytest.mark.parametrize("fault", ["atomic.before_rename", "cache.before_record"])
+@pytest.mark.slow
 def test_killed_build_is_never_reused(isic24, fault):
     cfg, data = isic24
     env = {**os.environ, "FOLDSTACK_FAULT": f"{fault}:1", "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
@@ -303,6 +304,7 @@ def _open_in_child(runs: str, data: str, barrier, out) -> None:
     out.put((c.built, c.meta["content_sha256"]))
 
 
+@pytest.mark.slow
 def test_two_processes_at_once_build_once(isic24):
     cfg, data = isic24
     ctx = mp.get_context("spawn")  # a forked child of a process that ran OpenCV threads may deadlock

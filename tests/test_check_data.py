@@ -155,6 +155,7 @@ def test_isic2020_jpeg_layout(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- the entry point
+@pytest.mark.slow
 def test_cli_ok_on_fixture() -> None:
     result = run_cli("--comp", "isic2024", "--data", str(FIXTURE))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -162,6 +163,7 @@ def test_cli_ok_on_fixture() -> None:
 
 
 @pytest.mark.parametrize("case", ["missing column", "no folder"])
+@pytest.mark.slow
 def test_cli_fails_readably_on_broken_folder(tmp_path: Path, case: str) -> None:
     folder = tmp_path / "data"
     if case == "missing column":
@@ -175,6 +177,7 @@ def test_cli_fails_readably_on_broken_folder(tmp_path: Path, case: str) -> None:
     assert ("sex" if case == "missing column" else "does not exist") in result.stdout
 
 
+@pytest.mark.slow
 def test_cli_unknown_override_is_readable() -> None:
     result = run_cli("--data", str(FIXTURE), "--set", "folds.kk=3")
     assert result.returncode == 2
@@ -396,6 +399,7 @@ def test_progress_lines_when_not_a_terminal(tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.slow
 def test_cli_workers(tmp_path: Path) -> None:
     folder = _many_bad_folder(tmp_path)
     one, two = (run_cli("--data", str(folder), "--workers", w) for w in ("1", "2"))

@@ -20,6 +20,8 @@ from tests.conftest import REPO, TINY
 
 FAST = "data.img_size=32 train.epochs=2 predict.tta=2"
 
+pytestmark = pytest.mark.slow  # every test here trains real folds in several processes
+
 
 def config(runs, extra=""):
     return load_oof_config("isic2024", "tiny", f"{TINY['isic2024']} runs_dir={runs} {FAST} {extra}")

@@ -90,6 +90,7 @@ def test_edited_folds_file_is_detected(tiny_isic2024, tmp_path):
     assert json.loads(json_path.read_text())["k"] == 3
 
 
+@pytest.mark.slow
 def test_folds_pipeline_runs(tiny_isic2024, tmp_path):
     _, data = tiny_isic2024
     from tests.conftest import TINY
@@ -192,6 +193,7 @@ def _make_folds_in_child(runs, data, seed, fault):
 
 
 @pytest.mark.parametrize("fault", ["set.commit.move:1", "set.commit.recorded:1", "set.commit.before:1"])
+@pytest.mark.slow
 def test_killed_commit_of_the_pair_is_rolled_forward_or_kept_whole(tiny_isic2024, tmp_path, fault):
     _, data = tiny_isic2024
     cfg = tiny_config("isic2024", tmp_path / "runs")

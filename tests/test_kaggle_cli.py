@@ -232,6 +232,7 @@ def _methods(stub: KaggleStub) -> list[str]:
     return [r.rsplit("/", 1)[-1] for r in stub.rpcs() if "/" in r]
 
 
+@pytest.mark.slow
 def test_wait_dataset_ready_polls_the_new_version_until_ready(kaggle_stub, tmp_path, capsys):
     kaggle_stub.state.dataset_statuses = ["BLOBS_RECEIVED", "BLOBS_RECEIVED", "BLOBS_DECOMPRESSED", "READY"]
     kc.push_dataset(_dataset_folder(tmp_path), "first models")
@@ -250,6 +251,7 @@ def test_wait_dataset_ready_polls_the_new_version_until_ready(kaggle_stub, tmp_p
     assert re.fullmatch(rf"dataset {DATASET}: ready after \d+ s", out[-1])
 
 
+@pytest.mark.slow
 def test_a_dataset_stuck_in_processing_times_out_naming_it(kaggle_stub, tmp_path, capsys):
     kaggle_stub.state.datasets.add(DATASET)
     kaggle_stub.state.dataset_statuses = ["BLOBS_RECEIVED"]
@@ -260,6 +262,7 @@ def test_a_dataset_stuck_in_processing_times_out_naming_it(kaggle_stub, tmp_path
     assert capsys.readouterr().out.count("waiting for dataset") == 1
 
 
+@pytest.mark.slow
 def test_a_failed_dataset_version_is_an_error_with_the_cli_output(kaggle_stub, tmp_path):
     kaggle_stub.state.dataset_statuses = ["BLOBS_RECEIVED", "FAILED"]
     kc.push_dataset(_dataset_folder(tmp_path), "broken")
@@ -267,6 +270,7 @@ def test_a_failed_dataset_version_is_an_error_with_the_cli_output(kaggle_stub, t
         kw.wait_dataset_ready(DATASET, timeout_s=60, poll_s=POLL)
 
 
+@pytest.mark.slow
 def test_wait_kernel_polls_until_the_run_is_complete(kaggle_stub, capsys):
     kaggle_stub.state.kernel_statuses = ["QUEUED", "RUNNING", "RUNNING", "COMPLETE"]
     kw.wait_kernel(KERNEL, timeout_s=60, poll_s=POLL)
@@ -336,6 +340,7 @@ def test_a_status_poll_that_keeps_failing_ends_the_wait(kaggle_stub, capsys):
     assert capsys.readouterr().out.count("could not read the status of kernel") == kc.POLL_ERRORS - 1
 
 
+@pytest.mark.slow
 def test_wait_score_returns_the_scored_row_and_a_pending_one_at_the_timeout(kaggle_stub, capsys):
     kaggle_stub.state.submission_statuses = ["PENDING", "PENDING", "COMPLETE"]
     kaggle_stub.state.public_score = "0.1650"

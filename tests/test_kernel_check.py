@@ -33,6 +33,7 @@ def _assignments(script: str) -> dict[str, object]:
     }
 
 
+@pytest.mark.slow
 def test_kernel_script_embeds_every_name_as_a_literal(trained):
     cfg = trained[0]
     plain = kernel_script(cfg, "lgbm")
@@ -55,6 +56,7 @@ def staged(trained, tmp_path_factory):
     return bundle, kernel
 
 
+@pytest.mark.slow
 def test_kernel_runs_offline_in_a_kaggle_root_and_equals_predict(trained, staged, tmp_path):
     cfg, data, _runs, stack = trained
     bundle, kernel = staged
@@ -167,6 +169,7 @@ def test_offline_env_reaches_no_index(tmp_path):
     assert out.returncode != 0  # no index: nothing can be fetched
 
 
+@pytest.mark.slow
 def test_a_failing_kernel_shows_its_log_tail(trained, staged, tmp_path):
     cfg, data, _runs, stack = trained
     bundle, kernel = staged
@@ -227,6 +230,7 @@ def test_runtime_estimate_scales_the_measured_test_pass(trained):
     assert kc.runtime_estimate(none, StackRun(stack)) is None
 
 
+@pytest.mark.slow
 def test_kaggle_venv_is_made_once_and_rebuilt_when_the_pins_change(tmp_path):
     pins, venv = tmp_path / "requirements.txt", tmp_path / "venv"
     pins.write_text("six==1.17.0\n")

@@ -13,7 +13,7 @@ from tests.conftest import REPO
 
 SRC = REPO / "src"
 PIPELINES = REPO / "pipelines"
-MAX_MODULE_LINES = 425  # the "~400": runs.py, the contract's one home, and artifacts.py sit just above
+MAX_MODULE_LINES = 425  # the "~400": runs.py (the contract's one home) and artifacts.py are 423-425
 MAX_FUNCTION_LINES = 60
 
 # file names the contract does not own: Kaggle's own metadata and credential files, the data folder's

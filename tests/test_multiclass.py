@@ -46,6 +46,7 @@ def ham(tiny_ham10000, tmp_path_factory):
     return cfg, scfg, data, runs, result, stack
 
 
+@pytest.mark.slow
 def test_folds_group_lesions_and_hold_every_class(ham):
     cfg, _, data, *_ = ham
     folds, meta = load_folds(cfg)
@@ -121,6 +122,7 @@ def test_multiclass_stack_scores_blends_and_predicts_from_artifacts(ham):
     assert list(sub.columns) == ["image_id", *CLASSES]
 
 
+@pytest.mark.slow
 def test_submission_and_leaderboard_in_multiclass(ham, tmp_path):
     _, scfg, data, runs, _, _ = ham
     source = runs / "ham10000" / "stack" / "multiclass" / "test.parquet"
@@ -184,6 +186,7 @@ def test_multiclass_estimator_gives_class_probabilities(kind):
         GBDTClassifier(kind=kind, n_classes=3, neg_ratio=2).fit(X, y)
 
 
+@pytest.mark.slow
 def test_oof_and_stack_commands_print_multiclass_scores(ham, tmp_path, monkeypatch, capsys):
     from foldstack.commands import stage1, stage2
 

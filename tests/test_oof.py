@@ -128,16 +128,18 @@ def test_saved_weights_reproduce_the_test_predictions(finished):
         np.testing.assert_allclose(p[f], saved[f"pred_fold{f}"][:20], atol=1e-6)
 
 
-def test_runs_are_reproducible(tiny_isic2024, tmp_path):
-    _, data = tiny_isic2024
-    _, a = run_tiny(tmp_path / "a", data)
+@pytest.mark.slow
+def test_runs_are_reproducible(finished, tmp_path):
+    """A second run of the shared tiny run's config, in another folder, predicts the same."""
+    _, data, out, a = finished
     _, b = run_tiny(tmp_path / "b", data)
-    oof_a = pd.read_parquet(tmp_path / "a/runs/isic2024/oof/tiny/oof.parquet")
+    oof_a = pd.read_parquet(out / "oof.parquet")
     oof_b = pd.read_parquet(tmp_path / "b/runs/isic2024/oof/tiny/oof.parquet")
     np.testing.assert_allclose(oof_a["pred"], oof_b["pred"], rtol=0, atol=1e-6)
     assert a["oof_pauc"] == pytest.approx(b["oof_pauc"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_folds_and_a_config_change_retrains(tiny_isic2024, tmp_path, capsys):
     _, data = tiny_isic2024
     cfg, _ = run_tiny(tmp_path, data)
@@ -182,6 +184,7 @@ def oof_pipeline(data, overrides, env=None):
 
 
 @pytest.mark.parametrize("stop_after", [1, 2])
+@pytest.mark.slow
 def test_interrupted_fold_resumes_bit_identical(
     stop_after, uninterrupted, tiny_isic2024, tmp_path, monkeypatch
 ):
@@ -223,6 +226,7 @@ def test_interrupted_fold_resumes_bit_identical(
 
 
 @pytest.mark.parametrize("fault", ["stage1.checkpoint:2", "set.commit.recorded:1"])
+@pytest.mark.slow
 def test_kill_while_writing_a_checkpoint_or_a_fold_set(fault, tiny_isic2024, tmp_path, capsys):
     """kill -9 half way through fold 0's epoch-2 checkpoint: the epoch-1 checkpoint is intact and the
     rerun resumes from it. kill -9 once fold 0's set is recorded but not yet moved into place: the rerun
@@ -426,6 +430,7 @@ def test_every_model_config_smoke_runs_with_the_tiny_backbone(name, request, tmp
         assert 0 <= result["oof_pauc"] <= 0.2 and 0 <= result["oof_auc"] <= 1
 
 
+@pytest.mark.slow
 def test_ddp_on_cpu_with_gloo_gathers_each_id_once(tiny_isic2024, tmp_path):
     _, data = tiny_isic2024
     overrides = f"{TINY['isic2024']} runs_dir={tmp_path / 'runs'} {FAST}"

@@ -58,6 +58,7 @@ def stacked(with_cnn, tmp_path_factory):
     return cfg, data, run_stack(cfg, data), Runs.of(cfg).dir / "stack" / cfg.run
 
 
+@pytest.mark.slow
 def test_stack_oof_uses_exactly_the_stage1_folds(stacked):
     cfg, _data, _, out = stacked
     oof = pd.read_parquet(out / "oof.parquet")
@@ -100,6 +101,7 @@ def test_models_are_saved_natively_and_reload(stacked):
     json.loads(xgb_files[0].read_text())  # real JSON
 
 
+@pytest.mark.slow
 def test_a_higher_n_trials_runs_only_the_missing_trials(stacked, capsys):
     """n_trials is the study's total of COMPLETE trials (2 here, no pruning): asking for 3 adds one.
     Each step says so in one line: the study's count, the trial, every fold refit."""
@@ -124,6 +126,7 @@ def test_a_higher_n_trials_runs_only_the_missing_trials(stacked, capsys):
     assert len(tabular) == k and all(re.search(r"; \d+\.\d s$", line) for line in tabular)
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study(with_cnn, tmp_path):
     runs, data = with_cnn
     cfg = stack_config(runs, "run=two_workers")
@@ -179,6 +182,7 @@ def test_features_do_not_depend_on_row_order(tiny_isic2024):
     assert not set(X.columns) & set(cfg.table.train_only)
 
 
+@pytest.mark.slow
 def test_tabular_only_stack_runs_without_cnn(with_cnn):
     runs, data = with_cnn
     cfg = stack_config(runs, "features.cnn=false run=tab_only")
@@ -202,6 +206,7 @@ def test_estimator_follows_the_sklearn_contract():
 
 
 @pytest.mark.parametrize("name", available("stack"))
+@pytest.mark.slow
 def test_every_stack_config_smoke_runs(name, with_cnn):
     runs, data = with_cnn
     cfg = stack_config(runs, f"run=smoke_{name} tuning.n_trials=1 only_models=[]", name=name)  # all models
@@ -293,6 +298,7 @@ def test_cnn_input_with_other_fold_column_is_refused(with_cnn, tmp_path):
         run_stack(stack_config(other), data)
 
 
+@pytest.mark.slow
 def test_optimistic_stage1_is_refused_unless_allowed_then_flagged(with_cnn, tmp_path):
     runs, data = with_cnn
     other = tmp_path / "runs"
@@ -410,6 +416,7 @@ def test_a_refit_with_fewer_seeds_leaves_no_stale_booster_and_a_stale_one_is_ref
         load_boosters(folder)
 
 
+@pytest.mark.slow
 def test_a_killed_stack_leaves_the_previous_run_whole(with_cnn, tmp_path, monkeypatch):
     """A crash in the middle of fitting the final fold models: the earlier run's files stay, all of
     them, and match their manifest; nothing staged is left once the next run starts."""
@@ -504,6 +511,7 @@ def test_tuned_weights_favour_the_better_model_and_tie_to_equal():
         tune_weights({str(i): good for i in range(6)}, y, "rank", "auc", 0.01)
 
 
+@pytest.mark.slow
 def test_tuned_blend_weights_see_only_the_tuning_folds_and_predict_uses_them(with_cnn, monkeypatch):
     """blend.weights=tune: the weights are fitted on the inner OOF of folds != hold-out (no NaN, no
     hold-out row), reported in metrics.json, and `make predict` (prob blend) blends with them."""
@@ -586,6 +594,7 @@ def test_column_families_split_the_features_by_name():
     assert "lesion_count" not in column_families(cols[:5], [])
 
 
+@pytest.mark.slow
 def test_ablation_refits_with_the_tuned_parameters_and_writes_a_set(stacked, capsys):
     """make ablate on the tiny stack: the full row is the stack's own score, a refit with the tuned
     parameters and no column dropped reproduces each model's saved OOF, the table/markdown/chart are

@@ -255,6 +255,7 @@ def _ledger_statuses(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_code_competition_flow_waits_for_each_step_and_records_it(
     trained, kaggle_stub, tmp_path, monkeypatch, capsys
 ):
@@ -310,6 +311,7 @@ def test_code_competition_flow_waits_for_each_step_and_records_it(
     assert "kaggle status: complete" in out
 
 
+@pytest.mark.slow
 def test_a_kernel_run_that_fails_stops_the_flow_before_submitting(
     trained, kaggle_stub, tmp_path, monkeypatch
 ):
@@ -332,6 +334,7 @@ def test_a_kernel_run_that_fails_stops_the_flow_before_submitting(
     assert (tmp_path / row["file"]).exists()
 
 
+@pytest.mark.slow
 def test_a_bundle_that_never_gets_ready_stops_the_flow_naming_it(trained, kaggle_stub, tmp_path, monkeypatch):
     _cfg, data, runs, _stack = trained
     kaggle_stub.state.dataset_statuses = ["BLOBS_RECEIVED"]
@@ -397,6 +400,7 @@ def trained_2020(tiny_isic2020, tmp_path_factory):
     return data, runs, Runs.of(cfg).dir / "oof" / "tiny" / "test.parquet"
 
 
+@pytest.mark.slow
 def test_file_competition_flow_end_to_end(trained_2020, kaggle_stub, tmp_path, monkeypatch):
     data, runs, source = trained_2020
     kaggle_stub.state.public_score = "0.8123"
@@ -503,6 +507,7 @@ def test_leaderboard_ranks_stacks_by_holdout_and_shows_flags(trained, tmp_path):
     assert "stacks come first, ranked by holdout_pauc" in md
 
 
+@pytest.mark.slow
 def test_lb_without_or_with_bad_labels_gives_clear_errors(trained, tmp_path, monkeypatch):
     from foldstack.commands.submit import lb
 
@@ -544,6 +549,7 @@ def test_code_competition_refuses_a_stage1_source_naming_the_stack_to_run(traine
         _submit([*args, "--from", str(source), "--dry-run"], monkeypatch, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_file_left_sending_is_not_sent_twice_without_force(trained, kaggle_stub, tmp_path, monkeypatch):
     cfg, data, runs, stack = trained
     ledger = tmp_path / "submissions" / "isic2024" / "ledger.csv"
@@ -558,6 +564,7 @@ def test_a_file_left_sending_is_not_sent_twice_without_force(trained, kaggle_stu
     assert "CreateCodeSubmission" in [r.rsplit("/", 1)[-1] for r in kaggle_stub.rpcs()]
 
 
+@pytest.mark.slow
 def test_a_kernel_estimated_over_the_limit_is_refused_unless_forced(
     trained, kaggle_stub, tmp_path, monkeypatch
 ):

@@ -53,6 +53,7 @@ def journal_study(path: Path) -> optuna.Study:
     return optuna.load_study(study_name=STUDY, storage=storage_for(t, path))
 
 
+@pytest.mark.slow
 def test_killed_study_ends_like_an_uninterrupted_one(tmp_path):
     """6 COMPLETE trials straight vs killed (SIGKILL) mid-trial 3 and rerun: same params, same values."""
     t = TuningCfg(**TUNING)
@@ -100,6 +101,7 @@ TRIAL_LINE = re.compile(
 )
 
 
+@pytest.mark.slow
 def test_every_trial_prints_one_whole_line_into_a_log_file(tmp_path):
     """stdout a plain file (as under nohup), two worker processes: one whole line per finished trial
     with the model, trial number, inner-CV score, best so far, n/target COMPLETE and seconds."""
@@ -132,6 +134,7 @@ def test_every_trial_prints_one_whole_line_into_a_log_file(tmp_path):
     assert max(int(m["done"]) for m in matches) == len(done)
 
 
+@pytest.mark.slow
 def test_a_trial_line_reaches_the_log_file_while_the_study_runs(tmp_path):
     """Not held in a buffer until the process ends: trial 0's line is in the file before trial 1 ends
     (a buffered stdout would write both, and the study's JSON, at exit)."""
@@ -211,6 +214,7 @@ def test_threads_follow_the_affinity_and_sleep_when_idle(monkeypatch):
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and os.environ["GOMP_SPINCOUNT"] == "0"
 
 
+@pytest.mark.slow
 def test_stack_entry_point_sets_the_wait_policy_before_openmp_loads():
     """pipelines/stack.py must set OMP_WAIT_POLICY before lightgbm is imported (read once, at load)."""
     code = (
