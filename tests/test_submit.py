@@ -174,6 +174,37 @@ def test_leaderboard_ranks_runs_and_scores_submissions_on_labels(trained, tmp_pa
     assert "| lgb_xgb_cb | stack |" in (tmp_path / "isic2024/leaderboard.md").read_text()
 
 
+def test_leaderboard_leaves_unscored_a_submission_whose_run_is_of_other_data(trained, tmp_path):
+    """A ledger row made from a run on other data (make submit DATA=... SET=runs_dir=...) is listed with a
+    note instead of breaking make lb (the demo's lb once failed so, with a KeyError of ids)."""
+    cfg, data, _, stack = trained
+    _path, row = write_submission(cfg, data, stack / "test.parquet", out_dir=tmp_path)
+    other = tmp_path / "other" / "isic2024" / "stack" / "lgb_xgb_cb"
+    other.mkdir(parents=True)
+    oof = pd.read_parquet(stack / "oof.parquet")
+    oof.assign(id="OTHER_" + oof["id"].astype(str)).to_parquet(other / "oof.parquet")
+    record(ledger_path(cfg, tmp_path), row | {"source": str(other / "test.parquet")})
+    table = leaderboard(cfg, data / "test-labels.csv", out_dir=tmp_path)
+    sub = table[table["kind"] == "submission"].iloc[0]
+    assert "OOF not scored: its ids are not those of" in sub["note"] and pd.isna(sub.get("oof_pauc"))
+    assert 0 <= sub["test_pauc"] <= 0.2  # its file is still scored on the labels
+    assert "OOF not scored" in (tmp_path / "isic2024/leaderboard.md").read_text()
+    # a submission file of other test ids is noted too, while another file still matches the labels
+    foreign = tmp_path / "foreign.csv"
+    sub_csv = pd.read_csv(_path)
+    sub_csv.assign(isic_id="OTHER_" + sub_csv["isic_id"]).to_csv(foreign, index=False)
+    record(ledger_path(cfg, tmp_path), row | {"file": str(foreign), "time_utc": "20990101T000000Z"})
+    table = leaderboard(cfg, data / "test-labels.csv", out_dir=tmp_path)
+    notes = table.loc[table["entry"] == "foreign", "note"].iloc[0]
+    assert "test not scored" in notes and "have no prediction" in notes
+    # when no file matches the labels, the labels are what is wrong: an error
+    ledger = ledger_path(cfg, tmp_path)
+    rows = pd.read_csv(ledger)
+    rows[rows["file"] == str(foreign)].to_csv(ledger, index=False)
+    with pytest.raises(DataError, match="have no prediction: are the labels of this competition"):
+        leaderboard(cfg, data / "test-labels.csv", out_dir=tmp_path)
+
+
 def test_network_failure_keeps_file_and_records_failed_row(trained, tmp_path, monkeypatch):
     _cfg, data, runs, stack = trained
     monkeypatch.chdir(tmp_path)

@@ -169,6 +169,10 @@ def oof_scores(cfg: CompetitionConfig, oof: pd.DataFrame, groups: pd.Series) -> 
     return out
 
 
+class OtherTestSet(DataError):
+    """A submission's ids are not those of the labels file."""
+
+
 def test_scores(
     cfg: CompetitionConfig, submission: Path, labels: pd.DataFrame, labels_path: Path | str = "labels"
 ) -> dict:
@@ -181,7 +185,7 @@ def test_scores(
     sub = sub.rename(columns=dict(zip(cfg.submission_columns[1:], cfg.pred_columns, strict=True)))
     merged = labels.merge(sub, on=idc, validate="one_to_one")
     if len(merged) != len(labels):
-        raise DataError(
+        raise OtherTestSet(
             f"{submission}: {len(labels) - len(merged)} of the {len(labels)} ids in {labels_path} have no "
             f"prediction: are the labels of this competition's test set?"
         )
@@ -259,16 +263,27 @@ def leaderboard(
     folds, _ = load_folds(cfg)
     groups = folds.set_index("id")["group"]
     labels = read_labels(cfg, labels_path) if labels_path is not None else None
-    rows, curves = [], []
+    rows, curves, mismatched = [], [], []
     for e in collect(cfg, out_dir):
         row = {"entry": e.name, "kind": e.kind, "status": e.status}
+        if e.oof is not None and not e.oof["id"].astype(str).isin(groups.index).all():
+            # e.g. a submission made from a run on other data (DATA=... runs_dir=...): nothing to compare
+            row["note"] = f"OOF not scored: its ids are not those of {Runs.of(cfg).folds_csv}"
+            e.oof = None
         if e.oof is not None:
             row |= oof_scores(cfg, e.oof, groups)
             if e.kind != "submission":
                 curves.append((e.name, e.oof, row[f"oof_{_key(cfg.metric)}"]))
         if e.submission is not None and labels is not None and e.submission.exists():
-            row |= test_scores(cfg, e.submission, labels, labels_path)
+            try:
+                row |= test_scores(cfg, e.submission, labels, labels_path)
+            except OtherTestSet as err:  # a file of other data: noted; every file so: the labels are wrong
+                row["note"] = "; ".join(filter(None, [row.get("note"), f"test not scored: {err}"]))
+                mismatched.append(err)
         rows.append(row | flags(cfg, e, row))
+    scored = [r for r in rows if r["kind"] == "submission"]
+    if mismatched and len(mismatched) == len(scored):
+        raise mismatched[0]
     if not rows:
         raise DataError(f"nothing to rank under {Runs.of(cfg).dir}: run `make oof` / `make stack` first")
     table = rank(cfg, pd.DataFrame(rows))
@@ -289,6 +304,7 @@ def to_markdown(cfg: CompetitionConfig, table: pd.DataFrame, labels: Path | None
     wanted += ["oof_balanced_accuracy", "oof_macro_f1"]
     wanted += [f"test_{k}" for k in (*keys, "balanced_accuracy")]
     wanted += [f"public_{main}", f"private_{main}", "public_minus_private_p05", "public_minus_private_p95"]
+    wanted += ["note"]
     cols = [c for c in wanted if c in table]
     head = "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     body = "".join("| " + " | ".join(_fmt(r[c]) for c in cols) + " |\n" for _, r in table.iterrows())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from pathlib import Path
 
@@ -236,7 +235,7 @@ def finish_run(cfg: OofConfig, inp: Inputs, rt: Runtime, run: Stage1Run, sha: st
         if decision[0] == "current":
             if rt.main:
                 print(f"run {cfg.run}: every fold done and already assembled ({run.metrics})")
-                return json.loads(run.metrics.read_text())
+                return run.read_metrics(deep=False)
             return {}
         return assemble_run(cfg, inp, rt, run, decision[1], t0)
 

@@ -211,7 +211,7 @@ def runtime_estimate(cfg: CompetitionConfig, stack: StackRun) -> dict | None:
     runs = []
     for name in stack.read_inputs().stage1_runs:
         s1 = runs_tree.stage1(name)
-        m = json.loads(s1.metrics.read_text())
+        m = s1.read_metrics(deep=False)
         test_rows = len(pd.read_parquet(s1.test, columns=["id"]))
         per_row = float(m["test_prediction_seconds"]) / max(test_rows, 1)
         runs.append(
