@@ -19,6 +19,16 @@ LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(PY) -m torch.distributed.run --standal
 DEMO_OOF = data.img_size=64 train.epochs=6 train.lr=1e-3 predict.tta=1
 
 STACK ?= lgb_xgb_cb
+# make compare: the two stack configs, their own overrides, the repeated splits, a leave-one-out column
+A ?= lgb_xgb_cb
+B ?= gbdt3
+A_SET ?=
+B_SET ?=
+# a finished stack run whose tuned parameters A (B) is fitted with (default: its own run, if finished)
+A_PARAMS ?=
+B_PARAMS ?=
+REPEATS ?= 5
+BY ?=
 MODELS ?=
 # N_TRIALS: COMPLETE trials each model's Optuna study should hold (a rerun adds only the missing ones)
 N_TRIALS ?=
@@ -87,6 +97,9 @@ bench-oof: ## one fold's stage-1 work split into training/scoring/prediction + i
 stack: ## stage 2: GBDTs on features + stage-1 OOF, Optuna-tuned (STACK=lgb_xgb_cb MODELS=a,b N_TRIALS=total TIMEOUT WORKERS)
 	$(PY) pipelines/stack.py $(ARGS) --stack $(STACK) --models "$(MODELS)" --workers $(WORKERS) \
 		$(if $(N_TRIALS),--n-trials $(N_TRIALS)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+
+compare: ## A=<stack> B=<stack> [REPEATS=5] [BY=attribution] [A_SET=.. B_SET=..]: paired repeated-split comparison
+	$(PY) pipelines/compare.py $(ARGS) --a $(A) --b $(B) --a-set "$(A_SET)" --b-set "$(B_SET)" --repeats $(REPEATS) --by "$(BY)" --models "$(MODELS)" --a-params "$(A_PARAMS)" --b-params "$(B_PARAMS)"
 
 ablate: ## refit a finished stack without each feature family / model, tuned params fixed -> ablation.{csv,md,png} (STACK FAMILIES=a,b)
 	$(PY) pipelines/ablate.py $(ARGS) --stack $(STACK) --families "$(FAMILIES)" $(if $(N_BOOT),--n-boot $(N_BOOT))

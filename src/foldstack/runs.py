@@ -7,6 +7,7 @@
       oof/<run>/                         Stage1Run: config.yaml, fold<k>.json + fold<k>.safetensors +
                                          fold<k>.preds.parquet (a fold's set), oof.parquet, test.parquet,
                                          metrics.json (the run's manifest), log.csv, report/
+      compare/<A>_vs_<B>/                make compare: compare.csv, logo.csv, compare.md/.png/.json
       stack/<run>/                       StackRun: config.yaml, levels.json, inputs.json, blend.json,
                                          blend_reference.npz, models/<model>/fold<k>/, study.journal,
                                          oof.parquet, test.parquet, metrics.json (manifest),
@@ -63,12 +64,8 @@ STUDY = "study.journal"  # Optuna's journal (and its lock files): it outlives a 
 IMPORTANCE_CSV, IMPORTANCE_PNG = "feature_importance.csv", "feature_importance.png"
 OPTUNA_PNG = "optuna_history.png"
 SHIFT_PNG = "stage1_shift.png"  # inside report/
-ABLATION_CSV, ABLATION_MD, ABLATION_PNG, ABLATION_JSON = (
-    "ablation.csv",
-    "ablation.md",
-    "ablation.png",
-    "ablation.json",
-)
+ABLATION_CSV, ABLATION_MD = "ablation.csv", "ablation.md"
+ABLATION_PNG, ABLATION_JSON = "ablation.png", "ablation.json"
 ESTIMATOR_JSON = "estimator.json"  # models/<model>/fold<k>/: its kind, parameters and native model files
 CHECKPOINT_SUFFIX = ".ckpt.safetensors"  # fold<k>.ckpt.safetensors: a fold's resumable training state
 # report/ of a run (foldstack.report)
@@ -77,13 +74,11 @@ THRESHOLDS_CSV, THRESHOLDS_PNG = "thresholds.csv", "thresholds.png"
 PER_CLASS_CSV, PER_CLASS_PNG = "per_class.csv", "per_class.png"
 REPORT_JSON = "report.json"  # also the kernel check's report in its root
 # the stages the kernel and `make predict` save for the kernel check (submit.predict.Stages)
-STAGE_CNN, STAGE_FEATURES, STAGE_ENGINES, STAGE_BLEND, STAGES_JSON = (
-    "cnn_{}.parquet",
-    "features.parquet",
-    "engines.npz",
-    "blend.npz",
-    "stages.json",
-)
+STAGE_CNN, STAGE_FEATURES, STAGE_ENGINES = "cnn_{}.parquet", "features.parquet", "engines.npz"
+STAGE_BLEND, STAGES_JSON = "blend.npz", "stages.json"
+COMPARE_ROOT = "compare"  # runs/<comp>/compare/<A>_vs_<B>/: make compare
+COMPARE_CSV, LOGO_CSV, COMPARE_JSON = "compare.csv", "logo.csv", "compare.json"
+COMPARE_MD, COMPARE_PNG = "compare.md", "compare.png"
 # what inference reads of a stack run besides its models (a bundle copies these)
 RUN_FILES = (CONFIG, METRICS, LEVELS, INPUTS, BLEND_JSON, BLEND_REFERENCE)
 LEDGER = "ledger.csv"
@@ -304,6 +299,10 @@ class Runs:
     @property
     def stack_root(self) -> Path:
         return self.dir / STACK_ROOT
+
+    def compare(self, a: str, b: str) -> Path:
+        """compare/<a>_vs_<b>/: the repeated-split comparison of two stack runs (make compare)."""
+        return self.dir / COMPARE_ROOT / f"{a}_vs_{b}"
 
     def stage1(self, name: str) -> Stage1Run:
         return Stage1Run(self.stage1_root / name)

@@ -6,9 +6,19 @@ import json
 
 from foldstack import artifacts
 from foldstack.cli import competition, resolve_data
-from foldstack.runs import ABLATION_CSV, ABLATION_MD, ABLATION_PNG, Runs
+from foldstack.runs import (
+    ABLATION_CSV,
+    ABLATION_MD,
+    ABLATION_PNG,
+    COMPARE_CSV,
+    COMPARE_JSON,
+    COMPARE_MD,
+    COMPARE_PNG,
+    Runs,
+)
 from foldstack.stage2.ablate import run_ablation, stack_config
 from foldstack.stage2.bench import bench_stack
+from foldstack.stage2.compare import compare as compare_stacks
 from foldstack.stage2.config import StackConfig, load_stack_config
 from foldstack.stage2.run import run_stack
 
@@ -124,4 +134,30 @@ def bench(comp: str, name: str, overrides: str = "", rows: int = 400_000) -> int
     path = Runs.of(cfg).bench(f"stack_{cfg.run}_{r['rows']}")
     artifacts.write_json(path, r)
     print(f"wrote {path}\n{json.dumps(r)}")
+    return 0
+
+
+def compare(
+    comp: str,
+    a: str,
+    b: str,
+    overrides: str = "",
+    data: str | None = None,
+    a_set: str = "",
+    b_set: str = "",
+    repeats: int = 5,
+    by: str = "",
+    models: str = "",
+    params: tuple[str, str] = ("", ""),
+) -> int:
+    """Two stack configs on `repeats` repeated patient-grouped splits (and leave-one-BY-out): the paired
+    difference B - A with its interval and tests."""
+    a_cfg = load_stack_config(comp, a, f"{overrides} {a_set}")
+    b_cfg = load_stack_config(comp, b, f"{overrides} {b_set}")
+    data_dir = resolve_data(data, a_cfg)
+    chosen = [m for m in models.split(",") if m] or None
+    s = compare_stacks(a_cfg, b_cfg, data_dir, repeats, by or None, chosen, params)
+    out = Runs.of(a_cfg).compare(a_cfg.run, b_cfg.run)
+    print((out / COMPARE_MD).read_text())
+    print(f"wrote {out}/ ({COMPARE_CSV}, {COMPARE_MD}, {COMPARE_PNG}, {COMPARE_JSON}); {s['seconds']} s")
     return 0
