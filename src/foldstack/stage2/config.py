@@ -16,7 +16,11 @@ RENAMED = {"lgbm": DEFAULT_STACK}  # old config names that still work, with a on
 
 
 class FeatureCfg(Frozen):
-    engineered: Literal["all"] | tuple[str, ...] = "all"
+    engineered: Literal["all", "base", "greysky"] | tuple[str, ...] = Field(
+        "all",
+        description="engineered lesion features: base (= all: foldstack's 21), greysky (greysky's 42), "
+        "or a list of names",
+    )
     patient_norm: bool = True
     lesion_count: bool = True
     drop: tuple[str, ...] = ()

@@ -34,6 +34,13 @@ def _c(df: Frame, name: str) -> np.ndarray:
     return df[name].to_numpy(dtype=np.float64)
 
 
+def _ratio_of_product_to_sum(d: Frame, a: str, b: str) -> np.ndarray:
+    """a*b / (a+b): greysky's "consistency" features (NaN where a + b is 0)."""
+    x, y = _c(d, a), _c(d, b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return x * y / (x + y)
+
+
 # name -> function of the metadata frame; each needs only test-side columns
 ENGINEERED: dict[str, Callable[[Frame], np.ndarray]] = {
     "lesion_size_ratio": lambda d: _c(d, "tbp_lv_minorAxisMM") / (_c(d, "clin_size_long_diam_mm") + EPS),
@@ -69,15 +76,82 @@ ENGINEERED: dict[str, Callable[[Frame], np.ndarray]] = {
     "color_shape_composite_index": lambda d: (
         (_c(d, "tbp_lv_color_std_mean") + _c(d, "tbp_lv_area_perim_ratio") + _c(d, "tbp_lv_symm_2axis")) / 3
     ),
+    # the rest of greysky's public "ISIC 2024 | Only Tabular Data" set (features.engineered: greysky)
+    "area_to_perimeter_ratio": lambda d: _c(d, "tbp_lv_areaMM2") / (_c(d, "tbp_lv_perimeterMM") + EPS),
+    "consistency_symmetry_border": lambda d: _ratio_of_product_to_sum(
+        d, "tbp_lv_symm_2axis", "tbp_lv_norm_border"
+    ),
+    "consistency_color": lambda d: _ratio_of_product_to_sum(d, "tbp_lv_stdL", "tbp_lv_Lext"),
+    "shape_complexity_index": lambda d: (
+        _c(d, "tbp_lv_norm_border")
+        + _c(d, "tbp_lv_symm_2axis")
+        + _c(d, "tbp_lv_areaMM2") / (_c(d, "tbp_lv_perimeterMM") ** 2 + EPS)
+    ),
+    "mean_hue_difference": lambda d: (_c(d, "tbp_lv_H") + _c(d, "tbp_lv_Hext")) / 2,
+    "std_dev_contrast": lambda d: np.sqrt(
+        (_c(d, "tbp_lv_deltaA") ** 2 + _c(d, "tbp_lv_deltaB") ** 2 + _c(d, "tbp_lv_deltaL") ** 2) / 3
+    ),
+    "overall_color_difference": lambda d: (
+        (_c(d, "tbp_lv_deltaA") + _c(d, "tbp_lv_deltaB") + _c(d, "tbp_lv_deltaL")) / 3
+    ),
+    "symmetry_perimeter_interaction": lambda d: _c(d, "tbp_lv_symm_2axis") * _c(d, "tbp_lv_perimeterMM"),
+    "comprehensive_lesion_index": lambda d: (
+        (
+            _c(d, "tbp_lv_area_perim_ratio")
+            + _c(d, "tbp_lv_eccentricity")
+            + _c(d, "tbp_lv_norm_color")
+            + _c(d, "tbp_lv_symm_2axis")
+        )
+        / 4
+    ),
+    "color_variance_ratio": lambda d: _c(d, "tbp_lv_color_std_mean") / (_c(d, "tbp_lv_stdLExt") + EPS),
+    "border_color_interaction_2": lambda d: _ratio_of_product_to_sum(
+        d, "tbp_lv_norm_border", "tbp_lv_norm_color"
+    ),
+    "size_color_contrast_ratio": lambda d: (
+        _c(d, "clin_size_long_diam_mm") / (_c(d, "tbp_lv_deltaLBnorm") + EPS)
+    ),
+    "age_normalized_nevi_confidence": lambda d: _c(d, "tbp_lv_nevi_confidence") / (_c(d, "age_approx") + EPS),
+    "age_normalized_nevi_confidence_2": lambda d: np.sqrt(
+        _c(d, "clin_size_long_diam_mm") ** 2 + _c(d, "age_approx") ** 2
+    ),
+    "color_asymmetry_index": lambda d: _c(d, "tbp_lv_radial_color_std_max") * _c(d, "tbp_lv_symm_2axis"),
+    "volume_approximation_3d": lambda d: (
+        _c(d, "tbp_lv_areaMM2")
+        * np.sqrt(_c(d, "tbp_lv_x") ** 2 + _c(d, "tbp_lv_y") ** 2 + _c(d, "tbp_lv_z") ** 2)
+    ),
+    "color_range": lambda d: (
+        np.abs(snapped_difference(_c(d, "tbp_lv_L"), _c(d, "tbp_lv_Lext")))
+        + np.abs(snapped_difference(_c(d, "tbp_lv_A"), _c(d, "tbp_lv_Aext")))
+        + np.abs(snapped_difference(_c(d, "tbp_lv_B"), _c(d, "tbp_lv_Bext")))
+    ),
+    "shape_color_consistency": lambda d: _c(d, "tbp_lv_eccentricity") * _c(d, "tbp_lv_color_std_mean"),
+    "border_length_ratio": lambda d: (
+        _c(d, "tbp_lv_perimeterMM") / (2 * np.pi * np.sqrt(_c(d, "tbp_lv_areaMM2") / np.pi) + EPS)
+    ),
+    "age_size_symmetry_index": lambda d: (
+        _c(d, "age_approx") * _c(d, "clin_size_long_diam_mm") * _c(d, "tbp_lv_symm_2axis")
+    ),
+    "index_age_size_symmetry": lambda d: (
+        _c(d, "age_approx") * _c(d, "tbp_lv_areaMM2") * _c(d, "tbp_lv_symm_2axis")
+    ),
 }
 
 
+# features.engineered: "base" (alias "all", the default: foldstack's first 21) or "greysky" (all 42 of
+# greysky's public notebook: the base 21 + the 21 after "the rest of greysky's ..." above)
+BASE_SET = tuple(list(ENGINEERED)[: list(ENGINEERED).index("area_to_perimeter_ratio")])
+NAMED_SETS = {"base": BASE_SET, "all": BASE_SET, "greysky": tuple(ENGINEERED)}
+
+
 def engineered_names(names: tuple[str, ...] | str, available_cols: set[str]) -> list[str]:
-    """The engineered features to build: 'all' (those whose inputs exist) or an explicit list."""
-    if names == "all":
+    """The engineered features to build: a named set ('base' = 'all', 'greysky'; those whose inputs
+    exist) or an explicit list."""
+    if isinstance(names, str):
         probe = pd.DataFrame({c: [1.0] for c in available_cols})
         out = []
-        for n, fn in ENGINEERED.items():
+        for n in NAMED_SETS[names]:
+            fn = ENGINEERED[n]
             try:
                 fn(probe)
             except KeyError:
