@@ -50,7 +50,7 @@ from foldstack.stage2.features import CNN_PREFIX, ENGINEERED
 from foldstack.stage2.inputs import Matrices, build_matrices
 from foldstack.stage2.models import fit_folds
 
-FEATURE_FAMILIES = ("raw", "engineered", "patient_norm", "lesion_count")
+FEATURE_FAMILIES = ("raw", "engineered", "patient_norm", "group_norm", "lesion_count")
 
 
 def stack_config(run: StackRun, runs_dir: str) -> StackConfig:
@@ -74,6 +74,8 @@ def column_families(columns: list[str], stage1_runs: list[str]) -> dict[str, lis
             fams["lesion_count"].append(c)
         elif c.endswith("_pz"):
             fams["patient_norm"].append(c)
+        elif "_by_" in c and c.split("__")[-1].startswith(("z_by_", "ratio_by_", "rank_by_")):
+            fams["group_norm"].append(c)
         elif c in ENGINEERED:
             fams["engineered"].append(c)
         else:

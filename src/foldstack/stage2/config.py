@@ -22,6 +22,16 @@ class FeatureCfg(Frozen):
         "or a list of names",
     )
     patient_norm: bool = True
+    group_norm: tuple[tuple[str, ...], ...] = Field(
+        (),
+        description="more groups to normalise every numeric feature in, each a list of test-side columns, "
+        "e.g. [[patient_id, anatom_site_general], [patient_id, tbp_lv_location]] (the patient alone is "
+        "patient_norm)",
+    )
+    group_stats: tuple[Literal["z", "ratio", "rank"], ...] = Field(
+        ("z",),
+        description="what group_norm adds per group: z-score, ratio to the group mean, percentile rank",
+    )
     lesion_count: bool = True
     drop: tuple[str, ...] = ()
     cnn: bool = Field(True, description="use stage-1 outputs (false: tabular only)")

@@ -193,6 +193,7 @@ def build_features(
     if fc.patient_norm:
         z = patient.zscore(numeric.to_numpy())
         parts.append(pd.DataFrame(z, columns=[f"{c}_pz" for c in numeric.columns]))
+    parts += group_norm(cfg, fc, d, numeric)
     if fc.lesion_count:
         parts.append(pd.DataFrame({"patient_lesion_count": patient.size()}))
     for name, p in cnn.items():
@@ -215,6 +216,30 @@ def build_features(
     )
     X = pd.concat([*parts, cats], axis=1)
     return X.iloc[inverse].reset_index(drop=True)
+
+
+GROUP_TAG = "__{stat}_by_{keys}"  # <feature>__z_by_patient_id_anatom_site_general: a group_norm column
+
+
+def group_norm(cfg: CompetitionConfig, fc, d: Frame, numeric: Frame) -> list[Frame]:
+    """Every numeric feature normalised within each features.group_norm group (the frame's own rows
+    only: test rows are grouped among test rows), one frame per group and statistic."""
+    valid = list(cfg.table.test_columns)
+    out = []
+    for keys in fc.group_norm:
+        bad = [k for k in keys if k not in valid]
+        if bad or not keys:
+            raise ConfigError(
+                f"features.group_norm: {bad or 'an empty group'} is not a test-side column; "
+                f"valid columns: {', '.join(valid)}"
+            )
+        g = Grouping.of(d[list(keys)].astype(object))
+        values = numeric.to_numpy()
+        for stat in fc.group_stats:
+            made = {"z": g.zscore, "ratio": g.ratio, "rank": g.rank}[stat](values)
+            tag = GROUP_TAG.format(stat=stat, keys="_".join(keys))
+            out.append(pd.DataFrame(made, columns=[f"{c}{tag}" for c in numeric.columns]))
+    return out
 
 
 def cnn_inputs(cfg: CompetitionConfig, runs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
