@@ -25,6 +25,7 @@ def cfg(runs, extra=""):
     return load_stack_config("isic2024", "lgb_xgb_cb", f"{TINY['isic2024']} runs_dir={runs} {base} {extra}")
 
 
+@pytest.mark.slow
 def test_each_statistic_within_patient_and_site_is_the_grouping_s(tiny_isic2024, tmp_path):
     _, data = tiny_isic2024
     c = cfg(tmp_path, f"features.group_norm={SITE} features.group_stats=[z,ratio,rank]")
@@ -46,6 +47,7 @@ def test_each_statistic_within_patient_and_site_is_the_grouping_s(tiny_isic2024,
     assert f"{col}__z{tag}" in fams["group_norm"] and f"{col}_pz" in fams["patient_norm"]
 
 
+@pytest.mark.slow
 def test_test_rows_are_grouped_among_test_rows_only(tiny_isic2024, tmp_path):
     """Train rows moved into a test patient's groups, with other values, leave the test matrix bit for
     bit the same (as on Kaggle, where the hidden test patients are new and only test rows are grouped
