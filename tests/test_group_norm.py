@@ -86,3 +86,30 @@ def test_a_group_key_that_is_not_a_test_column_is_refused_naming_the_valid_ones(
         build_matrices(cfg(tmp_path / "runs", "features.group_norm=[[iddx_1]]"), data, [])
     with pytest.raises(Exception, match="group_stats"):
         cfg(tmp_path, "features.group_stats=[mean]")
+
+
+def test_ugly_duckling_counts_the_features_where_a_lesion_stands_out_in_its_patient():
+    from foldstack.stage2.features import ugly_duckling
+
+    z = np.array([[0.5, -2.5, 3.0], [0.0, 0.0, 0.0], [np.nan, 2.0, -1.9]])
+    u = ugly_duckling(z, 2.0)
+    assert u["patient_outlier_count"].tolist() == [2.0, 0.0, 1.0]
+    np.testing.assert_allclose(u["patient_max_abs_z"], [3.0, 0.0, 2.0])
+
+
+def test_ugly_duckling_features_in_the_matrix_and_their_ablation_family(tiny_isic2024, tmp_path):
+    _, data = tiny_isic2024
+    c = cfg(tmp_path, "features.ugly_duckling=true features.ugly_z=1.5 features.patient_norm=false")
+    train = read_metadata(c, data, "train")
+    levels = category_levels([train], c.table.of_type("cat", split="test"))
+    X = build_features(c, c.features, train, {}, levels)
+    assert not any(col.endswith("_pz") for col in X.columns)  # computed without adding the z columns
+    g = Grouping.of(train[["patient_id"]].astype(object))
+    alone = g.size() == 1
+    assert (X["patient_outlier_count"] >= 0).all() and X["patient_outlier_count"].max() > 0
+    if alone.any():
+        assert (X.loc[alone, "patient_outlier_count"] == 0).all()
+    fams = column_families(list(X.columns), [])
+    assert fams["ugly_duckling"] == ["patient_outlier_count", "patient_max_abs_z"]
+    with pytest.raises(Exception, match="ugly_z"):
+        cfg(tmp_path, "features.ugly_z=0")

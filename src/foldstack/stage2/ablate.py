@@ -46,11 +46,11 @@ from foldstack.runs import (
 )
 from foldstack.stage2.blend import blend_oof
 from foldstack.stage2.config import StackConfig
-from foldstack.stage2.features import CNN_PREFIX, ENGINEERED
+from foldstack.stage2.features import CNN_PREFIX, ENGINEERED, UGLY_DUCKLING
 from foldstack.stage2.inputs import Matrices, build_matrices
 from foldstack.stage2.models import fit_folds
 
-FEATURE_FAMILIES = ("raw", "engineered", "patient_norm", "group_norm", "lesion_count")
+FEATURE_FAMILIES = ("raw", "engineered", "patient_norm", "group_norm", "ugly_duckling", "lesion_count")
 
 
 def stack_config(run: StackRun, runs_dir: str) -> StackConfig:
@@ -72,6 +72,8 @@ def column_families(columns: list[str], stage1_runs: list[str]) -> dict[str, lis
             fams[f"stage1:{run}"].append(c)
         elif c == "patient_lesion_count":
             fams["lesion_count"].append(c)
+        elif c in UGLY_DUCKLING:
+            fams["ugly_duckling"].append(c)
         elif c.endswith("_pz"):
             fams["patient_norm"].append(c)
         elif "_by_" in c and c.split("__")[-1].startswith(("z_by_", "ratio_by_", "rank_by_")):

@@ -22,6 +22,12 @@ class FeatureCfg(Frozen):
         "or a list of names",
     )
     patient_norm: bool = True
+    ugly_duckling: bool = Field(
+        False,
+        description="per lesion, in how many numeric features it is an outlier among its patient's lesions "
+        "(|patient z| >= ugly_z) and its largest |patient z|",
+    )
+    ugly_z: float = Field(2.0, gt=0, description="ugly_duckling: the |z| from which a feature counts")
     group_norm: tuple[tuple[str, ...], ...] = Field(
         (),
         description="more groups to normalise every numeric feature in, each a list of test-side columns, "

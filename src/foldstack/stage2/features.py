@@ -190,9 +190,11 @@ def build_features(
     numeric = numeric.replace([np.inf, -np.inf], np.nan)
     parts = [numeric]
     patient = Grouping.of(pd.DataFrame({"g": groups}))
+    z = patient.zscore(numeric.to_numpy()) if fc.patient_norm or fc.ugly_duckling else None
     if fc.patient_norm:
-        z = patient.zscore(numeric.to_numpy())
         parts.append(pd.DataFrame(z, columns=[f"{c}_pz" for c in numeric.columns]))
+    if fc.ugly_duckling:
+        parts.append(ugly_duckling(z, fc.ugly_z))
     parts += group_norm(cfg, fc, d, numeric)
     if fc.lesion_count:
         parts.append(pd.DataFrame({"patient_lesion_count": patient.size()}))
@@ -216,6 +218,18 @@ def build_features(
     )
     X = pd.concat([*parts, cats], axis=1)
     return X.iloc[inverse].reset_index(drop=True)
+
+
+UGLY_DUCKLING = ("patient_outlier_count", "patient_max_abs_z")
+
+
+def ugly_duckling(z: np.ndarray, threshold: float) -> Frame:
+    """The "ugly duckling" of its patient: in how many features a lesion's |patient z| reaches
+    `threshold`, and its largest |z| (0 for a lesion alone or a missing value everywhere)."""
+    a = np.abs(np.nan_to_num(z, nan=0.0))
+    count = (a >= threshold).sum(axis=1).astype(np.float64)
+    top = a.max(axis=1) if a.shape[1] else np.zeros(len(a))
+    return pd.DataFrame({UGLY_DUCKLING[0]: count, UGLY_DUCKLING[1]: grid32(top)})
 
 
 GROUP_TAG = "__{stat}_by_{keys}"  # <feature>__z_by_patient_id_anatom_site_general: a group_norm column
