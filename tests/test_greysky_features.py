@@ -85,10 +85,23 @@ PUBLISHED = {  # greysky, "ISIC 2024 | Only Tabular Data": the formulas as publi
 }
 
 
-def test_the_greysky_set_is_the_base_set_and_the_21_it_lacked():
-    assert len(BASE_SET) == 21 and len(NAMED_SETS["greysky"]) == 42
+def test_the_greysky_set_is_the_base_set_the_21_it_lacked_and_the_combined_site():
+    assert len(BASE_SET) == 21 and len(NAMED_SETS["greysky"]) == 43
     assert NAMED_SETS["all"] == NAMED_SETS["base"] == BASE_SET  # the default stays what it was
-    assert set(NAMED_SETS["greysky"]) == set(BASE_SET) | set(PUBLISHED)
+    assert set(NAMED_SETS["greysky"]) == set(BASE_SET) | set(PUBLISHED) | {"combined_anatomical_site"}
+
+
+def test_combined_anatomical_site_is_site_underscore_location_and_missing_where_either_is():
+    from foldstack.stage2.features import CATEGORICAL
+
+    d = pd.DataFrame(
+        {
+            "anatom_site_general": ["head/neck", None, "lower extremity"],
+            "tbp_lv_location": ["Head & Neck", "Torso Back", None],
+        }
+    )
+    got = [None if pd.isna(v) else v for v in CATEGORICAL["combined_anatomical_site"](d)]
+    assert got == ["head/neck_Head & Neck", None, None]  # greysky: site + "_" + location
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))

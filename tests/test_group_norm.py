@@ -10,11 +10,11 @@ import pytest
 from foldstack.data.metadata import read_metadata
 from foldstack.errors import ConfigError
 from foldstack.folds import make_folds
-from foldstack.stage2.ablate import column_families
 from foldstack.stage2.config import load_stack_config
 from foldstack.stage2.features import build_features, category_levels
 from foldstack.stage2.groups import Grouping
 from foldstack.stage2.inputs import build_matrices
+from foldstack.stage2.members import column_families
 from tests.conftest import TINY
 
 SITE = "[[patient_id,anatom_site_general]]"
@@ -89,7 +89,7 @@ def test_a_group_key_that_is_not_a_test_column_is_refused_naming_the_valid_ones(
 
 
 def test_ugly_duckling_counts_the_features_where_a_lesion_stands_out_in_its_patient():
-    from foldstack.stage2.features import ugly_duckling
+    from foldstack.stage2.context import ugly_duckling
 
     z = np.array([[0.5, -2.5, 3.0], [0.0, 0.0, 0.0], [np.nan, 2.0, -1.9]])
     u = ugly_duckling(z, 2.0)

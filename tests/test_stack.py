@@ -578,7 +578,7 @@ def test_stack_reports_the_stage1_shift(stacked):
 
 
 def test_column_families_split_the_features_by_name():
-    from foldstack.stage2.ablate import column_families
+    from foldstack.stage2.members import column_families
 
     cols = ["age_approx", "sex", "hue_contrast", "age_approx_pz", "hue_contrast_pz", "patient_lesion_count"]
     cols += ["cnn_a", "cnn_a_patient_rank", "cnn_a_b", "cnn_a_b_patient_ratio"]

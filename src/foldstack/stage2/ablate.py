@@ -46,11 +46,9 @@ from foldstack.runs import (
 )
 from foldstack.stage2.blend import blend_oof
 from foldstack.stage2.config import StackConfig
-from foldstack.stage2.features import CNN_PREFIX, ENGINEERED, UGLY_DUCKLING
 from foldstack.stage2.inputs import Matrices, build_matrices
+from foldstack.stage2.members import column_families
 from foldstack.stage2.models import fit_folds
-
-FEATURE_FAMILIES = ("raw", "engineered", "patient_norm", "group_norm", "ugly_duckling", "lesion_count")
 
 
 def stack_config(run: StackRun, runs_dir: str) -> StackConfig:
@@ -58,31 +56,6 @@ def stack_config(run: StackRun, runs_dir: str) -> StackConfig:
     if not run.config.exists():
         raise DataError(f"{run.config} is missing: no finished stack in {run.dir}; run `make stack` first")
     return build_config(StackConfig, [run.config], [f"runs_dir={runs_dir}"])
-
-
-def column_families(columns: list[str], stage1_runs: list[str]) -> dict[str, list[str]]:
-    """Family name -> its columns; families without a column are left out."""
-    fams: dict[str, list[str]] = {f: [] for f in FEATURE_FAMILIES} | {f"stage1:{r}": [] for r in stage1_runs}
-    longest_first = sorted(stage1_runs, key=len, reverse=True)  # run 'a_b' before run 'a'
-    for c in columns:
-        if c.startswith(CNN_PREFIX):
-            run = next((r for r in longest_first if c == f"cnn_{r}" or c.startswith(f"cnn_{r}_")), None)
-            if run is None:
-                raise DataError(f"feature {c!r} belongs to no stage-1 run of the stack ({stage1_runs})")
-            fams[f"stage1:{run}"].append(c)
-        elif c == "patient_lesion_count":
-            fams["lesion_count"].append(c)
-        elif c in UGLY_DUCKLING:
-            fams["ugly_duckling"].append(c)
-        elif c.endswith("_pz"):
-            fams["patient_norm"].append(c)
-        elif "_by_" in c and c.split("__")[-1].startswith(("z_by_", "ratio_by_", "rank_by_")):
-            fams["group_norm"].append(c)
-        elif c in ENGINEERED:
-            fams["engineered"].append(c)
-        else:
-            fams["raw"].append(c)
-    return {f: cols for f, cols in fams.items() if cols}
 
 
 def choose(asked: list[str] | None, offered: list[str]) -> list[str]:
@@ -166,7 +139,7 @@ def _without_columns(cfg: StackConfig, m: Matrices, result: dict, weights: dict,
         variant[spec.name], _, _ = fit_folds(
             spec,
             sampled,
-            X,
+            X[[c for c in m.columns_of(spec) if c in X.columns]],
             m.y,
             m.fold,
             None,

@@ -114,8 +114,9 @@ def split_score(c: Candidate, fold: np.ndarray, label: str) -> float:
     cfg, m = c.cfg, c.m
     oofs = {}
     for spec in cfg.models:
+        X = m.member(spec)[0]
         p, _, _ = fit_folds(
-            spec, c.params.get(spec.name, {}), m.X, m.y, fold, None, cfg.tuning.seed, n_classes=cfg.n_classes
+            spec, c.params.get(spec.name, {}), X, m.y, fold, None, cfg.tuning.seed, n_classes=cfg.n_classes
         )
         oofs[spec.name] = p
     say(f"{label}: {c.name} fitted")
@@ -156,7 +157,8 @@ def group_scores(c: Candidate, by: np.ndarray, group: str) -> float:
     preds = {}
     for spec in cfg.models:
         est = clone(estimator(spec, c.params.get(spec.name, {}), cfg.tuning.seed, cfg.n_classes))
-        p = est.fit(m.X[~held], m.y[~held]).scores(m.X[held])
+        X = m.member(spec)[0]
+        p = est.fit(X[~held], m.y[~held]).scores(X[held])
         preds[spec.name] = rankdata(p) / len(p) if cfg.blend.method == "rank" else p
     return float(pt.headline(cfg, y_held, blend(preds, c.weights))[metric_key(cfg)])
 

@@ -10,9 +10,24 @@ from pydantic import Field, field_validator, model_validator
 
 from foldstack.config import CompetitionConfig, Frozen, build_config, config_path, read_yaml
 from foldstack.errors import ConfigError
+from foldstack.stage2.context import WINNERS_GROUPS
 
 DEFAULT_STACK = "lgb_xgb_cb"  # LightGBM + XGBoost + CatBoost: what `make stack` runs
 RENAMED = {"lgbm": DEFAULT_STACK}  # old config names that still work, with a one-line notice
+
+
+CnnStat = Literal["prob", "logit", "rank", "ratio", "z"]
+# features.age_norm's default: size, shape, colour and the nevus confidence (the features whose meaning
+# changes with age)
+AGE_NORM = (
+    "clin_size_long_diam_mm",
+    "tbp_lv_areaMM2",
+    "tbp_lv_perimeterMM",
+    "tbp_lv_deltaLBnorm",
+    "tbp_lv_norm_color",
+    "tbp_lv_norm_border",
+    "tbp_lv_nevi_confidence",
+)
 
 
 class FeatureCfg(Frozen):
@@ -32,15 +47,49 @@ class FeatureCfg(Frozen):
         (),
         description="more groups to normalise every numeric feature in, each a list of test-side columns, "
         "e.g. [[patient_id, anatom_site_general], [patient_id, tbp_lv_location]] (the patient alone is "
-        "patient_norm)",
+        "patient_norm), or winners: patient x site, x location, x location_simple, x tile type",
     )
     group_stats: tuple[Literal["z", "ratio", "rank"], ...] = Field(
         ("z",),
         description="what group_norm adds per group: z-score, ratio to the group mean, percentile rank",
     )
+    outlier: tuple[str, ...] = Field(
+        (),
+        description="numeric features of a per-patient outlier score: the RMS of the lesion's patient "
+        "z-scores over them, and its rank within the patient (empty: off)",
+    )
+    age: bool = Field(
+        False, description="the age decade, and features.age_norm z-scored within age decade x sex"
+    )
+    age_norm: tuple[str, ...] = Field(
+        AGE_NORM,
+        description="features.age: the numeric features z-scored among lesions of the same age and sex",
+    )
     lesion_count: bool = True
     drop: tuple[str, ...] = ()
     cnn: bool = Field(True, description="use stage-1 outputs (false: tabular only)")
+    cnn_stats: tuple[CnnStat, ...] | dict[str, tuple[CnnStat, ...]] = Field(
+        ("prob", "rank", "ratio"),
+        description="per stage-1 run, any of prob, logit, rank (within patient), ratio (to the patient "
+        "mean), "
+        "z (logit z-score within the patient and every group_norm group); a list for every run or "
+        "run -> list (a run left out: prob, rank, ratio)",
+    )
+    cnn_cross: bool = Field(
+        False, description="mean, min, max and std of the probability over the stage-1 runs"
+    )
+    cnn_noise: float = Field(
+        0.0,
+        ge=0,
+        description="Gaussian noise on the stage-1 columns while a model fits (never at predict time), "
+        "sigma in units of each column's standard deviation; a model's own cnn_noise overrides it",
+    )
+
+    @field_validator("group_norm", mode="before")
+    @classmethod
+    def _named_groups(cls, v: Any) -> Any:
+        return WINNERS_GROUPS if v == "winners" else v
+
     allow_optimistic: bool = Field(
         False,
         description="accept stage-1 runs whose score is optimistic (train.checkpoint=best_optimistic); "
@@ -58,6 +107,16 @@ class SearchDim(Frozen):
     choices: tuple[Any, ...] = ()
 
 
+NEW_SPEC_DEFAULTS = {
+    "neg_rate": None,
+    "pos_rate": None,
+    "bags": 1,
+    "cnn_noise": None,
+    "drop": [],
+    "stage1": None,
+}
+
+
 class ModelSpec(Frozen):
     """One stage-2 model: its engine, fixed parameters and the search space tuned by Optuna."""
 
@@ -67,7 +126,55 @@ class ModelSpec(Frozen):
     search: dict[str, SearchDim] = Field(default_factory=dict)
     n_estimators: int = Field(300, ge=1)
     neg_ratio: float | None = Field(None, gt=0, description="undersample negatives to this many per positive")
+    neg_rate: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="undersample negatives until positives / negatives = neg_rate (imblearn's "
+        "sampling_strategy; after pos_rate), in (0, 1]",
+    )
+    pos_rate: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="oversample positives (drawn with replacement) until positives / negatives = "
+        "pos_rate, in (0, 1]",
+    )
+    bags: int = Field(
+        1,
+        ge=1,
+        description="boosters per seed, each on its own disjoint share of the negatives (together all "
+        "of them "
+        "when no rate is set)",
+    )
+    cnn_noise: float | None = Field(None, ge=0, description="this model's features.cnn_noise")
+    drop: tuple[str, ...] = Field(
+        (),
+        description="feature families (raw, engineered, patient_norm, group_norm, ugly_duckling, outlier, "
+        "age, lesion_count, cnn_cross, stage1:<run>) or columns this member does without",
+    )
+    stage1: tuple[str, ...] | None = Field(
+        None, description="the stage-1 runs this member sees (default all)"
+    )
     seeds: tuple[int, ...] = (0,)
+
+    @model_validator(mode="after")
+    def _one_negative_rule(self) -> ModelSpec:
+        if self.neg_ratio and self.neg_rate:
+            raise ValueError(
+                f"model {self.name}: neg_ratio ({self.neg_ratio:g} negatives per positive) and neg_rate "
+                f"({self.neg_rate:g} positives per negative) both set the negatives; keep one"
+            )
+        return self
+
+    def identity(self) -> dict:
+        """What names its Optuna study: every field, those added since studies were named left out while
+        at their defaults (so an existing study keeps its name)."""
+        out = self.model_dump(mode="json")
+        for key, default in NEW_SPEC_DEFAULTS.items():
+            if out.get(key) == default:
+                out.pop(key, None)
+        return out
 
     @field_validator("kind")
     @classmethod
@@ -152,6 +259,20 @@ class StackConfig(CompetitionConfig):
 
     @model_validator(mode="before")
     @classmethod
+    def _noise_to_models(cls, data: Any) -> Any:
+        """features.cnn_noise is every model's cnn_noise unless the model sets its own."""
+        feats = data.get("features") if isinstance(data, dict) else None
+        noise = feats.get("cnn_noise") if isinstance(feats, dict) else None
+        if not noise or not isinstance(data.get("models"), list):
+            return data
+        models = [
+            m if not isinstance(m, dict) or "cnn_noise" in m else m | {"cnn_noise": noise}
+            for m in data["models"]
+        ]
+        return dict(data) | {"models": models}
+
+    @model_validator(mode="before")
+    @classmethod
     def _keep_only(cls, data: Any) -> Any:
         if not isinstance(data, dict) or not data.get("only_models"):
             return data
@@ -178,11 +299,16 @@ class StackConfig(CompetitionConfig):
                 f"blend.weights=tune to fit them on the tuning folds"
             )
         if self.multiclass:
-            sampled = [m.name for m in self.models if m.neg_ratio or "neg_ratio" in m.search]
+            sampled = [
+                m.name
+                for m in self.models
+                if m.neg_ratio or m.neg_rate or m.pos_rate or m.bags > 1 or "neg_ratio" in m.search
+            ]
             if sampled:
                 raise ValueError(
-                    f"{self.name} is multiclass: models {sampled} set neg_ratio (negative undersampling "
-                    f"is for a binary target); use a multiclass stack config, e.g. STACK=multiclass"
+                    f"{self.name} is multiclass: models {sampled} set neg_ratio/neg_rate/pos_rate/bags "
+                    f"(resampling is for a binary target); use a multiclass stack config, e.g. "
+                    f"STACK=multiclass"
                 )
             if self.blend.method != "prob":
                 raise ValueError(

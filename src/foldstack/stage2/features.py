@@ -22,6 +22,8 @@ import pandas as pd
 from foldstack.config import CompetitionConfig
 from foldstack.data.metadata import feature_columns
 from foldstack.errors import ConfigError, DataError
+from foldstack.stage2.cnn_features import cnn_frames
+from foldstack.stage2.context import context_features
 from foldstack.stage2.groups import EPS, Grouping, grid32, snapped_difference
 
 CNN_PREFIX = "cnn_"  # the stage-1 feature columns
@@ -138,10 +140,23 @@ ENGINEERED: dict[str, Callable[[Frame], np.ndarray]] = {
 }
 
 
-# features.engineered: "base" (alias "all", the default: foldstack's first 21) or "greysky" (all 42 of
-# greysky's public notebook: the base 21 + the 21 after "the rest of greysky's ..." above)
+def _combined_site(d: Frame) -> pd.Series:
+    """greysky's combined_anatomical_site: anatom_site_general + "_" + tbp_lv_location (missing where
+    either is)."""
+    a, b = d["anatom_site_general"], d["tbp_lv_location"]
+    out = a.astype(str) + "_" + b.astype(str)
+    return out.where(a.notna() & b.notna(), None).astype(object)
+
+
+# engineered categorical features: name -> function of the metadata frame (the category levels are
+# taken over train and test, as for the raw categoricals)
+CATEGORICAL: dict[str, Callable[[Frame], pd.Series]] = {"combined_anatomical_site": _combined_site}
+
+# features.engineered: "base" (alias "all", the default: foldstack's first 21) or "greysky" (all 43 of
+# greysky's public notebook: the base 21 + the 21 after "the rest of greysky's ..." above + the
+# combined site)
 BASE_SET = tuple(list(ENGINEERED)[: list(ENGINEERED).index("area_to_perimeter_ratio")])
-NAMED_SETS = {"base": BASE_SET, "all": BASE_SET, "greysky": tuple(ENGINEERED)}
+NAMED_SETS = {"base": BASE_SET, "all": BASE_SET, "greysky": (*ENGINEERED, *CATEGORICAL)}
 
 
 def engineered_names(names: tuple[str, ...] | str, available_cols: set[str]) -> list[str]:
@@ -151,17 +166,27 @@ def engineered_names(names: tuple[str, ...] | str, available_cols: set[str]) -> 
         probe = pd.DataFrame({c: [1.0] for c in available_cols})
         out = []
         for n in NAMED_SETS[names]:
-            fn = ENGINEERED[n]
+            fn = ENGINEERED.get(n) or CATEGORICAL[n]
             try:
                 fn(probe)
             except KeyError:
                 continue
             out.append(n)
         return out
-    unknown = [n for n in names if n not in ENGINEERED]
+    unknown = [n for n in names if n not in ENGINEERED and n not in CATEGORICAL]
     if unknown:
-        raise ConfigError(f"features.engineered: unknown {unknown}; valid names: {', '.join(ENGINEERED)}")
+        raise ConfigError(
+            f"features.engineered: unknown {unknown}; valid names: {', '.join([*ENGINEERED, *CATEGORICAL])}"
+        )
     return list(names)
+
+
+def with_derived(fc, d: Frame) -> tuple[Frame, list[str]]:
+    """`d` with the engineered categorical columns the config asks for, and their names."""
+    names = [n for n in engineered_names(fc.engineered, set(d.columns)) if n in CATEGORICAL]
+    if not names:
+        return d, []
+    return d.assign(**{n: CATEGORICAL[n](d) for n in names}), names
 
 
 def category_levels(frames: list[Frame], cols: list[str]) -> dict[str, list[str]]:
@@ -170,45 +195,42 @@ def category_levels(frames: list[Frame], cols: list[str]) -> dict[str, list[str]
 
 
 def build_features(
-    cfg: CompetitionConfig, fc, df: Frame, cnn: dict[str, np.ndarray], levels: dict[str, list[str]]
+    cfg: CompetitionConfig,
+    fc,
+    df: Frame,
+    cnn: dict[str, np.ndarray],
+    levels: dict[str, list[str]],
+    runs: list[str] | None = None,
 ) -> Frame:
-    """The feature matrix of `df` (rows in df's order); `cnn` maps model name -> probability per row."""
+    """The feature matrix of `df` (rows in df's order); `cnn` maps feature name -> probability per row
+    (the stage-1 run `runs`: the names themselves unless given)."""
     ids = df[cfg.columns.id].astype(str).to_numpy()
     order = np.argsort(ids, kind="stable")
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
-    d = df.iloc[order].reset_index(drop=True)
+    d, derived = with_derived(fc, df.iloc[order].reset_index(drop=True))
     groups = d[cfg.columns.group].astype(str)
     base = [c for c in feature_columns(cfg) if c not in fc.drop]
     num_cols = [c for c in base if cfg.table.columns[c] in ("int", "float")]
-    cat_cols = [c for c in base if cfg.table.columns[c] == "cat"]
+    cat_cols = [c for c in base if cfg.table.columns[c] == "cat"] + derived
     numeric = d[num_cols].astype(np.float64)
-    eng = engineered_names(fc.engineered, set(d.columns))
+    eng = [n for n in engineered_names(fc.engineered, set(d.columns)) if n in ENGINEERED]
     if eng:
         made = pd.DataFrame({n: grid32(ENGINEERED[n](d)) for n in eng})
         numeric = pd.concat([numeric, made], axis=1)
     numeric = numeric.replace([np.inf, -np.inf], np.nan)
     parts = [numeric]
     patient = Grouping.of(pd.DataFrame({"g": groups}))
-    z = patient.zscore(numeric.to_numpy()) if fc.patient_norm or fc.ugly_duckling else None
+    needs_z = fc.patient_norm or fc.ugly_duckling or bool(fc.outlier)
+    z = patient.zscore(numeric.to_numpy()) if needs_z else None
     if fc.patient_norm:
         parts.append(pd.DataFrame(z, columns=[f"{c}_pz" for c in numeric.columns]))
-    if fc.ugly_duckling:
-        parts.append(ugly_duckling(z, fc.ugly_z))
-    parts += group_norm(cfg, fc, d, numeric)
+    parts += context_features(cfg, fc, d, numeric, patient, z)
     if fc.lesion_count:
         parts.append(pd.DataFrame({"patient_lesion_count": patient.size()}))
-    for name, p in cnn.items():
-        s = np.asarray(p, dtype=np.float64)[order]
-        parts.append(
-            pd.DataFrame(
-                {
-                    f"cnn_{name}": s,
-                    f"cnn_{name}_patient_rank": patient.rank(s),
-                    f"cnn_{name}_patient_ratio": patient.ratio(s),
-                }
-            )
-        )
+    keyed = [("_".join(k), Grouping.of(d[list(k)].astype(object))) for k in fc.group_norm]
+    sorted_cnn = {n: np.asarray(p, dtype=np.float64)[order] for n, p in cnn.items()}
+    parts += cnn_frames(fc, sorted_cnn, list(runs if runs is not None else cnn), patient, keyed)
     cats = pd.DataFrame(
         {
             # a value the training data never had (at predict time) becomes missing
@@ -218,42 +240,6 @@ def build_features(
     )
     X = pd.concat([*parts, cats], axis=1)
     return X.iloc[inverse].reset_index(drop=True)
-
-
-UGLY_DUCKLING = ("patient_outlier_count", "patient_max_abs_z")
-
-
-def ugly_duckling(z: np.ndarray, threshold: float) -> Frame:
-    """The "ugly duckling" of its patient: in how many features a lesion's |patient z| reaches
-    `threshold`, and its largest |z| (0 for a lesion alone or a missing value everywhere)."""
-    a = np.abs(np.nan_to_num(z, nan=0.0))
-    count = (a >= threshold).sum(axis=1).astype(np.float64)
-    top = a.max(axis=1) if a.shape[1] else np.zeros(len(a))
-    return pd.DataFrame({UGLY_DUCKLING[0]: count, UGLY_DUCKLING[1]: grid32(top)})
-
-
-GROUP_TAG = "__{stat}_by_{keys}"  # <feature>__z_by_patient_id_anatom_site_general: a group_norm column
-
-
-def group_norm(cfg: CompetitionConfig, fc, d: Frame, numeric: Frame) -> list[Frame]:
-    """Every numeric feature normalised within each features.group_norm group (the frame's own rows
-    only: test rows are grouped among test rows), one frame per group and statistic."""
-    valid = list(cfg.table.test_columns)
-    out = []
-    for keys in fc.group_norm:
-        bad = [k for k in keys if k not in valid]
-        if bad or not keys:
-            raise ConfigError(
-                f"features.group_norm: {bad or 'an empty group'} is not a test-side column; "
-                f"valid columns: {', '.join(valid)}"
-            )
-        g = Grouping.of(d[list(keys)].astype(object))
-        values = numeric.to_numpy()
-        for stat in fc.group_stats:
-            made = {"z": g.zscore, "ratio": g.ratio, "rank": g.rank}[stat](values)
-            tag = GROUP_TAG.format(stat=stat, keys="_".join(keys))
-            out.append(pd.DataFrame(made, columns=[f"{c}{tag}" for c in numeric.columns]))
-    return out
 
 
 def cnn_inputs(cfg: CompetitionConfig, runs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

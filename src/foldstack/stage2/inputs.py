@@ -4,7 +4,7 @@ test feature matrices built from them and the metadata."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
 from foldstack.folds import check_fold_sha, load_folds
 from foldstack.runs import Runs, Stage1Run
+from foldstack.stage2.cnn_features import check_cnn_config
 from foldstack.stage2.config import ModelSpec, StackConfig
 from foldstack.stage2.features import (
     CNN_PREFIX,
@@ -24,7 +25,10 @@ from foldstack.stage2.features import (
     check_leaks,
     check_same_columns,
     cnn_inputs,
+    with_derived,
 )
+from foldstack.stage2.members import check_members, member_columns
+from foldstack.stage2.sampling import check_sampling
 
 
 @dataclass
@@ -136,6 +140,18 @@ class Matrices:
     train_ids: list[str]
     test_ids: list[str]
     levels: dict[str, list[str]]
+    stage1: list[str] = field(default_factory=list)  # the stage-1 runs stacked
+
+    def columns_of(self, spec: ModelSpec) -> list[str]:
+        """The columns member `spec` sees (stage2.members)."""
+        return member_columns(spec, list(self.X.columns), self.stage1)
+
+    def member(self, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(train, test) matrices of member `spec`: m.X itself when it drops nothing."""
+        cols = self.columns_of(spec)
+        if cols == list(self.X.columns):
+            return self.X, self.X_test
+        return self.X[cols], self.X_test[cols]
 
 
 def build_matrices(
@@ -164,10 +180,13 @@ def build_matrices(
     s1 = load_stage1(cfg, names, train[idc], test[idc], fmeta, folds) if cfg.features.cnn else []
     check_optimism(cfg, s1)
     cats = cfg.table.of_type("cat", split="test")  # train-only categories (the label) never count
-    levels = category_levels([train, test], cats)
     f = cfg.features
-    X = build_features(cfg, f, train, cnn_inputs(cfg, {s.name: s.oof for s in s1}), levels)
-    X_test = build_features(cfg, f, test, cnn_inputs(cfg, {s.name: s.test for s in s1}), levels)
+    (tr, derived), (te, _) = with_derived(f, train), with_derived(f, test)
+    levels = category_levels([tr, te], cats + derived)
+    ran = [s.name for s in s1]
+    check_cnn_config(f, ran, cfg.multiclass)
+    X = build_features(cfg, f, train, cnn_inputs(cfg, {s.name: s.oof for s in s1}), levels, ran)
+    X_test = build_features(cfg, f, test, cnn_inputs(cfg, {s.name: s.test for s in s1}), levels, ran)
     cnn_cols = [c for c in X.columns if c.startswith(CNN_PREFIX)]  # the tabular-only model drops just these
     X_tab = X.drop(columns=cnn_cols)
     check_same_columns(X, X_test)
@@ -182,17 +201,26 @@ def build_matrices(
         train[idc].tolist(),
         test[idc].tolist(),
         levels,
+        ran,
     )
+    check_members(cfg, ran)
+    for spec in cfg.models:  # a drop naming no family or column is refused before any fitting
+        m.columns_of(spec)
+    check_sampling(cfg, y, m.fold)
     return m, s1, fmeta
 
 
-def study_name(cfg: StackConfig, spec: ModelSpec, m: Matrices, fmeta: dict) -> str:
-    """The Optuna study of a model on these exact features: a rerun (or a worker on another machine)
-    joins it, while a retrained stage-1 run (same name, new predictions) or new data starts a fresh one."""
-    values = pd.util.hash_pandas_object(m.X, index=False).to_numpy().tobytes()
+def study_name(
+    cfg: StackConfig, spec: ModelSpec, m: Matrices, fmeta: dict, X: pd.DataFrame | None = None
+) -> str:
+    """The Optuna study of a model on these exact features (X: the member's columns of m.X): a rerun (or
+    a worker on another machine) joins it, while a retrained stage-1 run (same name, new predictions) or
+    new data starts a fresh one."""
+    X = m.X if X is None else X
+    values = pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes()
     key = {
-        "spec": spec.model_dump(mode="json"),
-        "features": list(m.X.columns),
+        "spec": spec.identity(),
+        "features": list(X.columns),
         "values": artifacts.sha256_bytes(values + m.y.tobytes()),
         "folds": fmeta["sha256"],
         "holdout": cfg.tuning.holdout_fold,

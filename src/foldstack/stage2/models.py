@@ -19,6 +19,8 @@ from foldstack.progress import say
 from foldstack.runs import ESTIMATOR_JSON, model_folder
 from foldstack.stage2.config import ModelSpec
 from foldstack.stage2.engines import ENGINES, engine
+from foldstack.stage2.features import CNN_PREFIX
+from foldstack.stage2.sampling import bag_rows
 
 ESTIMATOR_KEYS = ("n_estimators", "neg_ratio")  # sampled values that set the estimator, not params
 
@@ -41,8 +43,16 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
         seeds: tuple[int, ...] = (0,),
         random_state: int = 0,
         n_classes: int = 2,
+        neg_rate: float | None = None,
+        pos_rate: float | None = None,
+        bags: int = 1,
+        cnn_noise: float | None = None,
     ) -> None:
         self.n_classes = n_classes
+        self.neg_rate = neg_rate
+        self.pos_rate = pos_rate
+        self.bags = bags
+        self.cnn_noise = cnn_noise
         self.kind = kind
         self.params = params
         self.n_estimators = n_estimators
@@ -50,11 +60,17 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
         self.seeds = seeds
         self.random_state = random_state
 
-    def _rows(self, y: np.ndarray, seed: int) -> np.ndarray:
-        """Row indices for one seed: every positive plus neg_ratio x as many negatives (or all rows)."""
+    def _bags(self, y: np.ndarray, seed: int) -> list[np.ndarray]:
+        """Row indices of each booster of one seed (stage2.sampling)."""
+        rng = np.random.default_rng([self.random_state, seed])
+        if self.pos_rate or self.neg_rate or self.bags > 1:
+            return bag_rows(y, rng, self.kind, self.neg_ratio, self.neg_rate, self.pos_rate, self.bags)
+        return [self._rows(y, rng)]
+
+    def _rows(self, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Every positive plus neg_ratio x as many negatives (or all rows)."""
         if not self.neg_ratio:
             return np.arange(len(y))
-        rng = np.random.default_rng([self.random_state, seed])
         pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
         keep = rng.choice(neg, size=min(len(neg), round(self.neg_ratio * max(len(pos), 1))), replace=False)
         return np.sort(np.concatenate([pos, keep]))
@@ -69,18 +85,29 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.arange(self.n_classes)
         self.feature_names_in_ = np.array(X.columns, dtype=object)
         self.boosters_ = []
+        noisy = [c for c in X.columns if str(c).startswith(CNN_PREFIX)] if self.cnn_noise else []
+        spread = {c: float(np.nanstd(X[c].to_numpy(dtype=np.float64))) for c in noisy}
         for seed in self.seeds:
-            rows = self._rows(y, seed)
-            self.boosters_.append(
-                eng.fit(
-                    X.iloc[rows],
-                    y[rows],
-                    dict(self.params or {}),
-                    self.n_estimators,
-                    self.random_state + seed,
-                    self.n_classes,
+            for b, rows in enumerate(self._bags(y, seed)):
+                Xb = X.iloc[rows]
+                if noisy:  # training-time noise on the stage-1 columns: never at predict time
+                    rng = np.random.default_rng([self.random_state, seed, b, 1])
+                    Xb = Xb.assign(
+                        **{
+                            c: Xb[c].to_numpy() + rng.normal(0.0, self.cnn_noise * spread[c], len(Xb))
+                            for c in noisy
+                        }
+                    )
+                self.boosters_.append(
+                    eng.fit(
+                        Xb,
+                        y[rows],
+                        dict(self.params or {}),
+                        self.n_estimators,
+                        self.random_state + seed,
+                        self.n_classes,
+                    )
                 )
-            )
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -162,10 +189,11 @@ def load_boosters(folder: Path) -> list[Any]:
     listed = meta.get("boosters")
     found = sorted(p.name for p in folder.glob(f"seed*{eng.suffix}"))
     seeds = list(meta.get("seeds") or ())
-    if listed is None or found != sorted(listed) or len(listed) != len(seeds):
+    bags = int(meta.get("bags") or 1)
+    if listed is None or found != sorted(listed) or len(listed) != len(seeds) * bags:
         raise DataError(
             f"{folder} holds boosters {found}, but {meta_path} lists {listed} for {len(seeds)} seed(s) "
-            f"{seeds}: the model folder is stale or incomplete; rerun `make stack`"
+            f"{seeds} x {bags} bag(s): the model folder is stale or incomplete; rerun `make stack`"
         )
     return [eng.load(folder / name) for name in listed]
 
@@ -182,6 +210,10 @@ def estimator(spec: ModelSpec, sampled: dict, seed: int, n_classes: int = 2) -> 
         seeds=spec.seeds,
         random_state=seed,
         n_classes=n_classes,
+        neg_rate=spec.neg_rate,
+        pos_rate=spec.pos_rate,
+        bags=spec.bags,
+        cnn_noise=spec.cnn_noise,
     )
 
 

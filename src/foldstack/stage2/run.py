@@ -71,17 +71,18 @@ def fit_model(
     """Tune one model (its study brought to n_trials COMPLETE trials), refit every fold with the best
     parameters into `models`, and (blend.weights=tune) predict its inner-CV OOF for the weights."""
     holdout = cfg.tuning.holdout_fold % cfg.folds.k
-    d = TuneData(m.X, m.y, m.fold, holdout, cfg.metric, cfg.n_classes)
-    name = study_name(cfg, spec, m, fmeta)
+    X, X_test = m.member(spec)
+    d = TuneData(X, m.y, m.fold, holdout, cfg.metric, cfg.n_classes)
+    name = study_name(cfg, spec, m, fmeta, X)
     study = tune(spec, d, cfg.tuning, run.study, name, workers, n_trials)
     sampled, tuned_cv = best_sampled(study)
     oof, test, imp = fit_folds(
         spec,
         sampled,
-        m.X,
+        X,
         m.y,
         m.fold,
-        m.X_test,
+        X_test,
         cfg.tuning.seed,
         models,
         cfg.n_classes,
@@ -97,6 +98,8 @@ def fit_model(
         "trials_in_study": len(study.trials),
         "best_params": sampled,
         "study": study.study_name,
+        "n_features": X.shape[1],
+        "boosters_per_fold": len(spec.seeds) * spec.bags,
     }
 
 
@@ -107,7 +110,7 @@ def tabular_only(cfg: StackConfig, m: Matrices, fitted: Fitted) -> np.ndarray:
     oof, _, _ = fit_folds(
         first,
         best_sampled(fitted.studies[first.name])[0],
-        m.X_tab,
+        m.X_tab[[c for c in m.columns_of(first) if c in m.X_tab.columns]],
         m.y,
         m.fold,
         None,  # its test predictions are never read

@@ -50,6 +50,7 @@ from foldstack.stage1.runtime import make_runtime
 from foldstack.stage2.blend import RankCalibration, blend, load_calibration, stack_weights
 from foldstack.stage2.config import DEFAULT_STACK, StackConfig
 from foldstack.stage2.features import build_features, cnn_inputs
+from foldstack.stage2.members import member_columns
 from foldstack.stage2.models import engine_input, load_boosters, predict_boosters
 
 T = TypeVar("T", OofConfig, StackConfig)
@@ -181,30 +182,37 @@ class TrainedStack:
     def features(self, test: pd.DataFrame, cnn: dict[str, pd.DataFrame]) -> pd.DataFrame:
         """Stage 2's feature matrix of the test rows, checked against the columns the models learned."""
         probs = {n: pt.read(self.cfg, f, f"stage-1 run {n}") for n, f in cnn.items()}
-        X = build_features(self.cfg, self.cfg.features, test, cnn_inputs(self.cfg, probs), self.levels)
+        cfg = self.cfg
+        X = build_features(cfg, cfg.features, test, cnn_inputs(cfg, probs), self.levels, self.stage1_runs)
         if list(X.columns) != self.columns:
             raise DataError(f"{self.run.dir}: the features built now differ from those the models learned")
         return X
 
     def engines(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Each stage-2 model's predictions per fold (the mean of its seeds' boosters): (k, n[, C])."""
+        """Each stage-2 model's predictions per fold (the mean of its seeds' and bags' boosters) on its
+        member's columns: (k, n[, C])."""
         cfg = self.cfg
-        data = {kind: engine_input(kind, X) for kind in {spec.kind for spec in cfg.models}}  # once each
-        return {
-            spec.name: np.stack(
+        data: dict[tuple, object] = {}  # each engine's input, built once per engine and column set
+        out = {}
+        for spec in cfg.models:
+            cols = member_columns(spec, list(X.columns), self.stage1_runs)
+            key = (spec.kind, tuple(cols))
+            Xm = X if len(cols) == X.shape[1] else X[cols]
+            if key not in data:
+                data[key] = engine_input(spec.kind, Xm)
+            out[spec.name] = np.stack(
                 [
                     predict_boosters(
                         spec.kind,
                         load_boosters(self.run.model_fold(spec.name, f)),
-                        X,
+                        Xm,
                         cfg.n_classes,
-                        data[spec.kind],
+                        data[key],
                     )
                     for f in range(cfg.folds.k)
                 ]
             )
-            for spec in cfg.models
-        }
+        return out
 
     def blend(self, engines: dict[str, np.ndarray]) -> np.ndarray:
         """Each fold's blend of its models: the rank blend mapped to a probability, as in training, or
