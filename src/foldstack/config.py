@@ -287,7 +287,9 @@ def valid_keys(cls: type[BaseModel], prefix: str = "") -> list[str]:
     for name, field in cls.model_fields.items():
         sub = _model_of(field.annotation)
         if sub is not None:
-            keys += valid_keys(sub, f"{prefix}{name}.")
+            keys += valid_keys(
+                sub, f"{prefix}{name}.<name>." if _is_named_list(field.annotation) else f"{prefix}{name}."
+            )
         elif _is_mapping(field.annotation):
             keys.append(f"{prefix}{name}.<key>")
         else:
@@ -295,10 +297,21 @@ def valid_keys(cls: type[BaseModel], prefix: str = "") -> list[str]:
     return keys
 
 
+def _is_named_list(annotation: Any) -> bool:
+    """A list of models with a `name` (stack `models`): an override addresses one by name."""
+    sub = _model_of(annotation)
+    origin = get_origin(annotation) or next(
+        (get_origin(a) for a in get_args(annotation) if get_origin(a)), None
+    )
+    return origin in (tuple, list) and sub is not None and "name" in sub.model_fields
+
+
 def _check_key(cls: type[BaseModel], key: str) -> None:
     model: type[BaseModel] | None = cls
     parts = key.split(".")
-    for i, part in enumerate(parts):
+    i = 0
+    while i < len(parts):
+        part = parts[i]
         if model is None:
             raise ConfigError(f"unknown config key {key!r}: {'.'.join(parts[:i])} takes no sub-keys")
         field = model.model_fields.get(part)
@@ -307,18 +320,37 @@ def _check_key(cls: type[BaseModel], key: str) -> None:
         if _is_mapping(field.annotation) and _model_of(field.annotation) is None:
             return  # free-form mapping: any sub-key is allowed
         model = _model_of(field.annotation)
-        if model is None and i < len(parts) - 1:
+        if _is_named_list(field.annotation) and i < len(parts) - 1:
+            i += 1  # models.<name>.<key>: the next part names the item (* = every one)
+            if i == len(parts) - 1:
+                raise ConfigError(f"config key {key!r}: name a field after the model, e.g. {key}.seeds")
+        elif model is None and i < len(parts) - 1:
             raise ConfigError(
                 f"config key {key!r}: {'.'.join(parts[: i + 1])!r} is a value, not a section. "
                 f"Valid keys: {', '.join(valid_keys(cls))}"
             )
+        i += 1
 
 
 def _set(tree: dict[str, Any], key: str, value: Any) -> None:
     node = tree
     *parents, leaf = key.split(".")
-    for part in parents:
+    for j, part in enumerate(parents):
         child = node.get(part)
+        if (
+            isinstance(child, list)
+            and j + 1 < len(parents) + 1
+            and all(isinstance(c, Mapping) for c in child)
+        ):
+            selector, rest = ([*parents, leaf][j + 1], ".".join([*parents, leaf][j + 2 :]))
+            names = [c.get("name") for c in child]
+            if selector != "*" and selector not in names:
+                raise ConfigError(f"override {key}: no {part} item named {selector!r}; names: {names} (or *)")
+            node[part] = [dict(c) for c in child]
+            for item in node[part]:
+                if selector in ("*", item.get("name")):
+                    _set(item, rest, value)
+            return
         node[part] = dict(child) if isinstance(child, Mapping) else {}
         node = node[part]
     node[leaf] = value
