@@ -11,7 +11,7 @@ import pandas as pd
 from foldstack import metrics
 from foldstack.folds import assign_folds
 from foldstack.stage2.config import StackConfig
-from foldstack.stage2.features import build_features, category_levels, check_leaks
+from foldstack.stage2.features import build_features, category_levels, check_leaks, with_derived
 from foldstack.stage2.models import fit_folds
 from foldstack.synth.isic2024 import metadata_frame
 from foldstack.synth.lesions import _ids, make_lesions, make_patients
@@ -43,7 +43,8 @@ def bench_stack(cfg: StackConfig, rows: int = 400_000) -> dict:
     cnn = {"cnn": np.clip(0.02 + 0.3 * y + np.random.default_rng(1).normal(0, 0.1, len(y)), 0, 1)}
     cats = [k for k in train.columns if cfg.table.columns.get(k) == "cat"]
     t1 = time.perf_counter()
-    X = build_features(cfg, cfg.features, train, cnn, category_levels([train], cats))
+    derived, extra = with_derived(cfg.features, train)
+    X = build_features(cfg, cfg.features, train, cnn, category_levels([derived], cats + extra))
     feat_s = time.perf_counter() - t1
     feat_peak = peak_rss_gb()
     t_leak = time.perf_counter()

@@ -231,6 +231,12 @@ def build_features(
     keyed = [("_".join(k), Grouping.of(d[list(k)].astype(object))) for k in fc.group_norm]
     sorted_cnn = {n: np.asarray(p, dtype=np.float64)[order] for n, p in cnn.items()}
     parts += cnn_frames(fc, sorted_cnn, list(runs if runs is not None else cnn), patient, keyed)
+    unknown = [c for c in cat_cols if c not in levels]
+    if unknown:
+        raise DataError(
+            f"categorical feature(s) {unknown} have no category levels (levels.json of a stack trained "
+            f"without them?): rerun `make stack` with this config"
+        )
     cats = pd.DataFrame(
         {
             # a value the training data never had (at predict time) becomes missing
