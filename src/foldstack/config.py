@@ -337,12 +337,9 @@ def _set(tree: dict[str, Any], key: str, value: Any) -> None:
     *parents, leaf = key.split(".")
     for j, part in enumerate(parents):
         child = node.get(part)
-        if (
-            isinstance(child, list)
-            and j + 1 < len(parents) + 1
-            and all(isinstance(c, Mapping) for c in child)
-        ):
-            selector, rest = ([*parents, leaf][j + 1], ".".join([*parents, leaf][j + 2 :]))
+        if isinstance(child, list) and all(isinstance(c, Mapping) for c in child):
+            parts = [*parents, leaf]  # models.<name|*>.<rest>: the rest set in each named item
+            selector, rest = parts[j + 1], ".".join(parts[j + 2 :])
             names = [c.get("name") for c in child]
             if selector != "*" and selector not in names:
                 raise ConfigError(f"override {key}: no {part} item named {selector!r}; names: {names} (or *)")

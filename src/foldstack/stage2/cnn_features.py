@@ -20,10 +20,8 @@ import pandas as pd
 from foldstack.errors import ConfigError
 from foldstack.stage2.groups import Grouping, grid32
 
-CNN_STATS = ("prob", "logit", "rank", "ratio", "z")
 DEFAULT_STATS = ("prob", "rank", "ratio")
 CROSS_PREFIX = "cnn__runs_"
-CROSS_STATS = ("mean", "min", "max", "std")
 CLIP = 1e-7
 
 

@@ -72,9 +72,9 @@ def outlier_score(z: np.ndarray, patient: Grouping) -> Frame:
     return _f32({OUTLIER[0]: score, OUTLIER[1]: patient.rank(score)})
 
 
-def group_norm(cfg: CompetitionConfig, fc, d: Frame, numeric: Frame) -> list[Frame]:
-    """Every numeric feature normalised within each features.group_norm group (the frame's own rows
-    only: test rows are grouped among test rows), one frame per group and statistic."""
+def group_groupings(cfg: CompetitionConfig, fc, d: Frame) -> list[tuple[str, Grouping]]:
+    """(keys joined by "_", the grouping of the frame's own rows) per features.group_norm group, built
+    once for the features and the stage-1 columns alike; a key that is not a test-side column is refused."""
     valid = list(cfg.table.test_columns)
     out = []
     for keys in fc.group_norm:
@@ -84,11 +84,19 @@ def group_norm(cfg: CompetitionConfig, fc, d: Frame, numeric: Frame) -> list[Fra
                 f"features.group_norm: {bad or 'an empty group'} is not a test-side column; "
                 f"valid columns: {', '.join(valid)}"
             )
-        g = Grouping.of(d[list(keys)].astype(object))
-        values = numeric.to_numpy()
+        out.append(("_".join(keys), Grouping.of(d[list(keys)].astype(object))))
+    return out
+
+
+def group_norm(fc, numeric: Frame, groups: list[tuple[str, Grouping]]) -> list[Frame]:
+    """Every numeric feature normalised within each features.group_norm group (test rows are grouped
+    among test rows), one frame per group and statistic."""
+    out = []
+    values = numeric.to_numpy()
+    for keys, g in groups:
         for stat in fc.group_stats:
             made = {"z": g.zscore, "ratio": g.ratio, "rank": g.rank}[stat](values)
-            tag = GROUP_TAG.format(stat=stat, keys="_".join(keys))
+            tag = GROUP_TAG.format(stat=stat, keys=keys)
             out.append(_f32(made, [f"{c}{tag}" for c in numeric.columns]))
     return out
 
@@ -111,16 +119,16 @@ def age_features(fc, d: Frame, numeric: Frame) -> Frame:
 
 
 def context_features(
-    cfg: CompetitionConfig, fc, d: Frame, numeric: Frame, patient: Grouping, z
+    fc, d: Frame, numeric: Frame, patient: Grouping, z, groups: list[tuple[str, Grouping]]
 ) -> list[Frame]:
     """The context families the config switches on, in a fixed order; `z` is the patient z-score of
-    every numeric feature (None when no family needs it)."""
+    every numeric feature (None when no family needs it), `groups` group_groupings' output."""
     parts = []
     if fc.ugly_duckling:
         parts.append(ugly_duckling(z, fc.ugly_z))
     if fc.outlier:
         parts.append(outlier_score(z[:, _numeric_subset("outlier", fc.outlier, numeric)], patient))
-    parts += group_norm(cfg, fc, d, numeric)
+    parts += group_norm(fc, numeric, groups)
     if fc.age:
         parts.append(age_features(fc, d, numeric))
     return parts

@@ -23,7 +23,7 @@ from foldstack.config import CompetitionConfig
 from foldstack.data.metadata import feature_columns
 from foldstack.errors import ConfigError, DataError
 from foldstack.stage2.cnn_features import cnn_frames
-from foldstack.stage2.context import context_features
+from foldstack.stage2.context import context_features, group_groupings
 from foldstack.stage2.groups import EPS, Grouping, grid32, snapped_difference
 
 CNN_PREFIX = "cnn_"  # the stage-1 feature columns
@@ -225,12 +225,12 @@ def build_features(
     z = patient.zscore(numeric.to_numpy()) if needs_z else None
     if fc.patient_norm:
         parts.append(pd.DataFrame(z, columns=[f"{c}_pz" for c in numeric.columns]))
-    parts += context_features(cfg, fc, d, numeric, patient, z)
+    groups = group_groupings(cfg, fc, d)  # once: the numeric features and the stage-1 columns share them
+    parts += context_features(fc, d, numeric, patient, z, groups)
     if fc.lesion_count:
         parts.append(pd.DataFrame({"patient_lesion_count": patient.size()}))
-    keyed = [("_".join(k), Grouping.of(d[list(k)].astype(object))) for k in fc.group_norm]
     sorted_cnn = {n: np.asarray(p, dtype=np.float64)[order] for n, p in cnn.items()}
-    parts += cnn_frames(fc, sorted_cnn, list(runs if runs is not None else cnn), patient, keyed)
+    parts += cnn_frames(fc, sorted_cnn, list(runs if runs is not None else cnn), patient, groups)
     unknown = [c for c in cat_cols if c not in levels]
     if unknown:
         raise DataError(

@@ -20,7 +20,7 @@ from foldstack.runs import ESTIMATOR_JSON, model_folder
 from foldstack.stage2.config import ModelSpec
 from foldstack.stage2.engines import ENGINES, engine
 from foldstack.stage2.features import CNN_PREFIX
-from foldstack.stage2.sampling import bag_rows
+from foldstack.stage2.sampling import bag_rows, resamples
 
 ESTIMATOR_KEYS = ("n_estimators", "neg_ratio")  # sampled values that set the estimator, not params
 
@@ -63,7 +63,7 @@ class GBDTClassifier(ClassifierMixin, BaseEstimator):
     def _bags(self, y: np.ndarray, seed: int) -> list[np.ndarray]:
         """Row indices of each booster of one seed (stage2.sampling)."""
         rng = np.random.default_rng([self.random_state, seed])
-        if self.pos_rate or self.neg_rate or self.bags > 1:
+        if resamples(self):
             return bag_rows(y, rng, self.kind, self.neg_ratio, self.neg_rate, self.pos_rate, self.bags)
         return [self._rows(y, rng)]
 

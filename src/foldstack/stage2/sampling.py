@@ -62,6 +62,8 @@ def bag_rows(
 
 
 def resamples(spec) -> bool:
+    """Whether a model (its spec or its estimator: the same attribute names) uses the bag rule rather
+    than plain neg_ratio undersampling."""
     return bool(spec.pos_rate or spec.neg_rate or spec.bags > 1)
 
 
