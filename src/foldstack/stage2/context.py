@@ -94,10 +94,10 @@ def group_norm(fc, numeric: Frame, groups: list[tuple[str, Grouping]]) -> list[F
     out = []
     values = numeric.to_numpy()
     for keys, g in groups:
+        made = g.normalise(values, tuple(fc.group_stats), np.float32)
         for stat in fc.group_stats:
-            made = {"z": g.zscore, "ratio": g.ratio, "rank": g.rank}[stat](values)
             tag = GROUP_TAG.format(stat=stat, keys=keys)
-            out.append(_f32(made, [f"{c}{tag}" for c in numeric.columns]))
+            out.append(pd.DataFrame(made[stat], columns=[f"{c}{tag}" for c in numeric.columns], copy=False))
     return out
 
 
