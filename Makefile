@@ -48,7 +48,8 @@ MSG ?=
 POLL ?=
 SCORE_TIMEOUT ?=
 LABELS ?=
-# make ablate: families to drop (default all) and bootstrap resamples (default leaderboard.n_boot)
+# make ablate: families to drop (default all) and bootstrap resamples (default leaderboard.n_boot);
+# REPEATS given on the command line: the repeated-split mode (REPEATS above is compare's default)
 FAMILIES ?=
 N_BOOT ?=
 
@@ -101,8 +102,8 @@ stack: ## stage 2: GBDTs on features + stage-1 OOF, Optuna-tuned (STACK=lgb_xgb_
 compare: ## A=<stack> B=<stack> [REPEATS=5] [BY=attribution] [A_SET=.. B_SET=..]: paired repeated-split comparison
 	$(PY) pipelines/compare.py $(ARGS) --a $(A) --b $(B) --a-set "$(A_SET)" --b-set "$(B_SET)" --repeats $(REPEATS) --by "$(BY)" --models "$(MODELS)" --a-params "$(A_PARAMS)" --b-params "$(B_PARAMS)"
 
-ablate: ## refit a finished stack without each feature family / model, tuned params fixed -> ablation.{csv,md,png} (STACK FAMILIES=a,b)
-	$(PY) pipelines/ablate.py $(ARGS) --stack $(STACK) --families "$(FAMILIES)" $(if $(N_BOOT),--n-boot $(N_BOOT))
+ablate: ## refit a finished stack without each feature family / model, tuned params fixed -> ablation.{csv,md,png} (STACK FAMILIES=a,b; REPEATS=n: on n repeated splits, paired tests)
+	$(PY) pipelines/ablate.py $(ARGS) --stack $(STACK) --families "$(FAMILIES)" $(if $(N_BOOT),--n-boot $(N_BOOT)) $(if $(filter-out file default,$(origin REPEATS)),--repeats $(REPEATS))
 
 bench-stack: ## stage-2 wall time and peak memory on a 400,000-row synthetic table
 	$(PY) pipelines/bench_stack.py $(ARGS) --stack $(STACK)

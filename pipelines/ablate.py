@@ -1,4 +1,4 @@
-"""make ablate [STACK=lgb_xgb_cb] [FAMILIES=raw,model:xgb]: what each feature family and model adds."""
+"""make ablate [STACK=lgb_xgb_cb] [FAMILIES=raw,model:xgb] [REPEATS=5]: what each family and model adds."""
 
 from __future__ import annotations
 
@@ -23,8 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--n-boot", type=int, default=None, help="bootstrap resamples (default leaderboard.n_boot)"
     )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="refit on this many repeated splits and test each change (default: the stack's own folds)",
+    )
     a = p.parse_args(argv)
-    return stage2.ablate(a.comp, a.stack, a.overrides, a.data, a.families, a.n_boot)
+    return stage2.ablate(a.comp, a.stack, a.overrides, a.data, a.families, a.n_boot, a.repeats)
 
 
 if __name__ == "__main__":

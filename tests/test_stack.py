@@ -638,3 +638,49 @@ def test_ablation_refits_with_the_tuned_parameters_and_writes_a_set(stacked, cap
     assert "| without lesion_count | 1 column(s) |" in capsys.readouterr().out
     artifacts.read_manifest(out / "metrics.json")  # the stack's own set is untouched by the ablation set
     artifacts.read_manifest(out / "ablation.json")
+
+
+@pytest.mark.slow
+def test_repeated_ablation_refits_full_and_variants_on_each_split_and_tests_the_change(stacked, capsys):
+    """make ablate REPEATS=n: every split scores the full stack and each variant; the change is the mean
+    paired difference with its t-interval; a model family needs no refit; the set holds the per-split
+    table; fewer than 2 repeats is refused before any fitting."""
+    from foldstack import artifacts
+    from foldstack.commands import stage2 as commands
+    from foldstack.stage2.ablate import run_repeated_ablation, stack_config
+
+    cfg0, data, _, out = stacked
+    cfg = stack_config(StackRun(out), cfg0.runs_dir)
+    with pytest.raises(ConfigError, match="REPEATS=1: a repeated ablation needs at least 2"):
+        run_repeated_ablation(cfg, StackRun(out), data, ["raw"], 1)
+    table, per_split = run_repeated_ablation(cfg, StackRun(out), data, ["lesion_count", "model:xgb"], 3)
+    assert table["variant"].tolist() == ["full stack", "without lesion_count", "without model:xgb"]
+    assert sorted(per_split["fold_seed"].unique()) == [
+        cfg.folds.seed + 1,
+        cfg.folds.seed + 2,
+        cfg.folds.seed + 3,
+    ]
+    wide = per_split.pivot(index="repeat", columns="variant", values="pauc")
+    assert wide.shape == (3, 3) and wide.notna().all().all()
+    t = table.set_index("variant")
+    for v in ("without lesion_count", "without model:xgb"):
+        d = wide[v] - wide["full stack"]
+        assert t.loc[v, "change"] == pytest.approx(d.mean(), abs=1e-12)
+        assert t.loc[v, "change_low"] <= t.loc[v, "change"] <= t.loc[v, "change_high"]
+        assert 0 <= t.loc[v, "p_ttest"] <= 1 and 0 <= t.loc[v, "p_wilcoxon"] <= 1
+    assert t.loc["without lesion_count", "n_features"] == t.loc["full stack", "n_features"] - 1
+    assert wide["full stack"].nunique() > 1  # the repeats are different splits
+    manifest = artifacts.read_manifest(out / "ablation.json")
+    assert manifest["mode"] == "repeated" and manifest["repeats"] == 3
+    assert set(manifest["set_members"]) == {
+        "ablation.csv",
+        "ablation_repeats.csv",
+        "ablation.md",
+        "ablation.png",
+    }
+    md = (out / "ablation.md").read_text()
+    assert "on 3 repeated splits" in md and "| without model:xgb | model xgb |" in md
+    sets = f"{TINY['isic2024']} runs_dir={cfg0.runs_dir}"
+    commands.ablate("isic2024", cfg0.run, sets, str(data), families="lesion_count", repeats=2)
+    assert "ablation_repeats.csv" in capsys.readouterr().out
+    artifacts.read_manifest(out / "metrics.json")  # the stack's own set is untouched

@@ -66,6 +66,7 @@ OPTUNA_PNG = "optuna_history.png"
 SHIFT_PNG = "stage1_shift.png"  # inside report/
 ABLATION_CSV, ABLATION_MD = "ablation.csv", "ablation.md"
 ABLATION_PNG, ABLATION_JSON = "ablation.png", "ablation.json"
+ABLATION_REPEATS_CSV = "ablation_repeats.csv"  # make ablate REPEATS=n: every split's scores
 ESTIMATOR_JSON = "estimator.json"  # models/<model>/fold<k>/: its kind, parameters and native model files
 CHECKPOINT_SUFFIX = ".ckpt.safetensors"  # fold<k>.ckpt.safetensors: a fold's resumable training state
 # report/ of a run (foldstack.report)

@@ -10,13 +10,14 @@ from foldstack.runs import (
     ABLATION_CSV,
     ABLATION_MD,
     ABLATION_PNG,
+    ABLATION_REPEATS_CSV,
     COMPARE_CSV,
     COMPARE_JSON,
     COMPARE_MD,
     COMPARE_PNG,
     Runs,
 )
-from foldstack.stage2.ablate import run_ablation, stack_config
+from foldstack.stage2.ablate import run_ablation, run_repeated_ablation, stack_config
 from foldstack.stage2.bench import bench_stack
 from foldstack.stage2.compare import compare as compare_stacks
 from foldstack.stage2.config import StackConfig, load_stack_config
@@ -98,15 +99,22 @@ def ablate(
     data: str | None = None,
     families: str = "",
     n_boot: int | None = None,
+    repeats: int | None = None,
 ) -> int:
-    """What each feature family and model of the finished stack `name` adds (the ablation set)."""
+    """What each feature family and model of the finished stack `name` adds (the ablation set): on its
+    own folds with bootstrap intervals, or (repeats given) on repeated splits with paired tests."""
     comp_cfg, data_dir = competition(comp, overrides, data)
     run = Runs.of(comp_cfg).stack(name)
     cfg = stack_config(run, comp_cfg.runs_dir)
     asked = [f.strip() for f in families.split(",") if f.strip()] or None
-    table = run_ablation(cfg, run, data_dir, asked, n_boot)
+    if repeats is None:
+        table = run_ablation(cfg, run, data_dir, asked, n_boot)
+        files = f"{ABLATION_CSV}, {ABLATION_MD}, {ABLATION_PNG}"
+    else:
+        table, _ = run_repeated_ablation(cfg, run, data_dir, asked, repeats)
+        files = f"{ABLATION_CSV}, {ABLATION_REPEATS_CSV}, {ABLATION_MD}, {ABLATION_PNG}"
     print((run.dir / ABLATION_MD).read_text())
-    print(f"wrote {run.dir}/{ABLATION_CSV}, {ABLATION_MD}, {ABLATION_PNG} ({len(table) - 1} variant(s))")
+    print(f"wrote {run.dir}/{files} ({len(table) - 1} variant(s))")
     return 0
 
 

@@ -6,18 +6,21 @@ and method; a model family is ablated by blending the stack's other models (thei
 renormalised), which needs no refit. The full stack's row is the stack's own OOF (oof.parquet), checked
 to be the blend of its models.
 
-Feature families (disjoint, from the column names the stack was trained on):
-- raw: the competition's metadata columns, numeric and categorical;
-- engineered: the engineered lesion features (stage2.features.ENGINEERED);
-- patient_norm: every feature z-scored within its patient (`*_pz`);
-- lesion_count: the number of lesions of the patient;
-- stage1:<run>: a stage-1 run's probability and its patient rank and ratio.
-A model family is `model:<name>`.
+Feature families (disjoint, from the column names the stack was trained on; stage2.members): raw,
+engineered, patient_norm, group_norm, ugly_duckling, outlier, age, lesion_count, cnn_cross, and
+stage1:<run> (a stage-1 run's probability and its statistics). A model family is `model:<name>`.
 
 Each variant is scored on the pooled OOF and on the hold-out fold (the fold kept out of tuning), with a
 patient-bootstrap interval, and its change against the full stack with a paired bootstrap interval (the
 same resampled patients score both). The hold-out column is for reading, not for choosing: picking
 features on it would spend the one untouched score.
+
+With REPEATS=n (`make ablate REPEATS=5`) one split no longer decides: the full stack and every variant
+are refitted (same tuned parameters, same weights) on the n repeated patient-grouped splits of `make
+compare` (fold seeds folds.seed+1 .. folds.seed+n), and each family's change is the mean over repeats of
+the paired difference variant - full, with its 95% t-interval, a paired t-test and a Wilcoxon test
+(stage2.compare.paired); the stage-1 OOF columns stay those of the original folds. Written as the same
+set, with ablation_repeats.csv (every split's scores) added.
 
 Written as one set into the stack folder: ablation.csv, ablation.md, ablation.png, ablation.json (the
 manifest: what was ablated, from which stack). A new `make stack` replaces the folder, ablation included.
@@ -32,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from foldstack import artifacts, metrics
+from foldstack import prediction_tables as pt
 from foldstack.config import build_config
 from foldstack.errors import ConfigError, DataError
 from foldstack.folds import load_folds
@@ -41,10 +45,12 @@ from foldstack.runs import (
     ABLATION_JSON,
     ABLATION_MD,
     ABLATION_PNG,
+    ABLATION_REPEATS_CSV,
     StackRun,
     model_pred_columns,
 )
 from foldstack.stage2.blend import blend_oof
+from foldstack.stage2.compare import metric_key, paired, repeat_folds
 from foldstack.stage2.config import StackConfig
 from foldstack.stage2.inputs import Matrices, build_matrices
 from foldstack.stage2.members import column_families
@@ -119,35 +125,70 @@ def _checked_inputs(
     return m, oof, inputs.stage1_runs
 
 
-def _without_model(cfg: StackConfig, m: Matrices, models: dict, weights: dict, name: str) -> np.ndarray:
+def _without_model(
+    cfg: StackConfig, m: Matrices, models: dict, weights: dict, name: str, fold: np.ndarray | None = None
+) -> np.ndarray:
     """The blend of the other models (equal weights when the dropped one held all the weight)."""
     rest = {n: p for n, p in models.items() if n != name}
     w = {n: weights[n] for n in rest}
     if sum(w.values()) <= 0:
         w = {n: 1.0 for n in rest}
-    return blend_oof(cfg.blend.method, rest, m.y, m.fold, w)
+    return blend_oof(cfg.blend.method, rest, m.y, m.fold if fold is None else fold, w)
 
 
-def _without_columns(cfg: StackConfig, m: Matrices, result: dict, weights: dict, fam: str, cols: list[str]):
-    """Every model refitted with its tuned parameters on the features without `cols`, then blended."""
-    X = m.X.drop(columns=cols)
-    if X.shape[1] == 0:
-        raise DataError(f"without family {fam} the stack has no feature left; ablate another family")
-    variant = {}
+def _refit(
+    cfg: StackConfig, m: Matrices, result: dict, X: pd.DataFrame, fold: np.ndarray, label: str
+) -> dict[str, np.ndarray]:
+    """Every model's OOF on `fold`, refitted with its tuned parameters on its member columns of X."""
+    out = {}
     for spec in cfg.models:
         sampled = result["models"][spec.name].get("best_params", {})
-        variant[spec.name], _, _ = fit_folds(
+        out[spec.name], _, _ = fit_folds(
             spec,
             sampled,
             X[[c for c in m.columns_of(spec) if c in X.columns]],
             m.y,
-            m.fold,
+            fold,
             None,
             cfg.tuning.seed,
             n_classes=cfg.n_classes,
-            label=f"ablate without {fam}: {spec.name}",
+            label=f"{label}: {spec.name}",
         )
-    return blend_oof(cfg.blend.method, variant, m.y, m.fold, weights), X.shape[1]
+    return out
+
+
+def _without_columns(
+    cfg: StackConfig,
+    m: Matrices,
+    result: dict,
+    weights: dict,
+    fam: str,
+    cols: list[str],
+    fold: np.ndarray | None = None,
+):
+    """Every model refitted with its tuned parameters on the features without `cols`, then blended."""
+    X = m.X.drop(columns=cols)
+    if X.shape[1] == 0:
+        raise DataError(f"without family {fam} the stack has no feature left; ablate another family")
+    fold = m.fold if fold is None else fold
+    variant = _refit(cfg, m, result, X, fold, f"ablate without {fam}")
+    return blend_oof(cfg.blend.method, variant, m.y, fold, weights), X.shape[1]
+
+
+def _setup(cfg: StackConfig, run: StackRun, data_dir: Path, asked: list[str] | None):
+    """What both modes start from: the stack's metrics, matrices, model OOFs and weights (checked to
+    reproduce its blend), the families by column, the chosen variants."""
+    result = run.read_metrics()  # refuses a stack set that was changed
+    m, oof, stage1_runs = _checked_inputs(cfg, run, data_dir)
+    models = _model_oofs(cfg, oof, run.oof)
+    weights = result.get("blend", {}).get("weights") or cfg.blend.fixed() or {n: 1.0 for n in models}
+    full = blend_oof(cfg.blend.method, models, m.y, m.fold, weights)
+    saved = oof[cfg.pred_columns].to_numpy(dtype=np.float64)
+    if not np.allclose(full, saved[:, 0] if saved.shape[1] == 1 else saved, atol=1e-9):
+        raise DataError(f"{run.oof}: pred is not the blend of its models' OOF; re-run `make stack`")
+    fams = column_families(list(m.X.columns), stage1_runs)
+    chosen = choose(asked, list(fams) + ([f"model:{n}" for n in models] if len(models) > 1 else []))
+    return result, m, models, weights, full, fams, chosen
 
 
 def run_ablation(
@@ -159,16 +200,7 @@ def run_ablation(
 ) -> pd.DataFrame:
     """Refit/re-blend each variant, score it, write the ablation set; return the table."""
     t0 = time.time()
-    result = run.read_metrics()  # refuses a stack set that was changed
-    m, oof, stage1_runs = _checked_inputs(cfg, run, data_dir)
-    models = _model_oofs(cfg, oof, run.oof)
-    weights = result.get("blend", {}).get("weights") or cfg.blend.fixed() or {n: 1.0 for n in models}
-    full = blend_oof(cfg.blend.method, models, m.y, m.fold, weights)
-    saved = oof[cfg.pred_columns].to_numpy(dtype=np.float64)
-    if not np.allclose(full, saved[:, 0] if saved.shape[1] == 1 else saved, atol=1e-9):
-        raise DataError(f"{run.oof}: pred is not the blend of its models' OOF; re-run `make stack`")
-    fams = column_families(list(m.X.columns), stage1_runs)
-    chosen = choose(asked, list(fams) + ([f"model:{n}" for n in models] if len(models) > 1 else []))
+    result, m, models, weights, full, fams, chosen = _setup(cfg, run, data_dir, asked)
     groups = load_folds(cfg)[0]["group"].astype(str).to_numpy()
     holdout = int(result["stack"]["holdout_fold"])
     hold, n_boot, seed = m.fold == holdout, n_boot or cfg.leaderboard.n_boot, cfg.leaderboard.seed
@@ -195,6 +227,158 @@ def run_ablation(
     table = pd.DataFrame(rows)
     _write(cfg, run, table, chosen, weights, holdout, n_boot, time.time() - t0)
     return table
+
+
+def run_repeated_ablation(
+    cfg: StackConfig, run: StackRun, data_dir: Path, asked: list[str] | None, repeats: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The full stack and each variant refitted on `repeats` repeated splits; (summary per variant,
+    every split's scores), written as the ablation set."""
+    if repeats < 2:
+        raise ConfigError(f"REPEATS={repeats}: a repeated ablation needs at least 2 repeated splits")
+    t0 = time.time()
+    result, m, _, weights, _, fams, chosen = _setup(cfg, run, data_dir, asked)
+    key = metric_key(cfg)
+    rows, seconds = [], dict.fromkeys(["full stack", *chosen], 0.0)
+    n_features = {"full stack": m.X.shape[1]}
+    for r, (seed, fold) in enumerate(repeat_folds(cfg, m, repeats)):
+        label = f"repeat {r + 1}/{repeats} (fold seed {seed})"
+        t = time.perf_counter()
+        models = _refit(cfg, m, result, m.X, fold, f"{label} full stack")
+        full = float(pt.headline(cfg, m.y, blend_oof(cfg.blend.method, models, m.y, fold, weights))[key])
+        seconds["full stack"] += time.perf_counter() - t
+        rows.append({"variant": "full stack", "repeat": r + 1, "fold_seed": seed, key: full})
+        for fam in chosen:
+            t = time.perf_counter()
+            if fam.startswith("model:"):
+                p = _without_model(cfg, m, models, weights, fam.split(":", 1)[1], fold)
+                n_features[fam] = m.X.shape[1]
+            else:
+                p, n_features[fam] = _without_columns(cfg, m, result, weights, fam, fams[fam], fold)
+            score = float(pt.headline(cfg, m.y, p)[key])
+            seconds[fam] += time.perf_counter() - t
+            rows.append({"variant": f"without {fam}", "repeat": r + 1, "fold_seed": seed, key: score})
+            say(f"{label}: without {fam} {score:.4f} (full stack {full:.4f}, change {score - full:+.4f})")
+    per_split = pd.DataFrame(rows)
+    full_scores = per_split.loc[per_split["variant"] == "full stack", key].to_numpy()
+    summary = [
+        {
+            "variant": "full stack",
+            "dropped": "",
+            "n_features": n_features["full stack"],
+            "mean": float(full_scores.mean()),
+            "seconds": round(seconds["full stack"], 1),
+        }
+    ]
+    for fam in chosen:
+        v = per_split.loc[per_split["variant"] == f"without {fam}", key].to_numpy()
+        d = paired(full_scores, v)  # variant - full
+        summary.append(
+            {
+                "variant": f"without {fam}",
+                "dropped": f"model {fam.split(':', 1)[1]}"
+                if fam.startswith("model:")
+                else f"{len(fams[fam])} column(s)",
+                "n_features": n_features[fam],
+                "mean": float(v.mean()),
+                "change": d["mean_diff"],
+                "change_low": d["ci95"][0],
+                "change_high": d["ci95"][1],
+                "p_ttest": d["p_ttest"],
+                "p_wilcoxon": d["p_wilcoxon"],
+                "seconds": round(seconds[fam], 1),
+            }
+        )
+    table = pd.DataFrame(summary)
+    seeds = sorted(per_split["fold_seed"].unique().tolist())
+    _write_repeated(cfg, run, table, per_split, chosen, weights, seeds, time.time() - t0)
+    return table, per_split
+
+
+def markdown_repeated(cfg: StackConfig, table: pd.DataFrame, per_split: pd.DataFrame, weights: dict) -> str:
+    key = metric_key(cfg)
+    n = per_split["repeat"].nunique()
+    seeds = sorted(per_split["fold_seed"].unique().tolist())
+    lines = [
+        f"# Ablation of stack `{cfg.run}` ({cfg.name}, {cfg.metric}) on {n} repeated splits",
+        "",
+        f"Tuned parameters and {cfg.blend.method}-blend weights fixed ("
+        + ", ".join(f"{n_} {w:.2f}" for n_, w in weights.items())
+        + f"); the full stack and each variant refitted on {n} repeated {cfg.folds.k}-fold "
+        f"{cfg.columns.group}-grouped splits (fold seeds {seeds[0]}-{seeds[-1]}), scored on the pooled OOF. "
+        "change = mean over repeats of (variant - full stack), 95% t-interval, paired t-test and Wilcoxon "
+        "p. The stage-1 OOF columns stay those of the original folds: the repeats re-split stage 2 only.",
+        "",
+        f"| variant | dropped | features | mean {key} | change [95% CI] | t-test p | Wilcoxon p | s |",
+        "|---|---|---:|---|---|---|---|---:|",
+    ]
+    for r in table.to_dict("records"):
+        if r["variant"] == "full stack":
+            lines.append(f"| full stack | | {r['n_features']} | {r['mean']:.4f} | | | | {r['seconds']:.1f} |")
+            continue
+        lines.append(
+            f"| {r['variant']} | {r['dropped']} | {r['n_features']} | {r['mean']:.4f} | "
+            f"{_fmt(r['change'], r['change_low'], r['change_high'], True)} | {r['p_ttest']:.3g} | "
+            f"{r['p_wilcoxon']:.3g} | {r['seconds']:.1f} |"
+        )
+    lines += [
+        "",
+        "A negative change: the stack loses score without that part (the part earns its place); an "
+        "interval that holds 0: no difference these repeats can show.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_repeated(cfg: StackConfig, table: pd.DataFrame, per_split: pd.DataFrame, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from foldstack.report import save_figure
+
+    key = metric_key(cfg)
+    t = table[table["variant"] != "full stack"].reset_index(drop=True)
+    full = per_split[per_split["variant"] == "full stack"].set_index("repeat")[key]
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(t) + 1.8))
+    ypos = np.arange(len(t))
+    c = t["change"].to_numpy()
+    err = np.stack([c - t["change_low"].to_numpy(), t["change_high"].to_numpy() - c])
+    ax.barh(ypos, c, xerr=err, color=np.where(c < 0, "#3b75af", "#d62728"), alpha=0.6, capsize=3)
+    for i, v in enumerate(t["variant"]):
+        s = per_split[per_split["variant"] == v].set_index("repeat")[key]
+        ax.plot((s - full.loc[s.index]).to_numpy(), np.full(len(s), i), "k.", ms=4)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(ypos, t["variant"])
+    ax.invert_yaxis()
+    ax.set(xlabel=f"change of pooled OOF {key} vs full stack (dots: each repeat)")
+    ax.set_title(
+        f"{cfg.run}: ablation on {per_split['repeat'].nunique()} repeated splits (full stack mean "
+        f"{full.mean():.4f}); bars < 0: the part helps; 95% t-interval",
+        fontsize=9,
+    )
+    save_figure(fig, path)
+
+
+def _write_repeated(cfg, run: StackRun, table, per_split, chosen, weights, seeds, wall) -> None:
+    with artifacts.SetWriter(run.dir, "ablation", manifest=ABLATION_JSON) as s:
+        table.to_csv(s.path(ABLATION_CSV), index=False)
+        per_split.to_csv(s.path(ABLATION_REPEATS_CSV), index=False)
+        s.path(ABLATION_MD).write_text(markdown_repeated(cfg, table, per_split, weights))
+        plot_repeated(cfg, table, per_split, s.path(ABLATION_PNG))
+        s.write_json(
+            ABLATION_JSON,
+            {
+                "stack": cfg.run,
+                "stack_metrics_sha256": artifacts.sha256_file(run.metrics),
+                "mode": "repeated",
+                "families": chosen,
+                "weights": weights,
+                "repeats": int(per_split["repeat"].nunique()),
+                "fold_seeds": seeds,
+                "stage1_note": "stage-1 OOF columns come from the original folds; the repeats re-split "
+                "stage 2 only",
+                "wall_seconds": round(wall, 1),
+                "git_commit": artifacts.git_commit(),
+            },
+        )
 
 
 def _fmt(v: float, lo: float, hi: float, sign: bool = False) -> str:
@@ -270,6 +454,7 @@ def _write(cfg, run: StackRun, table, chosen, weights, holdout, n_boot, wall) ->
             {
                 "stack": cfg.run,
                 "stack_metrics_sha256": artifacts.sha256_file(run.metrics),
+                "mode": "one split",
                 "families": chosen,
                 "weights": weights,
                 "holdout_fold": holdout,
