@@ -118,6 +118,11 @@ def _checked_inputs(
     return m, oof, inputs.stage1_runs
 
 
+def _dropped(fam: str, fams: dict[str, list[str]]) -> str:
+    """What a variant leaves out, for the table: a model, or a family's column count."""
+    return f"model {fam.split(':', 1)[1]}" if fam.startswith("model:") else f"{len(fams[fam])} column(s)"
+
+
 def _without_model(
     cfg: StackConfig, m: Matrices, models: dict, weights: dict, name: str, fold: np.ndarray | None = None
 ) -> np.ndarray:
@@ -205,10 +210,10 @@ def run_ablation(
         t = time.perf_counter()
         if fam.startswith("model:"):
             name = fam.split(":", 1)[1]
-            p, dropped, n_feat = _without_model(cfg, m, models, weights, name), f"model {name}", m.X.shape[1]
+            p, n_feat = _without_model(cfg, m, models, weights, name), m.X.shape[1]
         else:
             p, n_feat = _without_columns(cfg, m, result, weights, fam, fams[fam])
-            dropped = f"{len(fams[fam])} column(s)"
+        dropped = _dropped(fam, fams)
         seconds = round(time.perf_counter() - t, 1)
         r = {"variant": f"without {fam}", "dropped": dropped, "n_features": n_feat, "seconds": seconds}
         rows.append(r | _scores(cfg, m.y, p, full, groups, hold, n_boot, seed))
@@ -254,8 +259,7 @@ def run_repeated_ablation(
             say(f"{label}: without {fam} {score:.4f} (full stack {full:.4f}, change {score - full:+.4f})")
     per_split = pd.DataFrame(rows)
     table = _repeated_summary(per_split, key, chosen, fams, n_features, seconds)
-    seeds = sorted(per_split["fold_seed"].unique().tolist())
-    write_repeated(cfg, run, table, per_split, chosen, weights, seeds, time.time() - t0)
+    write_repeated(cfg, run, table, per_split, chosen, weights, time.time() - t0)
     return table, per_split
 
 
@@ -280,9 +284,7 @@ def _repeated_summary(
         rows.append(
             {
                 "variant": f"without {fam}",
-                "dropped": f"model {fam.split(':', 1)[1]}"
-                if fam.startswith("model:")
-                else f"{len(fams[fam])} column(s)",
+                "dropped": _dropped(fam, fams),
                 "n_features": n_features[fam],
                 "mean": float(v.mean()),
                 "change": d["mean_diff"],

@@ -83,7 +83,7 @@ def plot_repeated(cfg: StackConfig, table: pd.DataFrame, per_split: pd.DataFrame
     save_figure(fig, path)
 
 
-def write_repeated(cfg, run: StackRun, table, per_split, chosen, weights, seeds, wall) -> None:
+def write_repeated(cfg, run: StackRun, table, per_split, chosen, weights, wall) -> None:
     with artifacts.SetWriter(run.dir, "ablation", manifest=ABLATION_JSON) as s:
         table.to_csv(s.path(ABLATION_CSV), index=False)
         per_split.to_csv(s.path(ABLATION_REPEATS_CSV), index=False)
@@ -98,7 +98,7 @@ def write_repeated(cfg, run: StackRun, table, per_split, chosen, weights, seeds,
                 "families": chosen,
                 "weights": weights,
                 "repeats": int(per_split["repeat"].nunique()),
-                "fold_seeds": seeds,
+                "fold_seeds": sorted(per_split["fold_seed"].unique().tolist()),
                 "stage1_note": "stage-1 OOF columns come from the original folds; the repeats re-split "
                 "stage 2 only",
                 "wall_seconds": round(wall, 1),
