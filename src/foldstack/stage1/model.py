@@ -11,6 +11,7 @@ from torch import nn
 
 from foldstack.errors import ConfigError
 from foldstack.stage1.config import ModelCfg
+from foldstack.stage1.weights import PACKAGES, WEIGHTS_DIR, get_command, load_checked, verify
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -29,7 +30,8 @@ def mlp(sizes: list[int], dropout: float = 0.0, last_activation: bool = False) -
 
 
 def resolve_weights(cfg: ModelCfg) -> str | None:
-    """Path of local pretrained weights (model.pretrained_file, else the Hugging Face cache), or None.
+    """Path of local pretrained weights (model.pretrained_file, checked against the sha256 manifest beside
+    it, else the Hugging Face cache), or None.
 
     No download is attempted. pretrained=true without local weights is an error that says how to
     provide them; pretrained=auto falls back to random init.
@@ -39,7 +41,17 @@ def resolve_weights(cfg: ModelCfg) -> str | None:
     if cfg.pretrained_file:
         path = Path(cfg.pretrained_file).expanduser()
         if not path.is_file():
-            raise ConfigError(f"model.pretrained_file={cfg.pretrained_file!r} does not exist")
+            name = path.name.removesuffix(".safetensors")
+            how = (
+                f"get it with `{get_command(name)}`"
+                if name in PACKAGES or path.parent == WEIGHTS_DIR
+                else "copy the file there, or set model.pretrained_file to a timm safetensors file"
+            )
+            raise ConfigError(
+                f"model.pretrained_file={cfg.pretrained_file!r} does not exist: {how} "
+                f'(or SET="model.pretrained=false model.pretrained_file=null" to train from random init)'
+            )
+        verify(path)
         return str(path)
     try:
         hf_id = timm.models.get_pretrained_cfg(cfg.backbone).hf_hub_id
@@ -63,25 +75,32 @@ def resolve_weights(cfg: ModelCfg) -> str | None:
     return None
 
 
+def check_pretrained(cfg: ModelCfg) -> str | None:
+    """Resolve the pretrained weights and load them into the backbone once, before any data is read or
+    trained on: a missing, changed or misfitting file fails here, naming the file and the command."""
+    weights = resolve_weights(cfg)
+    if weights:
+        create_backbone(cfg, weights)
+    return weights
+
+
 def create_backbone(cfg: ModelCfg, weights: str | None) -> nn.Module:
     """timm backbone without classifier; an unknown name lists close matches."""
     if not timm.is_model(cfg.backbone):
         arch = cfg.backbone.split(".")[0]
         close = timm.list_models(f"*{arch[:8]}*")[:15]
         raise ConfigError(f"unknown timm model {cfg.backbone!r}; similar names: {', '.join(close) or 'none'}")
-    kwargs = {"num_classes": 0, "drop_rate": cfg.drop_rate}
+    model = timm.create_model(cfg.backbone, pretrained=False, num_classes=0, drop_rate=cfg.drop_rate)
     if weights:
-        return timm.create_model(
-            cfg.backbone, pretrained=True, pretrained_cfg_overlay={"file": weights}, **kwargs
-        )
-    return timm.create_model(cfg.backbone, pretrained=False, **kwargs)
+        load_checked(Path(weights), model)
+    return model
 
 
 class LesionNet(nn.Module):
     """image (+ metadata vector) -> {'logit': (B,) or (B, n_outputs) for multiclass, 'features': (B, F)}."""
 
     def __init__(
-        self, cfg: ModelCfg, n_meta: int = 0, weights: str | None = None, n_outputs: int = 1
+        self, cfg: ModelCfg, n_meta: int = 0, weights: str | None = None, n_outputs: int = 1, n_aux: int = 0
     ) -> None:
         super().__init__()
         self.backbone = create_backbone(cfg, weights)
@@ -94,10 +113,17 @@ class LesionNet(nn.Module):
         self.n_outputs = n_outputs
         if cfg.head_input_dropout > 0:
             self.head = nn.Sequential(nn.Dropout(cfg.head_input_dropout), *self.head)
-        if cfg.freeze_backbone:
-            for p in self.backbone.parameters():
-                p.requires_grad_(False)
-        self.frozen = cfg.freeze_backbone
+        # auxiliary multi-label head (model.aux_targets): trained, never saved with the fold's weights
+        self.aux_head = nn.Linear(n_feat, n_aux) if n_aux else None
+        self.frozen = False
+        self.set_backbone_frozen(cfg.freeze_backbone)
+
+    def set_backbone_frozen(self, frozen: bool) -> None:
+        """Freeze (no gradients, BatchNorm statistics kept) or unfreeze the backbone."""
+        for p in self.backbone.parameters():
+            p.requires_grad_(not frozen)
+        self.frozen = frozen
+        self.train(self.training)
 
     def train(self, mode: bool = True) -> LesionNet:
         super().train(mode)
@@ -112,4 +138,12 @@ class LesionNet(nn.Module):
                 raise ValueError("this model fuses metadata: pass the meta tensor")
             feats = torch.cat([feats, self.meta(meta.to(feats.dtype))], dim=1)
         logit = self.head(feats)
-        return {"logit": logit.squeeze(1) if self.n_outputs == 1 else logit, "features": feats}
+        out = {"logit": logit.squeeze(1) if self.n_outputs == 1 else logit, "features": feats}
+        if self.aux_head is not None:
+            out["aux_logit"] = self.aux_head(feats)
+        return out
+
+
+def without_aux(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A LesionNet state dict less the auxiliary head: what a fold's weights file holds."""
+    return {k: v for k, v in state.items() if not k.startswith("aux_head.")}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
@@ -16,17 +16,47 @@ from foldstack.stage1.runtime import Runtime
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    """This rank's share of the epoch's rows: every positive + fresh negatives (see epoch_indices)."""
+    """This rank's share of the epoch's rows: every positive + this epoch's negatives (see epoch_indices)."""
 
-    def __init__(self, targets: np.ndarray, n_neg: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        targets: np.ndarray,
+        n_neg: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        sampling: str = "random",
+        pos_repeat: int = 1,
+    ):
         self.targets, self.n_neg, self.seed, self.rank, self.world = targets, n_neg, seed, rank, world
+        self.sampling, self.pos_repeat = sampling, pos_repeat
         self.epoch = 0
+
+    @classmethod
+    def of(cls, cfg: OofConfig, targets: np.ndarray, fold: int, rt: Runtime) -> EpochSampler:
+        """The sampler of a fold's training rows as train.* asks (multiclass: every row every epoch)."""
+        t = cfg.train
+        y = np.zeros(len(targets), np.float32) if cfg.multiclass else targets  # all "negatives", all kept
+        n_neg = t.negatives(int((y == 1).sum()), int((y == 0).sum()))
+        return cls(y, n_neg, t.seed + fold, rt.rank, rt.world, t.neg_sampling, t.pos_oversample)
+
+    def epoch_rows(self, epoch: int) -> np.ndarray:
+        return epoch_indices(self.targets, self.n_neg, self.seed, epoch, self.sampling, self.pos_repeat)
+
+    def negatives_seen(self, epochs: int, per_epoch: int | None = None) -> float:
+        """Share of the negatives shown at least once in `epochs` epochs (of the first `per_epoch` rows of
+        each epoch, when a step cap cuts it short)."""
+        neg = self.targets == 0
+        seen = np.zeros(len(self.targets), dtype=bool)
+        for e in range(epochs):
+            seen[self.epoch_rows(e)[:per_epoch]] = True
+        return round(float(seen[neg].mean()), 4) if neg.any() else 1.0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def indices(self) -> np.ndarray:
-        idx = epoch_indices(self.targets, self.n_neg, self.seed, self.epoch)
+        idx = self.epoch_rows(self.epoch)
         n = len(idx) // self.world * self.world  # equal shares, so every rank runs the same steps
         return idx[self.rank : n : self.world]
 
@@ -67,8 +97,26 @@ def make_loader(
 
 
 def build_optimizer(model: nn.Module, t: TrainCfg) -> torch.optim.Optimizer:
-    """timm's optimizer factory: the trainable parameters, weight decay off for biases and norm layers."""
-    return create_optimizer_v2(model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay)
+    """timm's optimizer factory over the trainable parameters, weight decay off for biases and norm layers;
+    the backbone's groups at lr x train.backbone_lr_mult."""
+
+    def groups(m: nn.Module) -> list[dict]:
+        backbone = getattr(m, "backbone", None)
+        if backbone is None or t.backbone_lr_mult == 1.0:
+            return param_groups_weight_decay(m, t.weight_decay)
+        rest = nn.ModuleList([c for name, c in m.named_children() if name != "backbone"])
+        scaled = param_groups_weight_decay(backbone, t.weight_decay)
+        for g in scaled:  # timm's schedulers set lr = schedule x lr_scale; torch's plateau scales lr itself
+            g |= (
+                {"lr": t.lr * t.backbone_lr_mult}
+                if t.scheduler == "plateau"
+                else {"lr_scale": t.backbone_lr_mult}
+            )
+        return [g for g in scaled + param_groups_weight_decay(rest, t.weight_decay) if g["params"]]
+
+    return create_optimizer_v2(
+        model, opt=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, param_group_fn=groups
+    )
 
 
 def build_scheduler(opt: torch.optim.Optimizer, t: TrainCfg, steps_per_epoch: int, mode: str = "min"):
@@ -115,7 +163,7 @@ def pos_weight(t: TrainCfg, targets: np.ndarray) -> float | None:
     if t.pos_weight != "auto":
         return t.pos_weight
     n_pos = int((targets == 1).sum())
-    return t.negatives(n_pos, int((targets == 0).sum())) / max(n_pos, 1)
+    return t.negatives(n_pos, int((targets == 0).sum())) / max(n_pos * t.pos_oversample, 1)
 
 
 def on_device(model: nn.Module, rt: Runtime, compile_model: bool) -> tuple[nn.Module, nn.Module]:

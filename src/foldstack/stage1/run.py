@@ -20,7 +20,7 @@ from foldstack.stage1.config import OofConfig
 from foldstack.stage1.data import DeviceNormalize
 from foldstack.stage1.inference import fold_models, predict, predict_folds_on
 from foldstack.stage1.inputs import Inputs, config_sha, fold_datasets, load_inputs
-from foldstack.stage1.model import LesionNet, resolve_weights
+from foldstack.stage1.model import LesionNet, check_pretrained, resolve_weights, without_aux
 from foldstack.stage1.runtime import Runtime, barrier, broadcast_object, make_runtime, seed_everything
 from foldstack.stage1.train import FoldTrainer
 
@@ -69,7 +69,8 @@ def run_fold(cfg: OofConfig, inp: Inputs, rt: Runtime, run: Stage1Run, fold: int
     fd = fold_datasets(cfg, inp, fold)
     seed_everything(cfg.train.seed + fold)
     weights = resolve_weights(cfg.model)
-    model = LesionNet(cfg.model, fd.encoder.size if fd.encoder else 0, weights, cfg.n_outputs)
+    n_aux = 0 if fd.train.aux is None else fd.train.aux.shape[1]
+    model = LesionNet(cfg.model, fd.encoder.size if fd.encoder else 0, weights, cfg.n_outputs, n_aux)
     prep = DeviceNormalize(inp.mean, inp.std, rt.device, rt.channels_last)
     trainer = FoldTrainer(
         cfg, model, rt, fold, fd.train, fd.valid, run.fold_prefix(fold), sha, fd.inner, prep
@@ -99,6 +100,8 @@ def run_fold(cfg: OofConfig, inp: Inputs, rt: Runtime, run: Stage1Run, fold: int
         "resumed_from_epoch": resumed_from,
         "pretrained_weights": weights or "none (random init)",
         "pos_weight": trainer.pos_weight,
+        "negatives_seen_share": trainer.negatives_seen(),
+        "aux_targets": list(inp.aux_names),
         "class_weights": trainer.class_weights,
         "log": [{"fold": fold} | r for r in log],
         "meta_encoder": fd.encoder.state() if fd.encoder else None,
@@ -113,7 +116,7 @@ def run_fold(cfg: OofConfig, inp: Inputs, rt: Runtime, run: Stage1Run, fold: int
     }
     if rt.main:
         preds = pd.DataFrame({"id": fd.valid.ids}).join(pt.columns_frame(cfg, oof))
-        write_fold_set(run, fold, chosen.state_dict(), rule, preds, info)
+        write_fold_set(run, fold, without_aux(chosen.state_dict()), rule, preds, info)
         write_log(run, fold, log)
     barrier(rt)
     return info
@@ -191,6 +194,7 @@ def run_metrics(
         **extra,
         "img_size": inp.img_size,
         "pretrained_weights": infos[0]["pretrained_weights"],
+        "negatives_seen_share": [i.get("negatives_seen_share") for i in infos],
         "folds_sha256": inp.folds_meta["sha256"],
         "config_sha": infos[0]["config_sha"],
         "runtime": rt.describe(),
@@ -315,6 +319,7 @@ def run_oof(
     t0 = time.time()
     rt = make_runtime(cfg, progress)
     wanted = parse_folds(cfg, folds)
+    check_pretrained(cfg.model)
     inp = load_inputs(cfg, data_dir, rt)
     run = Runs.of(cfg).stage1(cfg.run)
     sha = config_sha(cfg, inp)

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from foldstack import artifacts, metrics
-from foldstack.errors import FoldstackError
+from foldstack.errors import ConfigError, FoldstackError
 from foldstack.stage1 import checkpoint as ckpt
 from foldstack.stage1.config import OofConfig
 from foldstack.stage1.data import DeviceNormalize, LesionDataset
@@ -65,6 +65,14 @@ class FoldState:
     stopped_early_after: int | None = None
 
 
+def aux_loss(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean BCE of the auxiliary multi-label head over the known targets (NaN: unknown, left out)."""
+    known = ~torch.isnan(target)
+    if not bool(known.any()):
+        return logit.sum() * 0.0
+    return nn.functional.binary_cross_entropy_with_logits(logit.float()[known], target[known])
+
+
 class FoldTrainer:
     """Fits one fold's model; `prefix` (runs/.../fold<k>) locates its checkpoint files."""
 
@@ -96,13 +104,14 @@ class FoldTrainer:
         self.inner_used = inner_ds is not None and (
             t.checkpoint == "best_inner" or t.early_stopping_patience is not None or t.scheduler == "plateau"
         )
+        if t.freeze_epochs and rt.world > 1:
+            raise ConfigError(
+                "train.freeze_epochs toggles which parameters get gradients, which DDP (GPUS>1) cannot "
+                "follow: train on one process, or freeze for the whole run with model.freeze_backbone"
+            )
         self.raw, self.model = on_device(model, rt, t.compile)
-        y = train_ds.targets
         self.multiclass = cfg.multiclass
-        if self.multiclass:  # every row every epoch: epoch_indices draws "negatives" among all rows
-            y = np.zeros(len(y), np.float32)
-        n_neg = t.negatives(int((y == 1).sum()), int((y == 0).sum()))
-        self.sampler = EpochSampler(y, n_neg, t.seed + fold, rt.rank, rt.world)
+        self.sampler = EpochSampler.of(cfg, train_ds.targets, fold, rt)
         self.loader = make_loader(
             train_ds,
             rt,
@@ -191,8 +200,10 @@ class FoldTrainer:
         with torch.autocast(
             rt.device.type, dtype=rt.amp_dtype or torch.float32, enabled=rt.amp_dtype is not None
         ):
-            logit = self.model(x, meta if meta.shape[1] else None)["logit"]
-        loss = self.loss_fn(logit.float(), y.long() if self.multiclass else y)
+            out = self.model(x, meta if meta.shape[1] else None)
+        loss = self.loss_fn(out["logit"].float(), y.long() if self.multiclass else y)
+        if "aux" in batch and "aux_logit" in out and self.t.aux_loss_weight > 0:
+            loss = loss + self.t.aux_loss_weight * aux_loss(out["aux_logit"], batch["aux"].to(rt.device))
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.t.grad_clip:
@@ -208,6 +219,8 @@ class FoldTrainer:
         return loss
 
     def train_epoch(self, epoch: int) -> dict:
+        if self.t.freeze_epochs:  # from the epoch alone, so a resumed fold freezes the same epochs
+            self.raw.set_backbone_frozen(epoch < self.t.freeze_epochs)
         self.model.train()
         self.sampler.set_epoch(epoch)
         total, n_img, t0 = 0.0, 0, time.perf_counter()
@@ -332,6 +345,11 @@ class FoldTrainer:
         self.state.best_score, self.state.best_epoch = score, row["epoch"]
         if self.t.checkpoint in ("best_inner", "best_optimistic"):
             self.best = {k: v.detach().cpu().clone() for k, v in self.raw.state_dict().items()}
+
+    def negatives_seen(self) -> float:
+        """Share of this fold's training negatives shown at least once over the epochs trained."""
+        per_epoch = self.steps_per_epoch * self.t.batch_size * self.rt.world
+        return self.sampler.negatives_seen(self.state.epoch, per_epoch)
 
     def chosen_model(self) -> tuple[nn.Module, str]:
         """The weights that make the OOF and test predictions, and the rule that chose them."""
