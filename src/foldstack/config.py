@@ -138,6 +138,14 @@ class Kernel(Frozen):
     runtime_limit_h: float = Field(0, ge=0, description="the kernel's runtime limit in hours; 0 for none")
 
 
+class Published(Frozen):
+    """The metadata files as Kaggle publishes them: `make download` refuses a download whose row counts
+    differ (0: unknown, not checked)."""
+
+    train_rows: int = Field(0, ge=0, description="rows of the train metadata file; 0 when unknown")
+    test_rows: int = Field(0, ge=0, description="rows of the public test metadata file; 0 when unknown")
+
+
 class Leaderboard(Frozen):
     """Offline leaderboard: bootstrap size and the simulated public/private split of test patients."""
 
@@ -168,6 +176,7 @@ class CompetitionConfig(Frozen):
     synthetic: Synthetic = Synthetic()
     leaderboard: Leaderboard = Leaderboard()
     kernel: Kernel = Kernel()
+    published: Published = Published()
     runs_dir: str = Field(RUNS_DIR, description="the runs root: runs/<comp>/ holds every stage's outputs")
 
     @model_validator(mode="after")

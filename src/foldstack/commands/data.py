@@ -1,4 +1,4 @@
-"""make data, make folds, make check-data."""
+"""make data, make folds, make check-data, make download."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 
 from foldstack.cli import competition
 from foldstack.data.check import check_data
+from foldstack.data.download import DOWNLOAD_TIMEOUT_S
+from foldstack.data.download import download as download_files
 from foldstack.data.metadata import read_metadata
 from foldstack.folds import folds_paths, make_folds
 from foldstack.synth.generate import generate
@@ -63,3 +65,17 @@ def check(comp: str, overrides: str = "", data: str | None = None, workers: int 
     report = check_data(cfg, data_dir, workers=workers)
     print(report.format())
     return 0 if report.ok else 1
+
+
+def download(
+    comp: str,
+    overrides: str = "",
+    data: str | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    timeout: float = DOWNLOAD_TIMEOUT_S,
+) -> int:
+    """The competition's files through the kaggle CLI into DATA (default data/<comp>), checked first."""
+    cfg, data_dir = competition(comp, overrides, data)
+    download_files(cfg, data_dir, force=force, dry_run=dry_run, timeout=timeout)
+    return 0

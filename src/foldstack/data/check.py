@@ -1,4 +1,5 @@
-"""Check a data folder against the competition layout: whatever files it holds, read as they are."""
+"""Check a data folder against the competition layout: whatever files it holds, read as they are
+(check_data, `make check-data`), or that it holds them all, complete (check_complete, `make download`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from foldstack.config import CompetitionConfig
-from foldstack.data.image_check import bad_image_problems, scan_images
+from foldstack.data.image_check import bad_image_problems, inspect_image, scan_images
 from foldstack.data.images import ImageStore, JpegDirImages, check_ids, open_images
 from foldstack.data.metadata import read_metadata, read_sample_submission
 from foldstack.errors import DataError
@@ -201,3 +202,74 @@ def check_data(
     for split in SPLITS:
         _check_images(cfg, data_dir, split, meta[split], workers, progress, report)
     return report
+
+
+# --- a complete folder (make download) -----------------------------------------------------
+
+
+def _holds(folder: Path) -> list[str]:
+    """The names at the top of a folder, folders with a trailing /."""
+    if not folder.is_dir():
+        return []
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+
+
+def _first_image(cfg: CompetitionConfig, folder: Path, split: str, ids: list[str]) -> None:
+    """Every metadata id has an image, and the first one is a readable JPEG/PNG."""
+    store = open_images(cfg, folder, split)
+    try:
+        check_ids(store, ids)
+        _, problem, _ = inspect_image(store.read_bytes(ids[0]))
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
+    if problem:
+        raise DataError(f"{store.where}: the image of {ids[0]} is {problem}")
+
+
+def _published_rows(cfg: CompetitionConfig, folder: Path, rows: dict[str, int]) -> None:
+    for split in SPLITS:
+        expected = getattr(cfg.published, f"{split}_rows")
+        if expected and rows[split] != expected:
+            name = cfg.files.train if split == "train" else cfg.files.test
+            raise DataError(
+                f"{folder / name}: {rows[split]:,} rows, but Kaggle publishes {expected:,} "
+                f"(published.{split}_rows in configs/competitions/{cfg.name}.yaml)"
+            )
+
+
+def check_complete(cfg: CompetitionConfig, folder: str | Path) -> dict:
+    """Check that a folder holds every file of the competition complete, as `make download` installs it;
+    {train_rows, test_rows, positives (None for multiclass)}.
+
+    Raises DataError naming the missing file or column, the ids that differ, or a row count other than
+    the config's `published` one. Reads the metadata and lists the image stores, but reads only the first
+    image of each (`make check-data` reads them all).
+    """
+    folder = Path(folder)
+    missing = [
+        f"{name} ({p.relative_to(folder)})" for name, p in layout(cfg, folder).items() if not p.exists()
+    ]
+    if missing:
+        raise DataError(
+            f"{folder} lacks {len(missing)} file(s) of the {cfg.name} layout: {_shown(missing)}; "
+            f"it holds: {_shown(_holds(folder)) or 'nothing'}"
+        )
+    meta = {split: read_metadata(cfg, folder, split) for split in SPLITS}
+    id_col = cfg.columns.id
+    sub_ids, test_ids = set(read_sample_submission(cfg, folder)[id_col]), set(meta["test"][id_col])
+    if sub_ids != test_ids:
+        only_sub, only_test = sorted(sub_ids - test_ids), sorted(test_ids - sub_ids)
+        raise DataError(
+            f"{folder / cfg.files.sample_submission}: the ids differ from {cfg.files.test}'s: "
+            f"{len(only_sub)} only in the submission ({_shown(only_sub)}), {len(only_test)} only in the "
+            f"test metadata ({_shown(only_test)})"
+        )
+    rows = {split: len(meta[split]) for split in SPLITS}
+    _published_rows(cfg, folder, rows)
+    for split in SPLITS:
+        _first_image(cfg, folder, split, meta[split][id_col].astype(str).tolist())
+    target = meta["train"][cfg.columns.target]
+    positives = None if cfg.multiclass else int(target.sum())
+    return {"train_rows": rows["train"], "test_rows": rows["test"], "positives": positives}

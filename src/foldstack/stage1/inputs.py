@@ -133,6 +133,7 @@ def config_sha(cfg: OofConfig, inputs: Inputs) -> str:
         dump["data"].pop(key, None)
     dump["train"].pop("eval_every", None)  # what the log shows, not what the model learns
     dump.pop("kernel", None)  # the Kaggle kernel's limits
+    dump.pop("published", None)  # the row counts make download checks a download against
     key = {"config": dump, "folds": inputs.folds_meta["sha256"], "data": inputs.folds_meta["data_sha256"]}
     weights = resolve_weights(cfg.model)
     if weights:  # what the backbone starts from (the file's content, not its name)

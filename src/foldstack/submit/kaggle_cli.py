@@ -48,6 +48,10 @@ _FAILURE_MARKERS: dict[tuple[str, str], tuple[str, ...]] = {
         "Upload unsuccessful:",  # a file was not uploaded, yet the version is created without it
     ),
     ("datasets", "create"): ("Dataset creation error", "Upload unsuccessful:"),
+    ("competitions", "download"): (
+        "User cancelled operation",  # Ctrl-C during the download: exit 0 with a partial file
+        "Skipping, found more recently modified local copy",  # nothing was downloaded
+    ),
     ("kernels", "push"): (
         "Kernel push error",
         "not valid dataset sources",  # the kernel was saved but would run without these inputs
@@ -225,13 +229,14 @@ def run(
     env: Mapping[str, str] | None = None,
     echo: bool = True,
     show: bool = True,
+    timeout: float = TIMEOUT_S,
 ) -> subprocess.CompletedProcess[str] | None:
     """Print `$ kaggle ARGS` (unless show is False: a repeated poll); unless dry_run, run it and return
     the result with redacted output.
 
     env is the complete environment of the CLI (default: os.environ). With echo, the CLI's stdout is
     printed (redacted). Raises KaggleError on a non-zero exit, on output by which the CLI reports a
-    failure while exiting 0, on a timeout, or when there are no credentials.
+    failure while exiting 0, on a timeout (`timeout` seconds), or when there are no credentials.
     """
     if show:
         print("$ kaggle " + shlex.join(args), flush=True)
@@ -241,10 +246,10 @@ def run(
     check_credentials(env)
     try:
         proc = subprocess.run(
-            [kaggle_bin(), *args], capture_output=True, text=True, timeout=TIMEOUT_S, env=env, check=False
+            [kaggle_bin(), *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
         )
     except subprocess.TimeoutExpired:
-        raise KaggleError(f"`kaggle {shlex.join(args[:2])}` timed out after {TIMEOUT_S} s") from None
+        raise KaggleError(f"`kaggle {shlex.join(args[:2])}` timed out after {timeout:g} s") from None
     except OSError as exc:
         raise KaggleError(f"could not start the kaggle CLI: {exc}") from None
     result = subprocess.CompletedProcess(
