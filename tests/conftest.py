@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import timm
+import torch
+from safetensors.torch import save_file
 
 from foldstack.config import CompetitionConfig, load_competition
 from foldstack.data.metadata import read_metadata
@@ -90,9 +93,21 @@ def trained(tiny_isic2024_constant_skin, tmp_path_factory):
     root = tmp_path_factory.mktemp("submit")
     runs = root / "runs"
     base = f"{TINY['isic2024']} runs_dir={runs}"
-    s1 = load_oof_config("isic2024", "tiny", f"{base} data.img_size=32 train.epochs=1 predict.tta=2")
+    # the stage-1 model starts from a pretrained file and trains auxiliary heads; the file is gone before
+    # anything is submitted: the bundle and the kernel need the fold weights alone
+    weights = root / "weights" / "test_efficientnet.safetensors"
+    weights.parent.mkdir()
+    torch.manual_seed(0)
+    save_file(timm.create_model("test_efficientnet").state_dict(), str(weights))
+    s1 = load_oof_config(
+        "isic2024",
+        "tiny",
+        f"{base} data.img_size=32 train.epochs=1 predict.tta=2 model.pretrained=true "
+        f"model.pretrained_file={weights} model.aux_targets=[iddx_2]",
+    )
     make_folds(s1, read_metadata(s1, data, "train"), data)
     run_oof(s1, data, progress=False)
+    weights.unlink()
     st = load_stack_config("isic2024", "lgb_xgb_cb", f"{base} tuning.n_trials=1")
     run_stack(st, data)
     return load_competition("isic2024", base), data, runs, Runs.of(st).stack(st.run).dir

@@ -127,3 +127,34 @@ def test_bad_recipe_settings_are_refused(tmp_path):
         tiny_oof_config(tmp_path, "train.freeze_epochs=2")
     with pytest.raises(ConfigError, match="backbone_lr_mult"):
         tiny_oof_config(tmp_path, "train.backbone_lr_mult=0")
+
+
+def test_extra_rows_train_every_fold_and_are_never_scored(tiny_isic2024, tiny_isic2020, tmp_path):
+    _, data = tiny_isic2024
+    _, extra_dir = tiny_isic2020
+    extra = f"'data.extra=[{{dir: {extra_dir}, layout: isic2020, columns: {{image_name: isic_id}}}}]'"
+    cfg, result = run_tiny(tmp_path, data, f"{extra} train.epochs=1 train.max_train_batches=2")
+    run = Runs.of(cfg).stage1(cfg.run)
+    n_extra = len(read_metadata(load_oof_config("isic2020", "tiny"), extra_dir, "train"))
+    train = read_metadata(cfg, data, "train")
+    for f in range(cfg.folds.k):
+        rec = pd.read_json(run.fold_record(f), typ="series")
+        assert rec["n_extra_rows"] == n_extra
+        assert rec["n_train_rows"] == (pd.read_csv(Runs.of(cfg).folds_csv)["fold"] != f).sum() + n_extra
+    oof = pd.read_parquet(run.oof)
+    assert set(oof["id"]) == set(train[cfg.columns.id])  # the OOF: the competition's rows only
+    # the extra rows' content is part of the run's identity: without them the folds are not reused
+    from foldstack.stage1.inputs import config_sha, load_inputs
+    from foldstack.stage1.runtime import make_runtime
+
+    rt = make_runtime(cfg, progress=False)
+    plain = tiny_oof_config(tmp_path / "runs", "train.epochs=1 train.max_train_batches=2")
+    assert config_sha(cfg, load_inputs(cfg, data, rt)) != config_sha(plain, load_inputs(plain, data, rt))
+
+
+def test_extra_rows_that_are_train_ids_are_refused(tiny_isic2024, tmp_path):
+    _, data = tiny_isic2024
+    with pytest.raises(DataError, match=r"data.extra .*id\(s\) are also isic2024 train ids: ISIC_"):
+        run_tiny(tmp_path, data, f"'data.extra=[{{dir: {data}}}]' train.epochs=1")
+    with pytest.raises(DataError, match="needs the columns isic_id"):
+        run_tiny(tmp_path, data, f"'data.extra=[{{dir: {data}, columns: {{isic_id: other}}}}]' train.epochs=1")

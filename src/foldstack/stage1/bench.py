@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from foldstack.data.decode import drop_page_cache
 from foldstack.runs import Runs
 from foldstack.stage1.config import OofConfig
 from foldstack.stage1.data import DeviceNormalize
-from foldstack.stage1.inference import fold_models, predict_folds_on
+from foldstack.stage1.inference import FoldModel, fold_models, predict_folds_on
 from foldstack.stage1.inputs import config_sha, fold_datasets, load_inputs
 from foldstack.stage1.model import LesionNet
 from foldstack.stage1.run import fold_done, run_fold
@@ -68,6 +69,7 @@ def bench_throughput(cfg: OofConfig, data_dir: Path, steps: int = 30, warmup: in
     fixed = {k: v.to(rt.device) if torch.is_tensor(v) else v for k, v in fixed.items()}
     _timed_steps(trainer, iter([fixed] * warmup), warmup)
     model_only = _timed_steps(trainer, iter([fixed] * steps), steps)
+    infer = bench_inference(cfg, FoldModel(trainer.raw, fd.encoder), inp, rt, prep, steps)
     return {
         "model": cfg.model.backbone,
         "img_size": inp.img_size,
@@ -75,10 +77,47 @@ def bench_throughput(cfg: OofConfig, data_dir: Path, steps: int = 30, warmup: in
         "train_images_per_s_end_to_end": round(e2e, 1),
         "train_images_per_s_model_only": round(model_only, 1),
         "ratio": round(e2e / model_only, 3),
+        **infer,
         "cold_page_cache": cold,
         "steps": steps,
         "cache_seconds": round(inp.cache_seconds, 1),
         **rt.describe(),
+    }
+
+
+@torch.no_grad()
+def bench_inference(
+    cfg: OofConfig, fm: FoldModel, inp, rt: Runtime, prep: DeviceNormalize, steps: int
+) -> dict:
+    """Test-prediction images/s (predict_folds_on over the test set: cache -> device -> model, TTA x1, as
+    the run's test pass) against the same model in eval mode on one ready batch on the device."""
+    model, bs = fm.model.eval(), cfg.predict.batch_size
+    n = min(bs, len(inp.test))
+    x = prep(torch.from_numpy(np.ascontiguousarray(np.asarray(inp.test_images[:n]))))
+    meta = fm.encoder.transform(inp.test.iloc[:n]) if fm.encoder else None
+    meta = None if meta is None else torch.from_numpy(meta).to(rt.device)
+    amp = dict(
+        device_type=rt.device.type, dtype=rt.amp_dtype or torch.float32, enabled=rt.amp_dtype is not None
+    )
+    with torch.autocast(**amp):
+        for _ in range(3):
+            model(x, meta)
+        _sync(rt)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            model(x, meta)
+        _sync(rt)
+    model_only = n * steps / (time.perf_counter() - t0)
+    one_view = cfg.model_copy(update={"predict": cfg.predict.model_copy(update={"tta": 1})})
+    t0 = time.perf_counter()
+    predict_folds_on(one_view, [fm], inp.test, inp.test_images, rt, inp.mean, inp.std)
+    _sync(rt)
+    e2e = len(inp.test) / (time.perf_counter() - t0)
+    return {
+        "predict_batch_size": bs,
+        "test_prediction_images_per_s": round(e2e, 1),
+        "inference_images_per_s_model_only": round(model_only, 1),
+        "inference_ratio": round(e2e / model_only, 3),
     }
 
 
@@ -162,6 +201,8 @@ def throughput_line(r: dict) -> str:
         f"{r['model']} @ {r['img_size']} px, batch {r['batch_size']}, {r['device']}, amp={r['amp']}, "
         f"channels_last={r['channels_last']}, workers={r['num_workers']}, threads={r['torch_threads']}: "
         f"training end to end {r['train_images_per_s_end_to_end']:.1f} images/s, model only "
-        f"{r['train_images_per_s_model_only']:.1f} images/s, ratio {r['ratio']:.3f}"
+        f"{r['train_images_per_s_model_only']:.1f} images/s, ratio {r['ratio']:.3f}; test prediction "
+        f"(batch {r['predict_batch_size']}, TTA x1) {r['test_prediction_images_per_s']:.1f} images/s, model "
+        f"only {r['inference_images_per_s_model_only']:.1f} images/s, ratio {r['inference_ratio']:.3f}"
         + (", end to end on a dropped page cache" if r["cold_page_cache"] else "")
     )

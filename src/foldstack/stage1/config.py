@@ -34,6 +34,16 @@ class ModelCfg(Frozen):
     )
 
 
+class ExtraCfg(Frozen):
+    """A folder of train-only rows in some competition's layout (e.g. an older ISIC archive)."""
+
+    dir: str = Field(description="the folder, in the Kaggle layout of `layout`")
+    layout: str | None = Field(None, description="competition config of its layout; None: this competition's")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="its column -> this competition's (the id and target at least)"
+    )
+
+
 class DataCfg(Frozen):
     img_size: int | None = Field(None, ge=16, description="None: the model's own input size")
     mean: tuple[float, float, float] | None = None
@@ -43,6 +53,11 @@ class DataCfg(Frozen):
         True,
         description="decode + resize every image once into a uint8 memory-mapped cache (runs/<comp>/cache) "
         "shared by every run and fold; false decodes every epoch",
+    )
+    extra: tuple[ExtraCfg, ...] = Field(
+        (),
+        description="train-only rows added to every fold's training set: never OOF, scored or used for "
+        "early stopping; ids must not collide with train or test",
     )
 
 
@@ -183,6 +198,8 @@ class OofConfig(CompetitionConfig):
             raise ValueError("train.class_weight is for multiclass targets; use train.pos_weight")
         if self.multiclass and (t.neg_sampling != "random" or t.pos_oversample > 1):
             raise ValueError("train.neg_sampling and train.pos_oversample are for a binary target")
+        if self.multiclass and self.data.extra:
+            raise ValueError("data.extra is for a binary target (its rows map onto 0/1)")
         if self.multiclass and self.model.aux_targets:
             raise ValueError(
                 "model.aux_targets is for a binary target: the classes already are the diagnosis"

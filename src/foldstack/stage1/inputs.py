@@ -23,6 +23,7 @@ from foldstack.folds import load_folds
 from foldstack.runs import Runs
 from foldstack.stage1.config import OofConfig
 from foldstack.stage1.data import DecodedImages, LesionDataset, MetaEncoder, build_augment
+from foldstack.stage1.extra import ExtraRows, read_extra, with_extra
 from foldstack.stage1.model import resolve_weights
 from foldstack.stage1.runtime import Runtime, barrier
 
@@ -43,6 +44,7 @@ class Inputs:
     cache_seconds: float = 0.0
     aux: np.ndarray | None = None  # (n train, n_aux) one-hot auxiliary targets, NaN where unknown
     aux_names: tuple[str, ...] = ()
+    extra: ExtraRows | None = None  # data.extra: train-only rows
 
 
 def aux_targets(
@@ -121,8 +123,9 @@ def load_inputs(cfg: OofConfig, data_dir: Path, rt: Runtime) -> Inputs:
     train = train.assign(image_row=np.arange(len(train))).set_index(ids).loc[folds["id"]].reset_index()
     train[cfg.columns.target] = folds["target"].to_numpy()  # integer codes: 0/1 or the class index
     aux, aux_names = aux_targets(cfg, train, data_dir / cfg.files.train)
+    extra = read_extra(cfg, train, test, size)
     return Inputs(
-        train, test, folds, fmeta, train_images, test_images, size, mean, std, s1 + s2, aux, aux_names
+        train, test, folds, fmeta, train_images, test_images, size, mean, std, s1 + s2, aux, aux_names, extra
     )
 
 
@@ -138,6 +141,8 @@ def config_sha(cfg: OofConfig, inputs: Inputs) -> str:
     weights = resolve_weights(cfg.model)
     if weights:  # what the backbone starts from (the file's content, not its name)
         key["weights"] = artifacts.sha256_file(weights)
+    if inputs.extra is not None:  # the extra rows' ids, targets and images, not only their folder names
+        key["extra"] = inputs.extra.sha256
     return artifacts.sha256_bytes(json.dumps(key, sort_keys=True).encode())
 
 
@@ -186,4 +191,6 @@ def fold_datasets(cfg: OofConfig, inp: Inputs, fold: int) -> FoldData:
         )
 
     train = ds(tr, build_augment(cfg.augment), cfg.train.seed * 1000 + fold, aux=True)
+    if inp.extra is not None:
+        train = with_extra(train, inp.extra, cfg, enc, len(inp.aux_names))
     return FoldData(train, ds(va), ds(inner) if len(inner) else None, enc)

@@ -110,6 +110,7 @@ def run_fold(cfg: OofConfig, inp: Inputs, rt: Runtime, run: Stage1Run, fold: int
         "images": images,
         "inference_images_per_s": round(len(fd.valid) * tta / max(oof_s, 1e-9), 1),
         "n_train_rows": len(fd.train),
+        "n_extra_rows": 0 if inp.extra is None else len(inp.extra.table),
         "n_valid_rows": len(fd.valid),
         "n_inner_rows": len(fd.inner) if fd.inner else 0,
         "stopped_early_after_epoch": trainer.state.stopped_early_after,
