@@ -43,6 +43,11 @@ DEMO_STACK = tuning.n_trials=10
 SETUPS_ISIC2024 = mobilenetv2_128 mobilenetv2_128_frozen mobilenetv2_128_balanced mobilenetv2_128_aug \
 	mobilenetv2_128_dual resnet50_128 effnetv2_b1_isic24 effnet_b4_meta
 PROFILE ?= data.img_size=48 train.epochs=3 train.max_train_batches=15 predict.tta=1
+# the setups that freeze their ImageNet base get real ImageNet features on CPU too: EfficientNet-Lite0's
+# weights from `make weights` (their own bases' weights cannot be fetched here); PRETRAINED_CPU= keeps them as written
+PRETRAINED_CPU ?= model.backbone=tf_efficientnet_lite0 model.pretrained=true \
+	model.pretrained_file=weights/tf_efficientnet_lite0.safetensors data.mean=[0.5,0.5,0.5] data.std=[0.5,0.5,0.5]
+FROZEN_SETUPS = mobilenetv2_128_frozen effnet_b0_frozen
 HAM_PROFILE ?= data.img_size=64 train.epochs=10 predict.tta=2
 FROM ?=
 DRY_RUN ?=
@@ -148,8 +153,12 @@ setups: ## every published setup on the embedded data (PROFILE=... overrides), s
 		[ -f data/$$c/synthetic.json ] || $(MAKE) data COMP=$$c || exit 1; \
 		$(MAKE) folds COMP=$$c || exit 1; \
 	done
-	for m in $(SETUPS_ISIC2024); do $(MAKE) oof COMP=isic2024 MODEL=$$m SET="$(PROFILE) $(SET)" || exit 1; done
-	$(MAKE) oof COMP=isic2020 MODEL=effnet_b0_frozen SET="$(PROFILE) $(SET)"
+	$(if $(PRETRAINED_CPU),$(MAKE) weights NAME=tf_efficientnet_lite0)
+	for m in $(SETUPS_ISIC2024); do \
+		extra=$$(case " $(FROZEN_SETUPS) " in *" $$m "*) echo "$(PRETRAINED_CPU)";; esac); \
+		$(MAKE) oof COMP=isic2024 MODEL=$$m SET="$(PROFILE) $$extra $(SET)" || exit 1; \
+	done
+	$(MAKE) oof COMP=isic2020 MODEL=effnet_b0_frozen SET="$(PROFILE) $(PRETRAINED_CPU) $(SET)"
 	$(MAKE) oof COMP=ham10000 MODEL=ham10000_cnn SET="$(HAM_PROFILE) $(SET)"
 	$(MAKE) stack COMP=isic2024 STACK=lgb_xgb_cb SET="run=lgbm_setups $(DEMO_STACK)"
 	$(MAKE) stack COMP=isic2024 STACK=knn
