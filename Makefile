@@ -13,6 +13,7 @@ FORCE ?=
 MODEL ?= effnetv2_b1
 GPUS ?= 1
 FOLDS ?=
+SEEDS ?=
 # make weights: a timm model name with a known offline source (tf_efficientnet_lite0, tf_efficientnet_lite1)
 NAME ?= tf_efficientnet_lite0
 SOURCE ?=
@@ -103,8 +104,8 @@ weights: ## pretrained weights -> weights/<NAME>.safetensors + sha256 manifest (
 cache: ## decode + resize every train/test image once at MODEL's input size -> runs/<comp>/cache/ (reused by stage 1)
 	$(PY) pipelines/cache.py $(ARGS) --model $(MODEL)
 
-oof: ## stage 1: k-fold CNNs -> runs/<comp>/oof/<model>/ (MODEL=effnetv2_b1, FOLDS=0,3 some folds, GPUS=N for DDP)
-	$(LAUNCH) pipelines/oof.py $(ARGS) --model $(MODEL) --folds "$(FOLDS)"
+oof: ## stage 1: k-fold CNNs -> runs/<comp>/oof/<model>/ (MODEL=effnetv2_b1, FOLDS=0,3 some folds, GPUS=N for DDP, SEEDS=0,1,2 one run per seed + their mean)
+	$(LAUNCH) pipelines/oof.py $(ARGS) --model $(MODEL) --folds "$(FOLDS)" --seeds "$(SEEDS)"
 
 bench-oof: ## one fold's stage-1 work split into training/scoring/prediction + images/s end to end vs model only (SCALE=isic2024)
 	$(PY) pipelines/bench_oof.py $(ARGS) --model $(MODEL) $(if $(SCALE),--scale $(SCALE))

@@ -11,8 +11,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, help="model config name (configs/models/)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--folds", default="", help="comma-separated folds to train (default: all), e.g. 0,3")
+    p.add_argument("--seeds", default="", help="comma-separated train seeds: one run each + their mean")
     a = p.parse_args(argv)
-    return stage1.oof(a.comp, a.model, a.overrides, a.data, progress=not a.no_progress, folds=a.folds)
+    return stage1.oof(
+        a.comp, a.model, a.overrides, a.data, progress=not a.no_progress, folds=a.folds, seeds=a.seeds
+    )
 
 
 if __name__ == "__main__":

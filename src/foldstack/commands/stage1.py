@@ -15,6 +15,7 @@ from foldstack.stage1.bench import bench_fold, bench_throughput, fold_split_line
 from foldstack.stage1.config import OofConfig, load_oof_config
 from foldstack.stage1.run import run_oof
 from foldstack.stage1.runtime import barrier, make_runtime
+from foldstack.stage1.seeds import finish_seeds, seed_plan
 from foldstack.synth.scale import DEFAULT_ROOT, ensure_isic2024_scale
 
 THROUGHPUT = "tf_efficientnetv2_b1.in1k@128,resnet18.a1_in1k@64"
@@ -32,15 +33,25 @@ def oof(
     data: str | None = None,
     progress: bool = True,
     folds: str = "",
+    seeds: str = "",
 ) -> int:
-    """Train the run's folds (making the folds first if there are none) and print its scores."""
+    """Train the run's folds (making the folds first if there are none) and print its scores; with
+    `seeds` (SEEDS=0,1,2) the run once per seed, then their per-id mean as one more run (stage1.seeds)."""
     cfg = load_oof_config(comp, model, overrides)
+    plan = seed_plan(comp, model, overrides, seeds) if seeds.strip() else None  # refused before any work
     data_dir = resolve_data(data, cfg)
     rt = make_runtime(cfg)
     if rt.main:
         _ensure_folds(cfg, data_dir)
     barrier(rt)
-    result = run_oof(cfg, data_dir, progress=progress, folds=folds)
+    for c in plan.configs if plan else [cfg]:
+        _print_run(c, run_oof(c, data_dir, progress=progress, folds=folds))
+    if plan and rt.main:
+        _print_mean(plan.base, finish_seeds(plan))
+    return 0
+
+
+def _print_run(cfg: OofConfig, result: dict) -> None:
     if result and "missing_folds" not in result:
         scores = [
             k for k in result if k.startswith(("oof_", "fold_")) and k.endswith(("_mean", "auc", "pauc"))
@@ -55,7 +66,17 @@ def oof(
         print(json.dumps({k: result[k] for k in keys}, indent=2))
         run = Runs.of(cfg).stage1(cfg.run)
         print(f"wrote {run.dir}/ ({run.oof.name}, {run.test.name}, {run.metrics.name}, {run.log.name})")
-    return 0
+
+
+def _print_mean(cfg: OofConfig, result: dict) -> None:
+    if "missing_seed_runs" in result:
+        return
+    keys = [
+        k for k in result if k.startswith(("oof_", "fold_", "seed_oof_")) and isinstance(result[k], float)
+    ]
+    print(json.dumps({k: result[k] for k in [*keys, "seeds", "score_is_optimistic"]}, indent=2))
+    run = Runs.of(cfg).stage1(cfg.run)
+    print(f"wrote {run.dir}/ ({run.oof.name}, {run.test.name}, {run.metrics.name}, {run.config.name})")
 
 
 def cache(

@@ -16,6 +16,7 @@ from foldstack.data.metadata import read_metadata
 from foldstack.errors import DataError
 from foldstack.folds import check_fold_sha, load_folds
 from foldstack.runs import Runs, Stage1Run
+from foldstack.stage1.seeds import stacked_by_default
 from foldstack.stage2.cnn_features import check_cnn_config
 from foldstack.stage2.config import ModelSpec, StackConfig
 from foldstack.stage2.features import (
@@ -165,10 +166,13 @@ def build_matrices(
         raise DataError(f"{Runs.of(cfg).folds_csv} was made on other data than {data_dir}")
     train = train.set_index(idc).loc[folds["id"]].reset_index()
     runs = Runs.of(cfg)
-    finished = [r.name for r in runs.stage1_runs()]  # once: each call lists (and recovers) every run
+    found = runs.stage1_runs()  # once: each call lists (and recovers) every run
+    finished = [r.name for r in found]
     names = (
-        models_in if models_in is not None else (finished if cfg.models_in == "all" else list(cfg.models_in))
-    )
+        models_in
+        if models_in is not None
+        else (stacked_by_default(found) if cfg.models_in == "all" else list(cfg.models_in))
+    )  # models_in: all stacks a mean of seed runs (stage1.seeds) for its seed runs
     missing = [n for n in names if n not in finished]
     if missing:
         partial = [partial_run(runs.stage1(n), cfg.folds.k) for n in missing]

@@ -23,6 +23,7 @@ from foldstack.runs import (
     runs_of,
     stack_runs_beside,
 )
+from foldstack.stage1.seeds import seed_members
 from foldstack.submit.image import REPO, bundle_wheels
 from foldstack.submit.kernel import build_kernel, names
 from foldstack.submit.predict import check_bundle
@@ -30,14 +31,20 @@ from foldstack.submit.predict import check_bundle
 BUNDLE, KERNEL, STAGING_MANIFEST = "bundle", "kernel", "kaggle.json"  # the members of the staging set
 
 
-def _copy_stage1(src: Stage1Run, dst: Path) -> None:
+def copy_stage1(src: Stage1Run, inside: Runs) -> None:
+    """A stage-1 run's config, metrics and fold sets into the bundle's runs tree; a mean of seed runs
+    (stage1.seeds) brings its seed runs along, whose fold models the kernel runs for it."""
+    members = seed_members(src)
     files = [src.dir / f for f in RUN_FILES if (src.dir / f).exists()]
     files += src.fold_files()  # fold<k>.json checks its whole set
-    if not any(f.suffix == ".safetensors" for f in files):
+    if not members and not any(f.suffix == ".safetensors" for f in files):
         raise DataError(f"{src.dir}: no fold weights to bundle; run `make oof` first")
+    dst = inside.stage1(src.name).dir
     dst.mkdir(parents=True, exist_ok=True)
     for f in files:
         shutil.copy2(f, dst / f.name)
+    for member in members:
+        copy_stage1(member, inside)
 
 
 def build_wheel(out: Path) -> Path:
@@ -83,7 +90,7 @@ def build_bundle(cfg: CompetitionConfig, stack: StackRun, owner: str, out: Path)
             shutil.copy2(stack.dir / f, dst.dir / f)
     shutil.copytree(stack.dir / MODELS, dst.dir / MODELS)
     for name in stack.read_inputs().stage1_runs:
-        _copy_stage1(here.stage1(name), inside.stage1(name).dir)
+        copy_stage1(here.stage1(name), inside)
     build_wheel(out)
     bundle_wheels(out / "wheels")  # what Kaggle's image lacks or has too old (usually nothing)
     dataset, _ = names(cfg)

@@ -2,8 +2,9 @@
 Kaggle kernel of a code competition (`python -m foldstack.submit.predict`, run by the kernel's predict.py).
 
 Reads only what training wrote under a runs root: each stage-1 run's config.yaml, fold<k>.json and
-fold<k>.safetensors, and the stack's config.yaml, levels.json, inputs.json, native models and, for a
-rank blend, blend.json + blend_reference.npz. With --stages every stage's output is saved too (Stages),
+fold<k>.safetensors (a mean of seed runs: its config.yaml and metrics.json, and each seed run's files), and
+the stack's config.yaml, levels.json, inputs.json, native models and, for a rank blend, blend.json +
+blend_reference.npz. With --stages every stage's output is saved too (Stages),
 so that `make kernel-check` can compare the kernel with `make predict` stage by stage.
 """
 
@@ -47,6 +48,7 @@ from foldstack.stage1.data import DecodedImages
 from foldstack.stage1.inference import fold_models, predict_folds_on
 from foldstack.stage1.inputs import input_config
 from foldstack.stage1.runtime import make_runtime
+from foldstack.stage1.seeds import stage1_members
 from foldstack.stage2.blend import RankCalibration, blend, load_calibration, stack_weights
 from foldstack.stage2.config import DEFAULT_STACK, StackConfig
 from foldstack.stage2.features import build_features, cnn_inputs
@@ -87,18 +89,25 @@ def fold_records(cfg: OofConfig, run: Stage1Run) -> list[dict]:
 def cnn_test_predictions(run: Stage1Run, data_dir: Path, progress: bool = True) -> pd.DataFrame:
     """id, the prediction columns and their per-fold copies of one stage-1 run on `data_dir`'s test split
     (same TTA as training). Every image is decoded once (in the loader workers, by the cache's resize
-    rule) and every fold model predicts it: one pass over the test set for k models."""
+    rule) and every fold model predicts it: one pass over the test set for k models. A mean of seed runs
+    (stage1.seeds) runs every seed run's k fold models in that one pass; fold k's columns are the mean of
+    the seeds' fold-k models."""
     cfg = run_config(OofConfig, run)
-    records = fold_records(cfg, run)  # every fold's files, before any prediction work
+    members = stage1_members(run)  # a mean of seed runs: every seed run's fold models, averaged per fold
+    configs = [cfg] if members == [run] else [run_config(OofConfig, m) for m in members]
+    records = [fold_records(c, m) for c, m in zip(configs, members, strict=True)]  # before any prediction
     test = read_metadata(cfg, data_dir, "test")
     ids = test[cfg.columns.id].tolist()
     store = open_images(cfg, data_dir, "test")
     check_ids(store, ids)
     size, mean, std = input_config(cfg)
     rt = make_runtime(cfg, progress)
-    models = fold_models(cfg, run, records, rt)
+    models = [
+        fm for c, m, r in zip(configs, members, records, strict=True) for fm in fold_models(c, m, r, rt)
+    ]
     images = DecodedImages(store, ids, size)
     per_fold = predict_folds_on(cfg, models, test, images, rt, mean, std, desc=f"{run.name} x {len(models)}")
+    per_fold = per_fold.reshape(len(members), -1, *per_fold.shape[1:]).mean(axis=0)  # seeds x k -> k
     return pt.test_frame(cfg, ids, per_fold)
 
 
@@ -262,8 +271,8 @@ def check_bundle(runs: Runs, stack: str) -> None:
                     f"{folder} is missing: the stack {stack!r} has no {spec.name} model of fold {f}"
                 )
     for name in run.read_inputs().stage1_runs:
-        s1 = runs.stage1(name)
-        fold_records(run_config(OofConfig, s1), s1)
+        for s1 in stage1_members(runs.stage1(name)):
+            fold_records(run_config(OofConfig, s1), s1)
 
 
 def submission_frame(cfg: CompetitionConfig, data_dir: Path, preds: pd.DataFrame) -> pd.DataFrame:
