@@ -133,7 +133,7 @@ def test_extra_rows_train_every_fold_and_are_never_scored(tiny_isic2024, tiny_is
     _, data = tiny_isic2024
     _, extra_dir = tiny_isic2020
     extra = f"'data.extra=[{{dir: {extra_dir}, layout: isic2020, columns: {{image_name: isic_id}}}}]'"
-    cfg, result = run_tiny(tmp_path, data, f"{extra} train.epochs=1 train.max_train_batches=2")
+    cfg, _ = run_tiny(tmp_path, data, f"{extra} train.epochs=1 train.max_train_batches=2")
     run = Runs.of(cfg).stage1(cfg.run)
     n_extra = len(read_metadata(load_oof_config("isic2020", "tiny"), extra_dir, "train"))
     train = read_metadata(cfg, data, "train")
@@ -157,4 +157,5 @@ def test_extra_rows_that_are_train_ids_are_refused(tiny_isic2024, tmp_path):
     with pytest.raises(DataError, match=r"data.extra .*id\(s\) are also isic2024 train ids: ISIC_"):
         run_tiny(tmp_path, data, f"'data.extra=[{{dir: {data}}}]' train.epochs=1")
     with pytest.raises(DataError, match="needs the columns isic_id"):
-        run_tiny(tmp_path, data, f"'data.extra=[{{dir: {data}, columns: {{isic_id: other}}}}]' train.epochs=1")
+        bad = f"'data.extra=[{{dir: {data}, columns: {{isic_id: other}}}}]'"
+        run_tiny(tmp_path, data, f"{bad} train.epochs=1")
