@@ -22,11 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--no-fold", action="store_true", help="only the throughput figures")
     p.add_argument("--throughput", default=stage1.THROUGHPUT, help="backbone@size,... ('' for none)")
+    p.add_argument("--rounds", type=int, default=5, help="alternating test-prediction rounds, best kept")
     a = p.parse_args(argv)
     if a.scale and a.comp != "isic2024":
         p.error("SCALE=isic2024 goes with COMP=isic2024")
     return stage1.bench_oof(
-        a.comp, a.model, a.overrides, a.data, a.scale, a.steps, a.fold, a.no_fold, a.throughput
+        a.comp, a.model, a.overrides, a.data, a.scale, a.steps, a.fold, a.no_fold, a.throughput, a.rounds
     )
 
 

@@ -19,7 +19,7 @@ from foldstack.folds import make_folds
 from foldstack.runs import Runs, Stage1Run
 from foldstack.stage1 import train as train_mod
 from foldstack.stage1.config import load_oof_config, model_competition
-from foldstack.stage1.data import DecodedImages, MetaEncoder, epoch_indices
+from foldstack.stage1.data import DecodedImages, DeviceNormalize, MetaEncoder, epoch_indices, flip_views
 from foldstack.stage1.inference import fold_models, predict_folds_on
 from foldstack.stage1.inputs import input_config
 from foldstack.stage1.model import LesionNet, resolve_weights
@@ -383,6 +383,23 @@ def test_epoch_indices_keep_every_positive_and_draw_fresh_negatives():
     assert np.array_equal(a, epoch_indices(y, n_neg, seed=0, epoch=0))
     assert tiny_oof_config("/tmp/unused", "train.neg_ratio=0").train.negatives(5, 200) == 200
     assert tiny_oof_config("/tmp/unused", "train.neg_fraction=0.01").train.negatives(5, 200) == 2
+
+
+def test_flip_views_and_normalisation_are_the_defined_tensors():
+    x = torch.randn(2, 3, 5, 5)
+    every = [x, x.flip(3), x.flip(2), x.flip(2, 3)]
+    every += [v.transpose(2, 3) for v in every]
+    for n in range(1, 9):
+        views = flip_views(x, n)
+        assert len(views) == n and all(torch.equal(a, b) for a, b in zip(views, every, strict=False)), n
+    img = torch.randint(0, 256, (3, 6, 6, 3), dtype=torch.uint8)
+    for channels_last in (False, True):
+        prep = DeviceNormalize((0.48, 0.46, 0.41), (0.23, 0.22, 0.23), torch.device("cpu"), channels_last)
+        ref = (img.permute(0, 3, 1, 2).float() - prep.shift) * prep.scale
+        out = prep(img)
+        assert torch.equal(out, ref), channels_last  # bit for bit: the same ops in the same order
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        assert out.is_contiguous(memory_format=layout)
 
 
 def test_unknown_model_and_backbone_errors_list_choices():

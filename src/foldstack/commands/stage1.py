@@ -108,6 +108,7 @@ def bench_oof(
     fold: int = 0,
     no_fold: bool = False,
     throughput: str = THROUGHPUT,
+    rounds: int = 5,
 ) -> int:
     """One fold's real stage-1 work with its wall-time split, then end-to-end vs model-only images/s."""
     if scale:
@@ -124,7 +125,7 @@ def bench_oof(
     for item in filter(None, throughput.split(",")):
         backbone, size = item.rsplit("@", 1)
         tcfg = load_oof_config(comp, model, f"{overrides} model.backbone={backbone} data.img_size={size}")
-        r = bench_throughput(tcfg, data_dir, steps=steps)
+        r = bench_throughput(tcfg, data_dir, steps=steps, rounds=rounds)
         report["throughput"].append(r)
         print(throughput_line(r))
     path = Runs.of(cfg).bench(f"oof_{cfg.run}{'_' + scale if scale else ''}")
