@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
@@ -90,7 +90,7 @@ class KaggleStub:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @classmethod
-    def start(cls) -> KaggleStub:
+    def start(cls) -> Self:
         """Port 80 if it can be bound (root, CI), else a free port reached through HTTP_PROXY."""
         try:
             stub = cls(80)
@@ -344,15 +344,24 @@ def isolate_kaggle_env(monkeypatch: pytest.MonkeyPatch, root: Path) -> Path:
     return config
 
 
-@pytest.fixture(name="kaggle_stub")
-def kaggle_stub_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KaggleStub]:
-    """A running stub; os.environ (inherited by CLI subprocesses) points the CLI at it with fake creds."""
+S = TypeVar("S", bound=KaggleStub)
+
+
+def running_stub(cls: type[S], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S]:
+    """A started `cls` (KaggleStub or a subclass); os.environ (inherited by CLI subprocesses) points the CLI
+    at it with fake creds until the test ends, then it stops."""
     root = tmp_path / "kaggle-env"
     isolate_kaggle_env(monkeypatch, root)
-    stub = KaggleStub.start()
+    stub = cls.start()
     try:
         for name, value in stub.client_env(root).items():
             monkeypatch.setenv(name, value)
         yield stub
     finally:
         stub.stop()
+
+
+@pytest.fixture(name="kaggle_stub")
+def kaggle_stub_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[KaggleStub]:
+    """A running stub the kaggle CLI talks to."""
+    yield from running_stub(KaggleStub, tmp_path, monkeypatch)

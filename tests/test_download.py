@@ -21,7 +21,7 @@ from foldstack.data import download as dl
 from foldstack.data.check import check_complete
 from foldstack.data.download import DownloadError
 from foldstack.submit import kaggle_cli
-from tests.kaggle_stub import KEY, KaggleStub, Recorded, _read_body, isolate_kaggle_env
+from tests.kaggle_stub import KEY, KaggleStub, Recorded, _read_body, isolate_kaggle_env, running_stub
 
 SLUG = "isic-2024-challenge"
 FILES_PREFIX = "/files/"
@@ -83,15 +83,7 @@ def _download_handler(stub: DownloadStub, base: type) -> type:
 
 @pytest.fixture
 def stub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[DownloadStub]:
-    root = tmp_path / "kaggle-env"
-    isolate_kaggle_env(monkeypatch, root)
-    server = DownloadStub.start()
-    try:
-        for name, value in server.client_env(root).items():
-            monkeypatch.setenv(name, value)
-        yield server
-    finally:
-        server.stop()
+    yield from running_stub(DownloadStub, tmp_path, monkeypatch)
 
 
 def _config(data: Path, extra: str = "") -> CompetitionConfig:

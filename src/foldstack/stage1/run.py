@@ -208,12 +208,13 @@ def records_sha(run: Stage1Run, k: int) -> str:
     return artifacts.sha256_bytes(b"".join(run.fold_record(f).read_bytes() for f in range(k)))
 
 
-def assembled(run: Stage1Run, sha: str) -> bool:
-    """Whether the run's outputs exist, match their manifest and were assembled from the current folds."""
+def assembled(run: Stage1Run, sha: str, key: str = "fold_records_sha256") -> bool:
+    """Whether the run's outputs exist, match their manifest and were assembled from the current inputs:
+    metrics.json's `key` (the fold records' sha256; a seed mean's is its seed runs') equals `sha`."""
     if not run.metrics.exists():
         return False
     try:
-        return run.read_metrics().get("fold_records_sha256") == sha
+        return run.read_metrics().get(key) == sha
     except DataError:
         return False
 

@@ -29,6 +29,7 @@ from foldstack.errors import ConfigError, DataError
 from foldstack.report import write_report
 from foldstack.runs import Runs, Stage1Run, runs_of
 from foldstack.stage1.config import OofConfig, load_oof_config
+from foldstack.stage1.run import assembled
 
 SEED_RUNS = "seed_runs"  # metrics.json of a mean run: one entry per seed run (run, seed, shas, scores)
 
@@ -114,15 +115,6 @@ def members_sha(members: list[Stage1Run]) -> str:
     return artifacts.sha256_bytes(b"".join(m.name.encode() + b"\0" + m.metrics.read_bytes() for m in members))
 
 
-def _current(mean: Stage1Run, sha: str) -> bool:
-    if not mean.metrics.exists():
-        return False
-    try:
-        return mean.read_metrics().get("seed_runs_sha256") == sha
-    except DataError:
-        return False
-
-
 def finish_seeds(plan: SeedPlan) -> dict:
     """When every seed run is assembled: write the mean run (once, under its lock, unless it is already
     the mean of exactly these seed runs). With seed runs unfinished: say which, and how to finish them."""
@@ -139,7 +131,7 @@ def finish_seeds(plan: SeedPlan) -> dict:
             )
             return {"missing_seed_runs": waiting}
         sha = members_sha(members)
-        if _current(mean, sha):
+        if assembled(mean, sha, key="seed_runs_sha256"):
             print(f"run {base.run}: every seed run done and their mean already assembled ({mean.metrics})")
             return mean.read_metrics(deep=False)
         return assemble_mean(plan, members, sha)
