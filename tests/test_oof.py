@@ -400,6 +400,9 @@ def test_flip_views_and_normalisation_are_the_defined_tensors():
         assert torch.equal(out, ref), channels_last  # bit for bit: the same ops in the same order
         layout = torch.channels_last if channels_last else torch.contiguous_format
         assert out.is_contiguous(memory_format=layout)
+        floats = img.float()
+        prep(floats)
+        assert torch.equal(floats, img.float())  # normalised in place on its own copy, never the input
 
 
 def test_unknown_model_and_backbone_errors_list_choices():

@@ -51,7 +51,7 @@ class DeviceNormalize:
         # The layout change is made on uint8 (a quarter of the bytes), then one float copy normalised in
         # place: the same values, op for op, as (x.float() - shift) * scale.
         x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).contiguous(memory_format=mf)
-        return x.float().sub_(self.shift).mul_(self.scale)
+        return x.to(torch.float32, copy=True).sub_(self.shift).mul_(self.scale)  # never the caller's tensor
 
 
 @dataclass
