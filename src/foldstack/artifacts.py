@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -155,8 +157,6 @@ def folder_lock(path: str | Path) -> Iterator[None]:
     """Hold an exclusive flock on the file `path` (created if missing, never removed: removing a lock
     file that others wait on would let two holders in). Blocks until it is free; a killed holder's lock
     is released by the kernel."""
-    import fcntl
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -176,8 +176,6 @@ def _remove(path: Path) -> None:
 
 def _lock_free(lock: Path) -> bool:
     """True when no live process holds `lock` (its writer finished or was killed)."""
-    import fcntl
-
     try:
         fd = os.open(lock, os.O_RDWR)
     except FileNotFoundError:
@@ -219,20 +217,18 @@ def _tx_of(name: str) -> str | None:
     return name
 
 
-def _writer_alive(name: str) -> bool:
-    """Whether the process that named an atomic_path temp file ('.<file>.pid<N>.<rand>.tmp') runs."""
-    import re
-
-    m = re.search(r"\.pid(\d+)\.", name)
+def _stale_temp(name: str) -> bool | None:
+    """For an atomic_path temp file ('.<file>.pid<N>.<rand>.tmp'): whether its writer is gone; else None."""
+    m = re.fullmatch(r"\..*\.pid(\d+)\.[a-z0-9_]+\.tmp", name)
     if m is None:
-        return True  # not ours: leave it
+        return None
     try:
         os.kill(int(m.group(1)), 0)
     except ProcessLookupError:
-        return False
-    except PermissionError:
         return True
-    return True
+    except PermissionError:
+        return False
+    return False
 
 
 def recover(folder: str | Path) -> None:
@@ -243,8 +239,10 @@ def recover(folder: str | Path) -> None:
         return
     by_tx: dict[str, list[Path]] = {}
     for p in folder.iterdir():
-        if p.name.startswith(".") and p.name.endswith(".tmp") and not _writer_alive(p.name):
-            p.unlink(missing_ok=True)  # a temp file of atomic_path whose process was killed
+        stale = _stale_temp(p.name)
+        if stale is not None:  # never a set's staged file: a live writer's temp file is not ours to touch
+            if stale:
+                p.unlink(missing_ok=True)
             continue
         tx = _tx_of(p.name)
         if tx is not None:
@@ -294,12 +292,11 @@ class SetWriter:
         self._lock_fd: int | None = None
 
     def __enter__(self) -> SetWriter:
-        import fcntl
-
         self.folder.mkdir(parents=True, exist_ok=True)
         recover(self.folder)
-        self._lock_fd = os.open(self.folder / f"{self.tx}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        with atomic_path(self.folder / f"{self.tx}.lock") as tmp:  # the lock file appears already held:
+            self._lock_fd = os.open(tmp, os.O_RDWR)  # another recover() never finds it free while we live
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         return self
 
     def path(self, member: str) -> Path:
