@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 from foldstack import artifacts
 from tests.conftest import REPO
@@ -55,7 +56,7 @@ def test_a_set_lock_is_held_from_the_moment_its_name_appears(tmp_path, monkeypat
     with artifacts.SetWriter(tmp_path, "fold0", manifest="fold0.json") as s:
         assert shim.calls == 1
         lock = tmp_path / f"{s.tx}.lock"
-        assert lock.exists() and not artifacts._lock_free(lock)
+        assert lock.exists() and artifacts._claim(lock) is None
         s.write_text("a.txt", "a")
         artifacts.recover(tmp_path)  # another job's recover while this set is staged
         assert s.staged["a.txt"].exists()
@@ -98,3 +99,58 @@ def test_many_writers_commit_sets_into_one_folder_at_once(tmp_path):
             assert artifacts.read_manifest(tmp_path / f"{name}.json")["i"] == i
             assert (tmp_path / f"{name}.txt").read_text() == name * 50
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+KILLED_MID_COMMIT = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from foldstack import artifacts
+    folder, n = Path(sys.argv[1]), int(sys.argv[2])
+    with artifacts.SetWriter(folder, "fold0", manifest="fold0.json") as s:
+        for i in range(n):
+            s.write_text(f"m{i}.txt", f"new {i}")
+        (s.workdir() / "model").mkdir()
+        (s.workdir() / "model" / "w.bin").write_text("new weights")
+        s.write_json("fold0.json", {"version": "new"})
+    """
+)
+RECOVER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from foldstack import artifacts
+    folder, go = Path(sys.argv[1]), Path(sys.argv[2])
+    while not go.exists():
+        time.sleep(0.001)
+    artifacts.recover(folder)
+    """
+)
+
+
+def test_recovers_racing_over_a_killed_commit_finish_it_once(tmp_path):
+    n = 300
+    for round_ in range(3):
+        folder, go = tmp_path / f"r{round_}", tmp_path / f"go{round_}"
+        with artifacts.SetWriter(folder, "fold0", manifest="fold0.json") as s:  # the set before: old content
+            for i in range(n):
+                s.write_text(f"m{i}.txt", f"old {i}")
+            (s.workdir() / "model").mkdir()
+            (s.workdir() / "model" / "w.bin").write_text("old weights")
+        e = {**os.environ, artifacts.FAULT_ENV: "set.commit.recorded:1"}
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLED_MID_COMMIT, str(folder), str(n)], cwd=REPO, env=e
+        )
+        assert killed.returncode == -9
+        assert any(p.name.endswith(artifacts.COMMIT_SUFFIX) for p in folder.iterdir())
+        racers = [
+            subprocess.Popen([sys.executable, "-c", RECOVER, str(folder), str(go)], cwd=REPO)
+            for _ in range(4)
+        ]
+        time.sleep(2.0)  # every racer imported and waiting
+        go.touch()
+        assert [p.wait(timeout=120) for p in racers] == [0] * 4
+        assert artifacts.read_manifest(folder / "fold0.json")["version"] == "new"
+        assert all((folder / f"m{i}.txt").read_text() == f"new {i}" for i in range(n))
+        assert (folder / "model" / "w.bin").read_text() == "new weights"
+        assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]

@@ -174,19 +174,19 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _lock_free(lock: Path) -> bool:
-    """True when no live process holds `lock` (its writer finished or was killed)."""
+def _claim(lock: Path) -> int | None:
+    """Take `lock` without waiting: its fd (closing it releases the lock); -1 when the file is gone (its
+    set was finished); None while a live process (the writer, or another recover) holds it."""
     try:
         fd = os.open(lock, os.O_RDWR)
     except FileNotFoundError:
-        return True
+        return -1
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        return False
-    finally:
-        os.close(fd)  # closing releases the probe's lock
-    return True
+        os.close(fd)
+        return None
+    return fd
 
 
 def _roll_forward(folder: Path, record: Path) -> None:
@@ -232,8 +232,7 @@ def _stale_temp(name: str) -> bool | None:
 
 
 def recover(folder: str | Path) -> None:
-    """Finish every set commit that a killed process left half done in `folder`, and remove the staged
-    files of writers that are gone. Cheap when there is nothing to do."""
+    """Finish the set commits that killed writers left half done in `folder`; remove their staged files."""
     folder = Path(folder)
     if not folder.is_dir():
         return
@@ -248,15 +247,19 @@ def recover(folder: str | Path) -> None:
         if tx is not None:
             by_tx.setdefault(tx, []).append(p)
     for tx, paths in sorted(by_tx.items()):
-        lock = folder / f"{tx}.lock"
-        if lock.exists() and not _lock_free(lock):
-            continue  # its writer is alive: leave it alone
-        record = folder / f"{tx}{COMMIT_SUFFIX}"
-        if record.exists():
-            _roll_forward(folder, record)
-        for p in paths:
-            if p.exists() and p != record:
-                _remove(p)
+        lock, record = folder / f"{tx}.lock", folder / f"{tx}{COMMIT_SUFFIX}"
+        fd = _claim(lock)  # held while rolling forward: two recovers never move the same set at once
+        if fd is None:
+            continue
+        try:
+            if record.exists():
+                _roll_forward(folder, record)
+            for p in sorted(paths, key=lambda p: p == lock):  # the lock file goes last
+                if p.exists() and p != record:
+                    _remove(p)
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
 
 class SetWriter:
