@@ -13,8 +13,12 @@ from foldstack import artifacts
 from tests.conftest import REPO
 
 
+def _python(script: str, *args, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], cwd=REPO, **kw)
+
+
 def _dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p = _python("pass")
     p.wait()
     return p.pid
 
@@ -82,13 +86,7 @@ WRITER = textwrap.dedent(
 def test_many_writers_commit_sets_into_one_folder_at_once(tmp_path):
     jobs, n = 4, 40
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(tmp_path), str(j), str(n)],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        _python(WRITER, tmp_path, j, n, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for j in range(jobs)
     ]
     logs = [p.communicate(timeout=300)[0] for p in procs]
@@ -120,7 +118,8 @@ RECOVER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from foldstack import artifacts
-    folder, go = Path(sys.argv[1]), Path(sys.argv[2])
+    folder, go, ready = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    ready.touch()
     while not go.exists():
         time.sleep(0.001)
     artifacts.recover(folder)
@@ -138,16 +137,12 @@ def test_recovers_racing_over_a_killed_commit_finish_it_once(tmp_path):
             (s.workdir() / "model").mkdir()
             (s.workdir() / "model" / "w.bin").write_text("old weights")
         e = {**os.environ, artifacts.FAULT_ENV: "set.commit.recorded:1"}
-        killed = subprocess.run(
-            [sys.executable, "-c", KILLED_MID_COMMIT, str(folder), str(n)], cwd=REPO, env=e
-        )
-        assert killed.returncode == -9
+        assert _python(KILLED_MID_COMMIT, folder, n, env=e).wait() == -9
         assert any(p.name.endswith(artifacts.COMMIT_SUFFIX) for p in folder.iterdir())
-        racers = [
-            subprocess.Popen([sys.executable, "-c", RECOVER, str(folder), str(go)], cwd=REPO)
-            for _ in range(4)
-        ]
-        time.sleep(2.0)  # every racer imported and waiting
+        ready = [tmp_path / f"ready{round_}_{k}" for k in range(4)]
+        racers = [_python(RECOVER, folder, go, r) for r in ready]
+        while not all(r.exists() for r in ready):  # every racer imported and waiting
+            time.sleep(0.01)
         go.touch()
         assert [p.wait(timeout=120) for p in racers] == [0] * 4
         assert artifacts.read_manifest(folder / "fold0.json")["version"] == "new"

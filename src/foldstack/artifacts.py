@@ -226,8 +226,8 @@ def _stale_temp(name: str) -> bool | None:
         os.kill(int(m.group(1)), 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
-        return False
+    except PermissionError:  # alive: another user's process
+        pass
     return False
 
 
